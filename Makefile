@@ -1,0 +1,54 @@
+# odpipe — every target installs what it needs into .venv/ first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo-output
+REGISTRY ?= us-docker.pkg.dev/YOUR_PROJECT/odpipe
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: help setup test demo bench lint compile images lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt -c requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv/ and install everything (pinned)
+
+test: setup ## run the whole test suite (slow tests included)
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+demo: setup ## generate sample data and run the whole pipeline locally
+	$(PY) -m odpipe.demo $(DEMO_DIR)
+
+bench: setup ## benchmarks (records, train input, predict); figures go to the README
+	$(PY) -m odpipe.bench
+
+lint: setup ## lint the Dockerfiles
+	$(VENV)/bin/hadolint images/*.Dockerfile
+
+compile: setup ## compile the pipeline to pipeline.yaml
+	$(VENV)/bin/odpipe compile -o pipeline.yaml
+
+images: ## build and push the component images (needs Docker; REGISTRY=...)
+	docker build -f images/cpu.Dockerfile -t $(REGISTRY)/odpipe:$(VERSION) .
+	docker build -f images/gpu.Dockerfile -t $(REGISTRY)/odpipe-gpu:$(VERSION) .
+	docker push $(REGISTRY)/odpipe:$(VERSION)
+	docker push $(REGISTRY)/odpipe-gpu:$(VERSION)
+
+lock: ## re-resolve and freeze requirements.lock
+	rm -rf /tmp/odpipe-lock && $(PYTHON) -m venv /tmp/odpipe-lock
+	/tmp/odpipe-lock/bin/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	( head -2 requirements.lock; /tmp/odpipe-lock/bin/pip freeze | sort -f ) > requirements.lock.new && mv requirements.lock.new requirements.lock
+
+clean: ## remove the venv and outputs
+	rm -rf $(VENV) $(DEMO_DIR) bench-output pipeline.yaml

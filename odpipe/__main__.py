@@ -1,0 +1,5 @@
+import sys
+
+from odpipe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,155 @@
+"""Label map: class names <-> integer ids, in the TF Object Detection API `.pbtxt` format.
+
+    item {
+      id: 1
+      name: 'circle'
+      display_name: 'circle'
+    }
+
+Ids start at 1 (0 is background). `--extend` keeps every id of an existing map and appends new
+classes after the highest id, so retraining on new data never renumbers old classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import re
+
+from odpipe import storage
+from odpipe.errors import UserError
+
+_TOKEN = re.compile(
+    r"""\s*(?:(?P<comment>\#[^\n]*)|(?P<str>'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")"""
+    r"""|(?P<punct>[{}:])|(?P<word>[A-Za-z_][\w.]*|-?\d+(?:\.\d*)?))""",
+    re.S,
+)
+
+
+def _escape(name: str) -> str:
+    return name.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _unescape(quoted: str) -> str:
+    body = quoted[1:-1].encode("utf-8")
+    return codecs.escape_decode(body)[0].decode("utf-8")
+
+
+def format_label_map(label_map: dict[int, str]) -> str:
+    """Text of a `.pbtxt` label map for {id: name}, ordered by id."""
+    out = []
+    for class_id, name in sorted(label_map.items()):
+        esc = _escape(name)
+        out.append(f"item {{\n  id: {class_id}\n  name: '{esc}'\n  display_name: '{esc}'\n}}\n")
+    return "".join(out)
+
+
+def parse_label_map(text: str, source: str = "<label map>") -> dict[int, str]:
+    """{id: name} from `.pbtxt` text. Accepts `name` or only `display_name`, any field order."""
+
+    def fail(problem: str) -> UserError:
+        return UserError(f"{source}: {problem}; fix the label map (item {{ id: N name: '...' }})")
+
+    tokens = []
+    pos = 0
+    text = text.lstrip("\ufeff")
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            if text[pos:].strip() == "":
+                break
+            line = text.count("\n", 0, pos) + 1
+            raise fail(f"cannot parse line {line}")
+        pos = m.end()
+        if m.group("comment") is None:
+            tokens.append(m.group(m.lastgroup))
+    items: list[dict[str, str]] = []
+    i = 0
+    while i < len(tokens):
+        if tokens[i] != "item" or i + 1 >= len(tokens) or tokens[i + 1] != "{":
+            raise fail(f"expected 'item {{' but found {tokens[i]!r}")
+        i += 2
+        fields: dict[str, str] = {}
+        while i < len(tokens) and tokens[i] != "}":
+            if i + 2 >= len(tokens) or tokens[i + 1] != ":":
+                raise fail(f"expected 'field: value' near {tokens[i]!r}")
+            key, value = tokens[i], tokens[i + 2]
+            fields[key] = _unescape(value) if value[:1] in "'\"" else value
+            i += 3
+        if i >= len(tokens):
+            raise fail("an item is not closed with '}'")
+        i += 1
+        items.append(fields)
+    label_map: dict[int, str] = {}
+    for fields in items:
+        if "id" not in fields:
+            raise fail(f"item {fields} has no id")
+        try:
+            class_id = int(fields["id"])
+        except ValueError:
+            raise fail(f"id {fields['id']!r} is not an integer") from None
+        name = fields.get("name") or fields.get("display_name")
+        if not name:
+            raise fail(f"item with id {class_id} has neither name nor display_name")
+        if class_id < 1:
+            raise fail(f"id {class_id} for {name!r} must be >= 1 (0 is reserved for background)")
+        if class_id in label_map:
+            raise fail(f"id {class_id} is used twice ({label_map[class_id]!r} and {name!r})")
+        if name in label_map.values():
+            raise fail(f"class {name!r} appears twice")
+        label_map[class_id] = name
+    if not label_map:
+        raise fail("it holds no items")
+    return label_map
+
+
+def read_label_map(path: str) -> dict[int, str]:
+    """{id: name} from a `.pbtxt` file (local or `gs://`)."""
+    try:
+        text = storage.read_text(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: label map not found; check the path") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: label map is not UTF-8 text; save it as UTF-8") from None
+    return parse_label_map(text, source=str(path))
+
+
+def build_label_map(classes, existing: dict[int, str] | None = None) -> dict[int, str]:
+    """Ids for `classes`: existing ids kept, new classes (sorted by name) after the highest id."""
+    label_map = dict(existing or {})
+    known = set(label_map.values())
+    next_id = max(label_map, default=0) + 1
+    for name in sorted(set(classes) - known):
+        label_map[next_id] = name
+        next_id += 1
+    return label_map
+
+
+def write_label_map(csv_path: str, output_path: str, extend: str | None = None) -> dict[int, str]:
+    """Write the label map for the classes in a labels CSV; returns {id: name}."""
+    from odpipe.annotations import read_labels_csv
+
+    frame = read_labels_csv(csv_path)
+    classes = sorted(c for c in frame["class"].unique() if c)
+    existing = read_label_map(extend) if extend else None
+    if not classes and not existing:
+        raise UserError(f"{csv_path}: no labelled objects, so there is no class to put in a label map")
+    label_map = build_label_map(classes, existing)
+    storage.write_text(output_path, format_label_map(label_map))
+    return label_map
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("csv", help="labels CSV written by `odpipe csv` (or train.csv)")
+    parser.add_argument("-o", "--output", required=True, help="label_map.pbtxt to write")
+    parser.add_argument("--extend", help="existing label map whose ids are kept; new classes are appended")
+
+
+def run(args: argparse.Namespace) -> int:
+    existing = read_label_map(args.extend) if args.extend else {}
+    label_map = write_label_map(args.csv, args.output, extend=args.extend)
+    new = {i: n for i, n in label_map.items() if i not in existing}
+    print(f"wrote {args.output}: {len(label_map)} classes ({len(new)} new)")
+    for class_id, name in sorted(label_map.items()):
+        print(f"  {class_id:>4}  {name}{'  (new)' if class_id in new and existing else ''}")
+    return 0

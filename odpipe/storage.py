@@ -1,0 +1,104 @@
+"""Paths that may be local or on a bucket (`gs://...`).
+
+Everything goes through Apache Beam's file systems, which speak to Cloud Storage with the
+google-cloud-storage client, so `STORAGE_EMULATOR_HOST` (the tests' local emulator) is honoured.
+TensorFlow's own `gs://` support does not honour that variable; use these helpers for data I/O.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from typing import IO
+
+
+def is_remote(path: str) -> bool:
+    """True for URIs such as `gs://bucket/key`."""
+    return "://" in str(path)
+
+
+def join(base: str, *parts: str) -> str:
+    base = str(base)
+    if is_remote(base):
+        return posixpath.join(base, *parts)
+    return os.path.join(base, *parts)
+
+
+def _fs():
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
+def open_read(path: str) -> IO[bytes]:
+    """A binary file object for reading a local path or a `gs://` URI."""
+    path = str(path)
+    if not is_remote(path):
+        return open(path, "rb")
+    from apache_beam.io.filesystem import CompressionTypes
+
+    return _fs().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def open_write(path: str) -> IO[bytes]:
+    """A binary file object for writing; local parent folders are created."""
+    path = str(path)
+    if not is_remote(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        return open(path, "wb")
+    from apache_beam.io.filesystem import CompressionTypes
+
+    return _fs().create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def read_bytes(path: str) -> bytes:
+    with open_read(path) as f:
+        return f.read()
+
+
+def read_text(path: str, encoding: str = "utf-8") -> str:
+    return read_bytes(path).decode(encoding)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with open_write(path) as f:
+        f.write(data)
+
+
+def write_text(path: str, text: str, encoding: str = "utf-8") -> None:
+    write_bytes(path, text.encode(encoding))
+
+
+def exists(path: str) -> bool:
+    path = str(path)
+    if not is_remote(path):
+        return os.path.exists(path)
+    return _fs().exists(path)
+
+
+def glob(pattern: str) -> list[str]:
+    """Sorted paths matching a glob pattern (local or `gs://`)."""
+    pattern = str(pattern)
+    if not is_remote(pattern):
+        import glob as _glob
+
+        return sorted(_glob.glob(pattern, recursive=True))
+    result = _fs().match([pattern])[0]
+    return sorted(m.path for m in result.metadata_list)
+
+
+def makedirs(path: str) -> None:
+    """Create a local folder (buckets have no folders; nothing to do there)."""
+    if not is_remote(path):
+        os.makedirs(path, exist_ok=True)
+
+
+def delete(paths: list[str]) -> None:
+    if paths:
+        _fs().delete(list(paths))
+
+
+def rename(sources: list[str], destinations: list[str]) -> None:
+    if sources:
+        _fs().rename(list(sources), list(destinations))

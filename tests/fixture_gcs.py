@@ -1,0 +1,1 @@
+"""GCS emulator fixtures (owned by the records stage)."""

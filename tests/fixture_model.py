@@ -1,0 +1,1 @@
+"""Trained model / export fixtures (owned by the train stage)."""
