@@ -1,0 +1,239 @@
+"""Load an exported detector (the export directory contract) and run it on encoded images.
+
+    EXPORT_DIR/saved_model/      SavedModel; signatures `serving_default` (inputs: tf.string [None],
+                                 encoded JPEG/PNG bytes) and `serving_image_tensor` (inputs: uint8
+                                 [None, None, None, 3]); outputs detection_boxes [B, N, 4] normalised
+                                 (ymin, xmin, ymax, xmax), detection_scores [B, N], detection_classes
+                                 (label-map ids) [B, N], num_detections [B]
+    EXPORT_DIR/label_map.pbtxt   {id: name} (also saved_model/assets/label_map.pbtxt)
+    EXPORT_DIR/config.yaml       the effective training config
+
+`Detector` is used by both `odpipe evaluate` and `odpipe predict`. A `gs://` export is copied to a
+local temporary folder first (through odpipe.storage, so the storage emulator is honoured).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from odpipe import storage
+from odpipe.errors import UserError
+from odpipe.label_map import read_label_map
+
+OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+
+
+@dataclass
+class Detection:
+    """One detection; `box` is (xmin, ymin, xmax, ymax) in pixels of the stored image."""
+
+    class_id: int
+    name: str
+    score: float
+    box: tuple[float, float, float, float]
+
+    def as_dict(self) -> dict:
+        xmin, ymin, xmax, ymax = self.box
+        return {
+            "class": self.name,
+            "id": self.class_id,
+            "score": round(self.score, 5),
+            "box": {"xmin": round(xmin, 2), "ymin": round(ymin, 2), "xmax": round(xmax, 2), "ymax": round(ymax, 2)},
+        }
+
+
+def _copy_remote_dir(uri: str) -> str:
+    """Copy every object under `uri` to a new local temp folder; returns that folder."""
+    uri = uri.rstrip("/")
+    paths = storage.glob(uri + "/**")
+    if not paths:
+        raise UserError(f"{uri}: no files there; point --model at the folder `odpipe export -o` wrote")
+    local = tempfile.mkdtemp(prefix="odpipe-export-")
+    for path in paths:
+        rel = path[len(uri) + 1 :]
+        if not rel or rel.endswith("/"):
+            continue
+        storage.write_bytes(os.path.join(local, *rel.split("/")), storage.read_bytes(path))
+    return local
+
+
+class Detector:
+    """An exported model plus its label map; call it on a list of encoded image bytes."""
+
+    def __init__(self, export_dir: str):
+        self.export_dir = str(export_dir)
+        self._tempdir = None
+        local = self.export_dir
+        if storage.is_remote(local):
+            local = self._tempdir = _copy_remote_dir(local)
+        saved_model = os.path.join(local, "saved_model")
+        if not os.path.isdir(saved_model):
+            if os.path.isfile(os.path.join(local, "saved_model.pb")):
+                saved_model = local  # pointed at EXPORT_DIR/saved_model itself
+                local = os.path.dirname(local.rstrip(os.sep))
+            else:
+                raise UserError(
+                    f"{self.export_dir}: no saved_model/ folder; point --model at the folder written by "
+                    "`odpipe export -o EXPORT_DIR`"
+                )
+        label_map_path = None
+        for candidate in (os.path.join(local, "label_map.pbtxt"), os.path.join(saved_model, "assets", "label_map.pbtxt")):
+            if os.path.isfile(candidate):
+                label_map_path = candidate
+                break
+        if label_map_path is None:
+            raise UserError(
+                f"{self.export_dir}: no label_map.pbtxt beside saved_model/ or in saved_model/assets/; "
+                "re-export with `odpipe export`"
+            )
+        self.label_map: dict[int, str] = read_label_map(label_map_path)
+        import tensorflow as tf
+
+        try:
+            self._model = tf.saved_model.load(saved_model)
+        except (OSError, ValueError, tf.errors.OpError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"{saved_model}: cannot load the SavedModel ({first}); re-export with `odpipe export`") from None
+        signatures = self._model.signatures
+        if "serving_default" not in signatures:
+            raise UserError(
+                f"{saved_model}: no `serving_default` signature (has: {', '.join(signatures) or 'none'}); "
+                "re-export with `odpipe export`"
+            )
+        self._bytes_fn = signatures["serving_default"]
+        self._tensor_fn = signatures.get("serving_image_tensor")
+        self._warned_fallback = False
+
+    def close(self) -> None:
+        if self._tempdir:
+            shutil.rmtree(self._tempdir, ignore_errors=True)
+            self._tempdir = None
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- raw model calls ---------------------------------------------------------------------
+
+    @staticmethod
+    def _outputs(result) -> dict[str, np.ndarray]:
+        missing = [k for k in OUTPUT_KEYS if k not in result]
+        if missing:
+            raise UserError(
+                f"the exported model lacks output(s) {', '.join(missing)}; re-export with `odpipe export`"
+            )
+        boxes = np.asarray(result["detection_boxes"], dtype=np.float32)
+        scores = np.asarray(result["detection_scores"], dtype=np.float32)
+        classes = np.rint(np.asarray(result["detection_classes"], dtype=np.float64)).astype(np.int64)
+        num = np.rint(np.asarray(result["num_detections"], dtype=np.float64)).astype(np.int64).reshape(-1)
+        return {"detection_boxes": boxes, "detection_scores": scores, "detection_classes": classes, "num_detections": num}
+
+    def run_bytes(self, encoded) -> dict[str, np.ndarray]:
+        """Raw outputs for a batch of encoded images (a list of bytes or a tf.string [B] tensor)."""
+        import tensorflow as tf
+
+        tensor = encoded if isinstance(encoded, tf.Tensor) else tf.constant(list(encoded), dtype=tf.string)
+        return self._outputs(self._bytes_fn(inputs=tensor))
+
+    def run_tensor(self, images) -> dict[str, np.ndarray]:
+        """Raw outputs for a uint8 [B, H, W, 3] batch (the `serving_image_tensor` signature)."""
+        import tensorflow as tf
+
+        if self._tensor_fn is None:
+            raise UserError(f"{self.export_dir}: no `serving_image_tensor` signature; re-export with `odpipe export`")
+        return self._outputs(self._tensor_fn(inputs=tf.convert_to_tensor(images, dtype=tf.uint8)))
+
+    def detect_bytes(self, encoded: list[bytes]) -> list[dict[str, np.ndarray] | str]:
+        """Per image: its raw outputs (arrays cut to num_detections) or, if the model cannot read
+        it, a one-line reason. One bad image never loses the rest of the batch."""
+        import tensorflow as tf
+
+        encoded = list(encoded)
+        if not encoded:
+            return []
+        try:
+            return self._split(self.run_bytes(encoded), len(encoded))
+        except tf.errors.OpError as err:
+            if len(encoded) == 1:
+                return [_reason(err)]
+            if not self._warned_fallback:
+                print(
+                    f"odpipe: warning: a batch failed ({_reason(err)}); running its images one by one",
+                    file=sys.stderr,
+                )
+                self._warned_fallback = True
+        results: list[dict[str, np.ndarray] | str] = []
+        for data in encoded:
+            try:
+                results.extend(self._split(self.run_bytes([data]), 1))
+            except tf.errors.OpError as err:
+                results.append(_reason(err))
+        return results
+
+    @staticmethod
+    def _split(out: dict[str, np.ndarray], n: int) -> list[dict[str, np.ndarray]]:
+        per_image = []
+        for i in range(n):
+            k = int(out["num_detections"][i])
+            per_image.append(
+                {
+                    "boxes": out["detection_boxes"][i, :k],
+                    "scores": out["detection_scores"][i, :k],
+                    "classes": out["detection_classes"][i, :k],
+                }
+            )
+        return per_image
+
+    # -- conversions -------------------------------------------------------------------------
+
+    def to_detections(self, raw: dict[str, np.ndarray], width: int, height: int, threshold: float = 0.0) -> list[Detection]:
+        """Detections in pixels (xmin, ymin, xmax, ymax) with scores >= threshold, best first.
+
+        Classes that are not in the label map are kept under the name `id:N` (never dropped
+        silently)."""
+        out = []
+        order = np.argsort(-raw["scores"], kind="stable")
+        for i in order:
+            score = float(raw["scores"][i])
+            if score < threshold:
+                continue
+            ymin, xmin, ymax, xmax = (float(v) for v in raw["boxes"][i])
+            class_id = int(raw["classes"][i])
+            box = (
+                min(max(xmin, 0.0), 1.0) * width,
+                min(max(ymin, 0.0), 1.0) * height,
+                min(max(xmax, 0.0), 1.0) * width,
+                min(max(ymax, 0.0), 1.0) * height,
+            )
+            out.append(Detection(class_id, self.label_map.get(class_id, f"id:{class_id}"), score, box))
+        return out
+
+
+def _reason(err: Exception) -> str:
+    text = getattr(err, "message", None) or str(err)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:300]
+
+
+def image_info(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, depth) of encoded image bytes from the header only (no pixel decoding),
+    as stored: EXIF orientation is not applied, like tf.io.decode_image that feeds the model, so
+    pixel boxes refer to the stored pixels. depth is 1 for grayscale, else 3 (what labelImg
+    writes). None if the bytes are not an image."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.width), int(im.height), 1 if im.mode in ("1", "L", "I", "I;16", "F") else 3
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None

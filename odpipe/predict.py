@@ -1,0 +1,340 @@
+"""`odpipe predict`: run an exported detector on images, folders or globs (local or `gs://`).
+
+    odpipe predict --model EXPORT_DIR photos/ more/*.JPG gs://bucket/new/ -o OUTDIR [--voc]
+
+Input is a batched, prefetched tf.data pipeline: file reads run in parallel threads ahead of the
+model, so inference never waits on storage. Drawing and writing outputs run in a small thread
+pool behind it. Outputs:
+
+    OUTDIR/predictions.json      {"images": [{filename, output, width, height, detections:
+                                  [{class, id, score, box: {xmin, ymin, xmax, ymax}}]}],
+                                  "unreadable": [{file, reason}], ...}; boxes in pixels of the
+                                  stored image (EXIF orientation not applied, as the model sees it)
+    OUTDIR/images/<name>.jpg     each image drawn with its detections
+    OUTDIR/annotations/<name>.xml  with --voc: one labelImg (Pascal VOC) file per image, so the
+                                  predictions can be corrected in labelImg and fed back to
+                                  `odpipe csv --images-dir <input folder>` as new training data
+
+<name> keeps the image's path relative to the folder it was found in (files named directly or by
+a glob: the base name); a clash gets a `_1`, `_2` suffix. An image that cannot be read is counted
+and listed under "unreadable", never a crash; no input matching at all is a UserError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import io
+import json
+import os
+import posixpath
+import sys
+from collections import Counter
+
+from odpipe import storage
+from odpipe.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+_GLOB_CHARS = set("*?[")
+
+PALETTE = [
+    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+    (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40), (128, 0, 0),
+]
+
+
+def class_colour(class_id: int) -> tuple[int, int, int]:
+    return PALETTE[(int(class_id) - 1) % len(PALETTE)]
+
+
+def _is_image(path: str) -> bool:
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def expand_inputs(inputs) -> list[tuple[str, str]]:
+    """[(path, name)] for image files, folders (recursive) and globs, local or `gs://`.
+
+    `name` is the output name: the path relative to the folder it was found in, or the base
+    name for a file or glob match; unique over the run. Folders and globs keep only image
+    extensions (case-insensitive: .jpg .jpeg .png .bmp .gif .webp); a file named directly is
+    kept whatever its extension. A path that does not exist, or nothing matched at all, is a
+    UserError."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    found: list[tuple[str, str]] = []
+    for raw in inputs:
+        item = str(raw)
+        remote = storage.is_remote(item)
+        sep = "/" if remote else os.sep
+        if _GLOB_CHARS & set(item):
+            matches = [p for p in storage.glob(item) if _is_image(p) and (remote or os.path.isfile(p))]
+            if not matches:
+                print(f"odpipe predict: warning: {item} matched no image", file=sys.stderr)
+            found += [(p, p.rstrip(sep).split(sep)[-1]) for p in matches]
+        elif remote:
+            if _is_image(item):
+                if not storage.exists(item):
+                    raise UserError(f"{item}: no such object; check the path")
+                found.append((item, posixpath.basename(item)))
+            else:
+                root = item.rstrip("/")
+                matches = [p for p in storage.glob(root + "/**") if _is_image(p)]
+                if not matches:
+                    raise UserError(f"{item}: no image under this prefix; check the path (extensions: {' '.join(IMAGE_EXTENSIONS)})")
+                found += [(p, p[len(root) + 1 :]) for p in matches]
+        elif os.path.isdir(item):
+            matches = []
+            for dirpath, dirnames, filenames in os.walk(item):
+                dirnames.sort()
+                for f in sorted(filenames):
+                    if _is_image(f):
+                        path = os.path.join(dirpath, f)
+                        matches.append((path, os.path.relpath(path, item).replace(os.sep, "/")))
+            if not matches:
+                print(f"odpipe predict: warning: folder {item} holds no image", file=sys.stderr)
+            found += matches
+        elif os.path.isfile(item):
+            found.append((item, os.path.basename(item)))
+        else:
+            raise UserError(f"{item}: no such file or folder; check the path")
+    seen_paths: set[str] = set()
+    used: set[str] = set()
+    result = []
+    for path, name in found:
+        if path in seen_paths:
+            continue
+        seen_paths.add(path)
+        stem, _ = posixpath.splitext(name)
+        unique, n = stem, 0
+        while unique.lower() in used:
+            n += 1
+            unique = f"{stem}_{n}"
+        used.add(unique.lower())
+        result.append((path, unique))
+    if not result:
+        raise UserError(
+            f"no image matched {' '.join(map(str, inputs))}; give image files, folders or globs "
+            f"(extensions {' '.join(IMAGE_EXTENSIONS)}, any case)"
+        )
+    return result
+
+
+def _read_or_reason(path) -> tuple[bytes, bytes]:
+    path = path.decode("utf-8") if isinstance(path, bytes) else str(path)
+    try:
+        return storage.read_bytes(path), b""
+    except Exception as err:  # noqa: BLE001 - any read failure is reported per file, not a crash
+        return b"", f"cannot read the file ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})".encode()
+
+
+def read_batches(paths: list[str], batch_size: int):
+    """Yield lists of (bytes, error) for `paths` in order, read ahead by a tf.data pipeline
+    (parallel reads through odpipe.storage, batched, prefetched)."""
+    import tensorflow as tf
+
+    def read(path):
+        data, err = tf.numpy_function(_read_or_reason, [path], [tf.string, tf.string], stateful=False)
+        data.set_shape([])
+        err.set_shape([])
+        return data, err
+
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, dtype=tf.string))
+    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size).prefetch(2)
+    for data, err in ds.as_numpy_iterator():
+        yield [(bytes(d), e.decode("utf-8", "replace")) for d, e in zip(data, err)]
+
+
+def draw_detections(data: bytes, detections, ground_truth=None, max_side: int | None = None):
+    """A PIL RGB image of the encoded `data` with boxes drawn: detections in class colours with
+    "name score" labels; optional ground truth [(name, (xmin, ymin, xmax, ymax))] in white/black
+    dashes. `max_side` shrinks the result (boxes scaled with it)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.open(io.BytesIO(data))
+    stored_width = image.width
+    if max_side and image.format == "JPEG":
+        image.draft("RGB", (max_side, max_side))  # decode at reduced size: much faster
+    image = image.convert("RGB")
+    if max_side and max(image.size) > max_side:
+        factor = max_side / max(image.size)
+        image = image.resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))))
+    scale = image.width / float(stored_width)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    line = max(2, round(max(image.size) / 250))
+
+    def sbox(box):
+        return [v * scale for v in box]
+
+    for name, box in ground_truth or []:
+        x0, y0, x1, y1 = sbox(box)
+        draw.rectangle([x0, y0, x1, y1], outline=(0, 0, 0), width=line + 2)
+        draw.rectangle([x0, y0, x1, y1], outline=(255, 255, 255), width=line)
+    for det in detections:
+        colour = class_colour(det.class_id)
+        x0, y0, x1, y1 = sbox(det.box)
+        draw.rectangle([x0, y0, x1, y1], outline=colour, width=line)
+        label = f"{det.name} {det.score:.2f}"
+        tx0, ty0, tx1, ty1 = draw.textbbox((x0, y0), label, font=font)
+        ty = y0 - (ty1 - ty0) - 2 if y0 - (ty1 - ty0) - 2 >= 0 else y0
+        draw.rectangle([x0, ty, x0 + (tx1 - tx0) + 4, ty + (ty1 - ty0) + 2], fill=colour)
+        draw.text((x0 + 2, ty), label, fill=(255, 255, 255), font=font)
+    return image
+
+
+def voc_objects(detections, width: int, height: int) -> tuple[list, int]:
+    """labelImg objects [(name, (xmin, ymin, xmax, ymax))] from pixel detections, the way labelImg
+    saves a box (integer pixels, xmin/ymin at least 1, inside the image); returns them and how
+    many were too small to keep (under one pixel wide or high after rounding)."""
+    objects, dropped = [], 0
+    for det in detections:
+        x0, y0, x1, y1 = det.box
+        xmin, ymin = max(1, int(round(x0))), max(1, int(round(y0)))
+        xmax, ymax = min(width, int(round(x1))), min(height, int(round(y1)))
+        if xmax <= xmin or ymax <= ymin:
+            dropped += 1
+            continue
+        objects.append((det.name, (xmin, ymin, xmax, ymax)))
+    return objects, dropped
+
+
+def _write_outputs(output_dir, path, name, data, width, height, depth, detections, voc, draw) -> int:
+    """Drawn image and VOC XML for one image; returns the count of boxes too small for VOC."""
+    dropped = 0
+    if draw:
+        buf = io.BytesIO()
+        draw_detections(data, detections).save(buf, format="JPEG", quality=90)
+        storage.write_bytes(storage.join(output_dir, "images", *f"{name}.jpg".split("/")), buf.getvalue())
+    if voc:
+        from odpipe.sample_data import voc_xml
+
+        objects, dropped = voc_objects(detections, width, height)
+        sep = "/" if storage.is_remote(path) else os.sep
+        parts = path.rstrip(sep).split(sep)
+        filename = name.rsplit("/", 1)[0] + "/" + parts[-1] if "/" in name else parts[-1]
+        folder = parts[-2] if len(parts) > 1 else ""
+        xml = voc_xml(filename, folder, path, width, height, depth, objects)
+        storage.write_text(storage.join(output_dir, "annotations", *f"{name}.xml".split("/")), xml)
+    return dropped
+
+
+def predict(
+    model,
+    inputs,
+    output_dir: str,
+    threshold: float = 0.5,
+    voc: bool = False,
+    batch_size: int = 8,
+    draw: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Run the exported model at `model` (an export dir or an odpipe.detector.Detector) on
+    `inputs` (image files, folders, globs; local or gs://) and write OUTDIR outputs.
+
+    Returns the summary: {"images", "detections", "classes", "unreadable": [{file, reason}],
+    "voc_boxes_dropped", "predictions"}."""
+    from tqdm import tqdm
+
+    from odpipe.detector import Detector, image_info
+
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError(f"--threshold {threshold}: must be between 0 and 1")
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be at least 1")
+    items = expand_inputs(inputs)
+    detector = model if isinstance(model, Detector) else Detector(model)
+    storage.makedirs(output_dir)
+    records: list[dict] = []
+    unreadable: list[dict] = []
+    classes: Counter = Counter()
+    pending: list[concurrent.futures.Future] = []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2) if (draw or voc) else None
+    bar = tqdm(total=len(items), unit="img", desc="predict", file=sys.stderr, disable=not progress,
+               mininterval=0.5 if sys.stderr.isatty() else 5.0)
+    try:
+        paths = [p for p, _ in items]
+        start = 0
+        for batch in read_batches(paths, batch_size):
+            batch_items = items[start : start + len(batch)]
+            start += len(batch)
+            good = []
+            for (path, name), (data, err) in zip(batch_items, batch):
+                info = None if err else image_info(data)
+                if err:
+                    unreadable.append({"file": path, "reason": err})
+                elif info is None:
+                    unreadable.append({"file": path, "reason": "not an image (unknown format or corrupt header)"})
+                else:
+                    good.append((path, name, data, info))
+            results = detector.detect_bytes([g[2] for g in good])
+            for (path, name, data, (width, height, depth)), raw in zip(good, results):
+                if isinstance(raw, str):
+                    unreadable.append({"file": path, "reason": f"the model cannot decode it: {raw}"})
+                    continue
+                dets = detector.to_detections(raw, width, height, threshold)
+                classes.update(d.name for d in dets)
+                records.append({
+                    "filename": path, "output": name, "width": width, "height": height,
+                    "detections": [d.as_dict() for d in dets],
+                })
+                if pool is not None:
+                    pending.append(pool.submit(_write_outputs, output_dir, path, name, data, width, height, depth, dets, voc, draw))
+            bar.update(len(batch))
+            if len(pending) > 4 * batch_size:  # bound memory: wait for the oldest writers
+                for future in pending[: len(pending) - 2 * batch_size]:
+                    future.result()  # also re-raises a writer's error early
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(wait=True)
+        if detector is not model:
+            detector.close()
+    voc_dropped = sum(f.result() for f in pending)
+    summary = {
+        "model": str(getattr(detector, "export_dir", model)),
+        "threshold": threshold,
+        "images": len(records),
+        "detections": sum(len(r["detections"]) for r in records),
+        "classes": dict(sorted(classes.items())),
+        "unreadable": unreadable,
+        "voc_boxes_dropped": voc_dropped,
+        "predictions": storage.join(output_dir, "predictions.json"),
+    }
+    doc = {k: summary[k] for k in ("model", "threshold", "images", "detections", "classes")}
+    doc["images_found"] = len(items)
+    doc["unreadable"] = unreadable
+    if voc:
+        doc["voc_boxes_dropped"] = voc_dropped
+    doc["predictions"] = records
+    storage.write_text(summary["predictions"], json.dumps(doc, indent=1) + "\n")
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs; local or gs://")
+    parser.add_argument("--model", required=True, help="export folder written by `odpipe export -o`")
+    parser.add_argument("-o", "--output", required=True, help="folder for predictions.json, images/, annotations/")
+    parser.add_argument("--threshold", type=float, default=0.5, help="minimum score to keep a detection (default 0.5)")
+    parser.add_argument("--voc", action="store_true", help="also write one labelImg (Pascal VOC) XML per image")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
+    parser.add_argument("--no-draw", action="store_true", help="do not write drawn images")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = predict(
+        args.model, args.inputs, args.output, threshold=args.threshold, voc=args.voc,
+        batch_size=args.batch_size, draw=not args.no_draw,
+    )
+    classes = ", ".join(f"{k}={v}" for k, v in summary["classes"].items()) or "none"
+    print(f"predicted {summary['images']} images: {summary['detections']} detections >= {summary['threshold']} ({classes})")
+    if summary["unreadable"]:
+        print(f"skipped {len(summary['unreadable'])} unreadable image(s):")
+        for item in summary["unreadable"][:20]:
+            print(f"  {item['file']}: {item['reason']}")
+        if len(summary["unreadable"]) > 20:
+            print(f"  ... and {len(summary['unreadable']) - 20} more (see predictions.json)")
+    if summary["voc_boxes_dropped"]:
+        print(f"{summary['voc_boxes_dropped']} detection(s) under one pixel were left out of the VOC files")
+    print(f"wrote {summary['predictions']}")
+    return 0
