@@ -1,0 +1,1 @@
+"""Model Garden extensions used by odpipe (task subclasses, evaluators)."""
