@@ -1,0 +1,336 @@
+"""KFP v2 components: one thin, typed wrapper per odpipe stage.
+
+Each function below maps KFP artifacts and parameters onto exactly one call of a tested
+`odpipe` function and records provenance (counts, classes, config) in artifact metadata.
+They are *lightweight* Python components whose base image is the project's own image (which
+has `odpipe` installed), so the same component runs on Vertex AI / Kubeflow and in the current
+environment under `kfp.local.SubprocessRunner(use_venv=False)`.
+
+Code that speaks `gs://` (Beam, TensorFlow, odpipe.storage) gets an artifact's `.uri`; code
+that does plain local file I/O gets its `.path` (a `/gcs/...` FUSE path on Vertex).
+
+Images are chosen when the pipeline is built: `build(image, trainer_image)` wraps the functions
+with those base images. Nothing here reads the environment.
+
+The bodies are serialised by KFP on their own, so every import lives inside the body.
+"""
+
+from typing import List, NamedTuple, Optional
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+
+import odpipe
+
+IMAGE_NAME = "odpipe"
+TRAINER_IMAGE_NAME = "odpipe-gpu"
+DEFAULT_IMAGE = f"{IMAGE_NAME}:{odpipe.__version__}"
+DEFAULT_TRAINER_IMAGE = f"{TRAINER_IMAGE_NAME}:{odpipe.__version__}"
+
+
+def annotations_to_csv(
+    annotations: str,
+    images: str,
+    labels: Output[Dataset],
+    report: Output[Dataset],
+    stats: Output[Metrics],
+    strict: bool = False,
+):
+    """Converts a folder of labelImg (Pascal VOC XML) annotations to one labels CSV.
+
+    Args:
+        annotations: Folder of `.xml` files, searched recursively (local path or gs:// URI).
+        images: Folder the `<filename>` of each XML is relative to (local path or gs:// URI).
+        labels: The labels CSV (filename,width,height,class,xmin,ymin,xmax,ymax,...).
+        report: The conversion report (report.json): counts, classes, dropped boxes, warnings.
+        stats: Image, object and dropped counts as metrics.
+        strict: Treat every warning or dropped box as an error.
+    """
+    import json
+
+    from odpipe.annotations import xml_to_csv
+
+    result = xml_to_csv(annotations, labels.path, images_dir=images, report_path=report.path, strict=strict)
+    counts = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    dropped = result.get("dropped", [])
+    counts["dropped"] = len(dropped) if isinstance(dropped, (list, dict)) else dropped
+    for name, value in counts.items():
+        stats.log_metric(name, value)
+    labels.metadata.update(counts)
+    labels.metadata["classes"] = json.loads(json.dumps(result.get("classes", {})))
+    labels.metadata["source"] = {"annotations": annotations, "images": images}
+    report.metadata.update(counts)
+
+
+def split(
+    labels: Input[Dataset],
+    splits: Output[Dataset],
+    images: str = "",
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+):
+    """Splits the labels CSV by image into train.csv and eval.csv, stratified by class.
+
+    Args:
+        labels: The labels CSV from the annotations component.
+        splits: Folder with train.csv and eval.csv.
+        images: Images folder, used to keep byte-identical images on one side (optional).
+        eval_fraction: Fraction of the images that goes to eval.csv, in (0, 1).
+        seed: Random seed; the same seed gives the same split.
+    """
+    import json
+    import os
+
+    from odpipe.split import split_csv
+
+    os.makedirs(splits.path, exist_ok=True)
+    result = split_csv(labels.path, splits.path, eval_fraction=eval_fraction, seed=seed, images_dir=images or None)
+    splits.metadata.update(json.loads(json.dumps(result, default=str)))
+    splits.metadata.update({"eval_fraction": eval_fraction, "seed": seed})
+
+
+def label_map(
+    labels: Input[Dataset],
+    label_map: Output[Dataset],
+    existing_label_map: str = "",
+):
+    """Writes the label map (label_map.pbtxt) for the classes of the labels CSV.
+
+    Args:
+        labels: The labels CSV from the annotations component.
+        label_map: The label map in TF Object Detection API pbtxt format.
+        existing_label_map: A previous label map (local path or gs:// URI) whose ids are kept, so that
+            ids stay stable across retraining; new classes get new ids. Empty for a fresh map.
+    """
+    from odpipe.label_map import write_label_map
+
+    classes = write_label_map(labels.path, label_map.path, extend=existing_label_map or None)
+    label_map.metadata["classes"] = {str(k): v for k, v in sorted(classes.items())}
+    label_map.metadata["num_classes"] = len(classes)
+    label_map.metadata["extended_from"] = existing_label_map
+
+
+def records(
+    splits: Input[Dataset],
+    label_map: Input[Dataset],
+    images: str,
+    records: Output[Dataset],
+    side: str = "train",
+    shards: int = 0,
+    runner: str = "DirectRunner",
+    beam_args: Optional[List[str]] = None,
+    dataflow_image: str = "",
+):
+    """Converts one side of the split (train or eval) to sharded TFRecords with Apache Beam.
+
+    Args:
+        splits: Folder with train.csv and eval.csv from the split component.
+        label_map: The label map; class names become these ids.
+        images: Images folder the CSV file names are relative to (local path or gs:// URI).
+        records: Folder of `records-NNNNN-of-NNNNN.tfrecord` shards and `records.summary.json`.
+        side: Which CSV to convert: "train" or "eval".
+        shards: Number of output shards; 0 picks one from the data size.
+        runner: Beam runner, e.g. "DirectRunner" or "DataflowRunner".
+        beam_args: Extra Beam pipeline options, e.g. ["--project=P", "--region=R",
+            "--temp_location=gs://B/tmp"] for Dataflow.
+        dataflow_image: SDK container image for Dataflow workers; added as
+            --sdk_container_image when the runner is Dataflow and none is given.
+    """
+    import os
+
+    from odpipe.records import convert
+
+    args = list(beam_args or [])
+    if runner == "DataflowRunner" and dataflow_image and not any("sdk_container_image" in a for a in args):
+        args.append(f"--sdk_container_image={dataflow_image}")
+    if "://" not in records.uri:
+        os.makedirs(records.path, exist_ok=True)
+    prefix = records.uri.rstrip("/") + "/records"
+    summary = convert(
+        splits.uri.rstrip("/") + f"/{side}.csv",
+        images,
+        label_map.uri,
+        prefix,
+        shards=shards or None,
+        runner=runner,
+        beam_args=args,
+    )
+    rejected = summary.get("rejected", [])
+    records.metadata.update({k: v for k, v in summary.items() if k != "rejected"})
+    records.metadata.update({"side": side, "pattern": prefix + "-*.tfrecord", "rejected": len(rejected), "runner": runner})
+
+
+def train(
+    train_records: Input[Dataset],
+    eval_records: Input[Dataset],
+    label_map: Input[Dataset],
+    model: Output[Model],
+    train_metrics: Output[Metrics],
+    model_preset: str = "retinanet-mobilenetv2",
+    steps: int = 0,
+    batch_size: int = 0,
+    image_size: int = 0,
+    init_checkpoint: str = "",
+    config_overrides: str = "",
+):
+    """Trains a detector on TF Model Garden; keeps checkpoints, the best one and the config.
+
+    Args:
+        train_records: Training TFRecords from the records component.
+        eval_records: Evaluation TFRecords, used for periodic evaluation and the best checkpoint.
+        label_map: The label map; num_classes follows from its largest id.
+        model: The model directory (checkpoints, best/, config.yaml, TensorBoard summaries).
+        train_metrics: Final step, loss and evaluation metrics.
+        model_preset: "retinanet-mobilenetv2" (CPU), "retinanet-resnet50fpn" (GPU) or a Model Garden
+            experiment name.
+        steps: Training steps; 0 uses the preset's default.
+        batch_size: Global batch size; 0 uses the preset's default.
+        image_size: Square input size in pixels; 0 uses the preset's default.
+        init_checkpoint: Checkpoint to start from (folder, prefix or .index/.data file); empty for none.
+        config_overrides: Model Garden config overrides (a YAML file path or YAML text), applied strictly.
+    """
+    import json
+
+    from odpipe.train import train as train_model
+
+    result = train_model(
+        train_records.uri.rstrip("/") + "/records-*.tfrecord",
+        eval_records.uri.rstrip("/") + "/records-*.tfrecord",
+        label_map.uri,
+        model.uri,
+        model=model_preset,
+        image_size=image_size or None,
+        batch_size=batch_size or None,
+        steps=steps or None,
+        init_checkpoint=init_checkpoint or None,
+        config_overrides=config_overrides or None,
+    )
+    result = json.loads(json.dumps(result, default=str))
+    for name, value in {"step": result.get("step"), "loss": result.get("loss"), **(result.get("metrics") or {})}.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            train_metrics.log_metric(name, value)
+    model.metadata.update({k: v for k, v in result.items() if k != "model_dir"})
+    model.metadata["preset"] = model_preset
+    model.metadata["framework"] = "tensorflow"
+
+
+def export(
+    model: Input[Model],
+    exported: Output[Model],
+    checkpoint: str = "best",
+    tflite: bool = True,
+):
+    """Exports a checkpoint to a SavedModel (+ TFLite) with the label map and config beside it.
+
+    Args:
+        model: The model directory from the train component.
+        exported: The export directory: saved_model/, label_map.pbtxt, config.yaml, model.tflite.
+        checkpoint: "best", "latest" or a checkpoint path.
+        tflite: Also write model.tflite.
+    """
+    import json
+
+    from odpipe.export import export_model
+
+    result = export_model(model.uri, exported.uri, checkpoint=checkpoint, tflite=tflite)
+    exported.metadata.update(json.loads(json.dumps(result, default=str)))
+    exported.metadata.update({"checkpoint": checkpoint, "tflite": tflite, "framework": "tensorflow"})
+
+
+def evaluate(
+    exported: Input[Model],
+    eval_records: Input[Dataset],
+    metrics: Output[Metrics],
+    evaluation: Output[Dataset],
+    report: Output[HTML],
+    min_map: Optional[float] = None,
+    baseline: str = "",
+) -> NamedTuple("Outputs", [("blessed", bool), ("mAP", float)]):
+    """Computes COCO metrics of an exported model on the eval records and decides whether to bless it.
+
+    Args:
+        exported: The export directory from the export component.
+        eval_records: Evaluation TFRecords from the records component.
+        metrics: mAP, mAP@0.5, mAP@0.75 and AR@100 as metrics.
+        evaluation: Folder with metrics.json, the confusion matrix and PR curves.
+        report: The self-contained HTML report.
+        min_map: Bless only if mAP (0.5:0.95) is at least this; None for no threshold.
+        baseline: metrics.json of the current model (local path or gs:// URI); bless only if not worse.
+
+    Returns:
+        blessed: Whether the model passed the gate; mAP: its mAP (0.5:0.95).
+    """
+    import json
+    import os
+    import shutil
+    from collections import namedtuple
+
+    from odpipe.evaluate import evaluate as evaluate_model
+
+    os.makedirs(evaluation.path, exist_ok=True)
+    result = evaluate_model(
+        exported.uri,
+        eval_records.uri.rstrip("/") + "/records-*.tfrecord",
+        evaluation.path,
+        min_map=min_map,
+        baseline=baseline or None,
+    )
+    shutil.copyfile(os.path.join(evaluation.path, "report.html"), report.path)
+    for key, name in (("mAP", "mAP"), ("mAP@0.5", "mAP_50"), ("mAP@0.75", "mAP_75"), ("recall", "AR_100")):
+        if isinstance(result.get(key), (int, float)):
+            metrics.log_metric(name, float(result[key]))
+    metrics.log_metric("blessed", 1.0 if result["blessed"] else 0.0)
+    summary = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
+    evaluation.metadata.update(json.loads(json.dumps(summary, default=str)))
+    report.metadata["blessed"] = bool(result["blessed"])
+    outputs = namedtuple("Outputs", ["blessed", "mAP"])
+    return outputs(bool(result["blessed"]), float(result["mAP"]))
+
+
+def publish(
+    exported: Input[Model],
+    published: Output[Model],
+    destination: str = "",
+):
+    """Publishes a blessed export: copies it to the pipeline's output (and to `destination`).
+
+    Args:
+        exported: The export directory that passed evaluation.
+        published: The published copy of the export (what serving should pick up).
+        destination: Optional extra folder (local path or gs:// URI) to copy the export to, e.g. a
+            stable "models/current" location; empty for none.
+    """
+    from odpipe.orchestrate import publish_export
+
+    targets = [published.uri] + ([destination] if destination else [])
+    result = publish_export(exported.uri, targets)
+    published.metadata.update(result)
+    published.metadata.update(dict(exported.metadata))
+
+
+STAGES = (annotations_to_csv, split, label_map, records, train, export, evaluate, publish)
+TRAINER_STAGES = ("train",)
+
+
+class Components:
+    """The stage components built with one pair of images (attributes named after the stages)."""
+
+    def __init__(self, image: str, trainer_image: str):
+        self.image = image
+        self.trainer_image = trainer_image
+        for func in STAGES:
+            base = trainer_image if func.__name__ in TRAINER_STAGES else image
+            setattr(self, func.__name__, dsl.component(func, base_image=base, install_kfp_package=False))
+
+    def all(self) -> dict:
+        return {func.__name__: getattr(self, func.__name__) for func in STAGES}
+
+
+def build(image: Optional[str] = None, trainer_image: Optional[str] = None) -> Components:
+    """The components with these base images (defaults: `odpipe:VERSION` and `odpipe-gpu:VERSION`).
+
+    Args:
+        image: CPU image for the data, evaluation, export and publish stages.
+        trainer_image: GPU image for the trainer.
+    """
+    return Components(image or DEFAULT_IMAGE, trainer_image or DEFAULT_TRAINER_IMAGE)

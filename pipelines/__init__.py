@@ -1,0 +1,1 @@
+"""KFP pipelines for odpipe; see `pipelines.training`."""
