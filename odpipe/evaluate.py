@@ -1,0 +1,538 @@
+"""`odpipe evaluate`: COCO metrics, confusion matrix, PR curves and an HTML report for an
+exported model (the thing that gets deployed) on eval TFRecords.
+
+    odpipe evaluate --model EXPORT_DIR --data 'records/eval-*.tfrecord' -o REPORT_DIR \\
+        [--min-map 0.5] [--baseline OLD/metrics.json]
+
+Writes REPORT_DIR/metrics.json, confusion_matrix.png, pr_curves.png and report.html (local or
+gs://). Decisions, all stated here so the numbers can be trusted:
+
+* Metrics are pycocotools' COCOeval (bbox) on COCO objects built in memory from the records,
+  with every detection the model returns (no score threshold; COCO keeps the top 100 per image).
+  "mAP" is AP@[0.5:0.95], "recall" is AR@100, "per_class" is by class name from the label map.
+  A class without ground truth has AP null and is left out of the means (COCO's rule).
+* VOC "difficult" objects (image/object/difficult=1) and crowd objects (image/object/is_crowd=1)
+  become COCO `iscrowd=1` ground truth: they are neither needed (a miss costs nothing) nor
+  punished (a detection on one is ignored, not a false positive). pycocotools matches a
+  detection to a crowd box by intersection over the detection's area.
+* The confusion matrix counts detections with score >= --score-threshold (default 0.5) at
+  IoU >= 0.5. Rows are ground truth, columns predictions, each with a final "background" entry:
+  a missed object is (class, background), a false alarm (background, class). Matching is greedy
+  by IoU, same-class pairs first, then any class (a box found with the wrong label is a
+  confusion, not a miss plus a false alarm). Detections on difficult/crowd boxes are ignored.
+* "blessed": mAP >= --min-map (when given) and mAP >= the --baseline metrics.json's mAP (when
+  given); neither given -> blessed, and the reasons say so. Undefined mAP -> not blessed.
+* An image the model cannot decode is skipped, counted and listed under "skipped"; records whose
+  class ids disagree with the model's label map are an error (rebuild the records).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import io
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from odpipe import storage
+from odpipe.errors import UserError
+
+IOU_THRESHOLD = 0.5
+COCO_STAT_NAMES = (
+    "mAP", "mAP@0.5", "mAP@0.75", "mAP_small", "mAP_medium", "mAP_large",
+    "AR@1", "AR@10", "AR@100", "AR_small", "AR_medium", "AR_large",
+)
+
+
+@dataclass
+class GroundTruth:
+    class_id: int
+    box: tuple[float, float, float, float]  # xmin, ymin, xmax, ymax in pixels
+    ignore: bool = False  # difficult or crowd
+
+
+@dataclass
+class EvalImage:
+    """One eval image: ground truth and every detection (pixels)."""
+
+    image_id: int
+    filename: str
+    width: int
+    height: int
+    ground_truth: list[GroundTruth] = field(default_factory=list)
+    detections: list = field(default_factory=list)  # odpipe.detector.Detection
+
+
+# -- COCO metrics --------------------------------------------------------------------------------
+
+
+def _xywh(box) -> list[float]:
+    xmin, ymin, xmax, ymax = (float(v) for v in box)
+    return [xmin, ymin, max(0.0, xmax - xmin), max(0.0, ymax - ymin)]
+
+
+def _coco(dataset: dict):
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = dataset
+        coco.createIndex()
+    return coco
+
+
+def _none_if_undefined(value) -> float | None:
+    value = float(value)
+    return None if value < 0 or math.isnan(value) else value
+
+
+def _mean_defined(array: np.ndarray) -> float | None:
+    values = array[array > -1]
+    return float(values.mean()) if values.size else None
+
+
+def coco_metrics(images: list[EvalImage], label_map: dict[int, str]) -> dict:
+    """COCO bbox metrics from pycocotools, built in memory. Returns {"stats": {name: value},
+    "per_class": {name: {...}}, "pr_curves": {name: (recall[], precision[])}} (IoU 0.5)."""
+    from pycocotools.cocoeval import COCOeval
+
+    categories = [{"id": int(i), "name": str(n)} for i, n in sorted(label_map.items())]
+    gt_anns, dt_anns = [], []
+    for image in images:
+        for gt in image.ground_truth:
+            x, y, w, h = _xywh(gt.box)
+            gt_anns.append({
+                "id": len(gt_anns) + 1, "image_id": int(image.image_id), "category_id": int(gt.class_id),
+                "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(gt.ignore),
+            })
+        for det in image.detections:
+            x, y, w, h = _xywh(det.box)
+            dt_anns.append({
+                "id": len(dt_anns) + 1, "image_id": int(image.image_id), "category_id": int(det.class_id),
+                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0, "score": float(det.score),
+            })
+    image_entries = [
+        {"id": int(im.image_id), "width": int(im.width), "height": int(im.height), "file_name": im.filename}
+        for im in images
+    ]
+    coco_gt = _coco({"images": image_entries, "categories": categories, "annotations": gt_anns})
+    coco_dt = _coco({"images": image_entries, "categories": categories, "annotations": dt_anns})
+    evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = {name: _none_if_undefined(v) for name, v in zip(COCO_STAT_NAMES, evaluator.stats)}
+    precision = evaluator.eval["precision"]  # [T iou, R recall, K class, A area, M maxdets]
+    recall = evaluator.eval["recall"]  # [T, K, A, M]
+    iou_thrs = evaluator.params.iouThrs
+    t50 = int(np.argmin(np.abs(iou_thrs - 0.5)))
+    t75 = int(np.argmin(np.abs(iou_thrs - 0.75)))
+    rec_thrs = evaluator.params.recThrs
+    per_class, pr_curves = {}, {}
+    n_gt = {c["id"]: 0 for c in categories}
+    n_ignored = dict(n_gt)
+    n_dt = dict(n_gt)
+    for ann in gt_anns:
+        counts = n_ignored if ann["iscrowd"] else n_gt
+        counts[ann["category_id"]] = counts.get(ann["category_id"], 0) + 1
+    for ann in dt_anns:
+        n_dt[ann["category_id"]] = n_dt.get(ann["category_id"], 0) + 1
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        name = label_map[cat_id]
+        p = precision[:, :, k, 0, -1]
+        per_class[name] = {
+            "id": int(cat_id),
+            "AP": _mean_defined(p),
+            "AP@0.5": _mean_defined(p[t50]),
+            "AP@0.75": _mean_defined(p[t75]),
+            "recall": _mean_defined(recall[:, k, 0, -1]),
+            "ground_truth": n_gt[cat_id],
+            "ignored_ground_truth": n_ignored[cat_id],
+            "detections": n_dt[cat_id],
+        }
+        if (p[t50] > -1).any():
+            pr_curves[name] = ([float(r) for r in rec_thrs], [float(max(v, 0.0)) for v in p[t50]])
+    unknown = sum(v for k, v in n_dt.items() if k not in label_map)
+    return {"stats": stats, "per_class": per_class, "pr_curves": pr_curves, "unknown_class_detections": unknown}
+
+
+# -- confusion matrix ----------------------------------------------------------------------------
+
+
+def iou_matrix(a, b) -> np.ndarray:
+    """IoU between boxes a [N, 4] and b [M, 4] (xmin, ymin, xmax, ymax) -> [N, M]."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
+    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def match_image(image: EvalImage, class_index: dict[int, int], score_threshold: float, iou: float = IOU_THRESHOLD):
+    """Confusion-matrix cells for one image: a list of (row, col) indices, where index
+    len(class_index) is background. See the module docstring for the matching rule."""
+    bg = len(class_index)
+    gts = [g for g in image.ground_truth if not g.ignore]
+    ignored = [g for g in image.ground_truth if g.ignore]
+    dets = [d for d in image.detections if d.score >= score_threshold]
+    ious = iou_matrix([g.box for g in gts], [d.box for d in dets])
+    gt_free = [True] * len(gts)
+    dt_free = [True] * len(dets)
+    cells = []
+    pairs = [(ious[i, j], i, j) for i in range(len(gts)) for j in range(len(dets)) if ious[i, j] >= iou]
+    pairs.sort(key=lambda t: (-t[0], -dets[t[2]].score, t[1], t[2]))
+    for same_class_only in (True, False):
+        for _, i, j in pairs:
+            if gt_free[i] and dt_free[j] and (not same_class_only or gts[i].class_id == dets[j].class_id):
+                gt_free[i] = dt_free[j] = False
+                cells.append((class_index.get(gts[i].class_id, bg), class_index.get(dets[j].class_id, bg)))
+    ign = iou_matrix([g.box for g in ignored], [d.box for d in dets])
+    for j, det in enumerate(dets):
+        if dt_free[j] and not (ign.shape[0] and (ign[:, j] >= iou).any()):
+            cells.append((bg, class_index.get(det.class_id, bg)))
+    for i, gt in enumerate(gts):
+        if gt_free[i]:
+            cells.append((class_index.get(gt.class_id, bg), bg))
+    return cells
+
+
+def confusion_matrix(images: list[EvalImage], label_map: dict[int, str], score_threshold: float = 0.5,
+                     iou: float = IOU_THRESHOLD) -> np.ndarray:
+    """[(K+1) x (K+1)] counts; rows ground truth, columns predicted; last index background."""
+    class_index = {cid: k for k, cid in enumerate(sorted(label_map))}
+    matrix = np.zeros((len(class_index) + 1,) * 2, dtype=np.int64)
+    for image in images:
+        for r, c in match_image(image, class_index, score_threshold, iou):
+            matrix[r, c] += 1
+    return matrix
+
+
+def image_errors(cells, background: int) -> int:
+    """Misses + false alarms + confusions among one image's confusion cells."""
+    return sum(1 for r, c in cells if r != c or r == background)
+
+
+# -- blessing ------------------------------------------------------------------------------------
+
+
+def read_baseline(path: str) -> dict:
+    try:
+        doc = json.loads(storage.read_text(path))
+    except FileNotFoundError:
+        raise UserError(f"{path}: baseline metrics not found; give the metrics.json of a previous `odpipe evaluate`") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: baseline is not JSON ({err}); give the metrics.json of a previous `odpipe evaluate`") from None
+    if not isinstance(doc, dict) or "mAP" not in doc:
+        raise UserError(f"{path}: baseline has no \"mAP\"; give the metrics.json of a previous `odpipe evaluate`")
+    value = doc["mAP"]
+    if value is not None and not isinstance(value, (int, float)):
+        raise UserError(f"{path}: baseline \"mAP\" is {value!r}, not a number; give a metrics.json from `odpipe evaluate`")
+    return doc
+
+
+def bless(map_value: float | None, min_map: float | None = None, baseline: dict | None = None,
+          baseline_path: str | None = None) -> tuple[bool, list[str]]:
+    """(blessed, reasons): mAP >= min_map (when given) and mAP >= baseline["mAP"] (when given)."""
+    reasons: list[str] = []
+    blessed = True
+    if map_value is None:
+        return False, ["mAP is undefined (the eval data holds no labelled object): not blessed"]
+    if min_map is None and baseline is None:
+        return True, [f"mAP {map_value:.4f}; no --min-map and no --baseline given: blessed by default"]
+    if min_map is not None:
+        if map_value >= min_map:
+            reasons.append(f"mAP {map_value:.4f} >= --min-map {min_map:g}")
+        else:
+            blessed = False
+            reasons.append(f"mAP {map_value:.4f} < --min-map {min_map:g}")
+    if baseline is not None:
+        old = baseline.get("mAP")
+        where = f" ({baseline_path})" if baseline_path else ""
+        if old is None:
+            reasons.append(f"baseline{where} has mAP null: nothing to compare against")
+        elif map_value >= float(old) - 1e-9:
+            reasons.append(f"mAP {map_value:.4f} is not worse than the baseline's {float(old):.4f}{where}")
+        else:
+            blessed = False
+            reasons.append(f"mAP {map_value:.4f} is worse than the baseline's {float(old):.4f}{where}")
+    return blessed, reasons
+
+
+# -- reading the eval records --------------------------------------------------------------------
+
+
+def _tfrecord_frames(stream):
+    """Serialized records from a TFRecord byte stream (length, crc, data, crc framing)."""
+    import struct
+
+    while True:
+        header = stream.read(12)
+        if not header:
+            return
+        if len(header) < 12:
+            raise ValueError("truncated record header")
+        (length,) = struct.unpack("<Q", header[:8])
+        data = stream.read(length)
+        if len(data) < length or len(stream.read(4)) < 4:
+            raise ValueError("truncated record")
+        yield data
+
+
+def _serialized_batches(path: str, batch_size: int):
+    """Lists of serialized tf.train.Example from one TFRecord file, read ahead with tf.data."""
+    import tensorflow as tf
+
+    if storage.is_remote(path):
+        def gen():
+            with storage.open_read(path) as f:
+                yield from _tfrecord_frames(f)
+
+        ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec([], tf.string))
+    else:
+        ds = tf.data.TFRecordDataset(path)
+    ds = ds.batch(batch_size).prefetch(2)
+    try:
+        for batch in ds.as_numpy_iterator():
+            yield [bytes(b) for b in batch]
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, ValueError) as err:
+        raise UserError(f"{path}: not a readable TFRecord file ({str(err).splitlines()[0]}); rewrite it with `odpipe tfrecord`") from None
+
+
+def _feature(example, key):
+    f = example.features.feature.get(key)
+    if f is None:
+        return []
+    kind = f.WhichOneof("kind")
+    return list(getattr(f, kind).value) if kind else []
+
+
+def parse_example(serialized: bytes, path: str) -> dict:
+    """The fields evaluate needs from one record written by `odpipe tfrecord`."""
+    import tensorflow as tf
+
+    example = tf.train.Example.FromString(serialized)
+    encoded = _feature(example, "image/encoded")
+    if not encoded:
+        raise UserError(f"{path}: a record has no image/encoded; rewrite the records with `odpipe tfrecord`")
+    coords = {k: _feature(example, f"image/object/bbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax")}
+    labels = [int(v) for v in _feature(example, "image/object/class/label")]
+    n = len(labels)
+    if any(len(v) != n for v in coords.values()):
+        raise UserError(f"{path}: a record's box and label counts differ; rewrite the records with `odpipe tfrecord`")
+    texts = [t.decode("utf-8", "replace") for t in _feature(example, "image/object/class/text")]
+    difficult = [int(v) for v in _feature(example, "image/object/difficult")] or [0] * n
+    crowd = [int(v) for v in _feature(example, "image/object/is_crowd")] or [0] * n
+    name = _feature(example, "image/filename") or _feature(example, "image/source_id") or [b""]
+    width = _feature(example, "image/width")
+    height = _feature(example, "image/height")
+    return {
+        "encoded": encoded[0],
+        "filename": name[0].decode("utf-8", "replace"),
+        "width": int(width[0]) if width else 0,
+        "height": int(height[0]) if height else 0,
+        "boxes": list(zip(coords["xmin"], coords["ymin"], coords["xmax"], coords["ymax"])),
+        "labels": labels,
+        "texts": texts if len(texts) == n else [""] * n,
+        "ignore": [bool(d or c) for d, c in zip(difficult + [0] * n, crowd + [0] * n)][:n],
+    }
+
+
+def _expected_images(patterns: list[str]) -> int | None:
+    """Image count from the records' summary.json (odpipe tfrecord), for the progress bar."""
+    total = 0
+    for pattern in patterns:
+        if not pattern.endswith("-*.tfrecord"):
+            return None
+        try:
+            total += int(json.loads(storage.read_text(pattern[: -len("-*.tfrecord")] + ".summary.json"))["images"])
+        except Exception:  # noqa: BLE001 - only a progress-bar hint
+            return None
+    return total
+
+
+# -- the stage -----------------------------------------------------------------------------------
+
+
+def evaluate(
+    model,
+    data,
+    report_dir: str,
+    min_map: float | None = None,
+    baseline: str | dict | None = None,
+    score_threshold: float = 0.5,
+    batch_size: int = 8,
+    report_images: int = 24,
+    progress: bool = True,
+) -> dict:
+    """Evaluate the export at `model` on the TFRecords matching `data` (a pattern or a list);
+    write metrics.json, confusion_matrix.png, pr_curves.png, report.html to `report_dir`.
+    Returns the metrics.json content."""
+    from tqdm import tqdm
+
+    from odpipe import report
+    from odpipe.detector import Detector, image_info
+
+    patterns = [data] if isinstance(data, str) else [str(p) for p in data]
+    files = sorted({f for p in patterns for f in storage.glob(p)})
+    if not files:
+        raise UserError(f"{' '.join(patterns)}: no TFRecord file matches; check the pattern (e.g. records/eval-*.tfrecord)")
+    if min_map is not None and (not isinstance(min_map, (int, float)) or math.isnan(min_map)):
+        raise UserError(f"--min-map {min_map!r}: must be a number (e.g. 0.5)")
+    baseline_path = baseline if isinstance(baseline, str) else None
+    baseline_doc = read_baseline(baseline) if isinstance(baseline, str) else baseline
+    if not 0.0 <= score_threshold <= 1.0:
+        raise UserError(f"--score-threshold {score_threshold}: must be between 0 and 1")
+
+    detector = model if isinstance(model, Detector) else Detector(model)
+    label_map = detector.label_map
+    class_index = {cid: k for k, cid in enumerate(sorted(label_map))}
+    background = len(class_index)
+    images: list[EvalImage] = []
+    skipped: list[dict] = []
+    worst: list = []  # min-heap of (errors, -index, EvalImage, encoded) keeping the worst N
+    matrix = np.zeros((background + 1,) * 2, dtype=np.int64)
+    bar = tqdm(total=_expected_images(patterns), unit="img", desc="evaluate", file=sys.stderr,
+               disable=not progress, mininterval=0.5 if sys.stderr.isatty() else 5.0)
+    try:
+        for path in files:
+            for batch in _serialized_batches(path, batch_size):
+                parsed = [parse_example(s, path) for s in batch]
+                results = detector.detect_bytes([p["encoded"] for p in parsed])
+                for rec, raw in zip(parsed, results):
+                    where = f"{path}: {rec['filename'] or 'record'}"
+                    if isinstance(raw, str):
+                        skipped.append({"file": where, "reason": f"the model cannot decode the image: {raw}"})
+                        continue
+                    width, height = rec["width"], rec["height"]
+                    if width <= 0 or height <= 0:
+                        info = image_info(rec["encoded"])
+                        width, height = (info[0], info[1]) if info else (0, 0)
+                    for label, text in zip(rec["labels"], rec["texts"]):
+                        if label not in label_map or (text and text != label_map[label]):
+                            raise UserError(
+                                f"{path}: class id {label} is {text!r} in the records but "
+                                f"{label_map.get(label, 'absent')!r} in the model's label map; "
+                                "rebuild the records with the label map the model was trained on"
+                            )
+                    image = EvalImage(
+                        image_id=len(images) + 1, filename=rec["filename"], width=width, height=height,
+                        ground_truth=[
+                            GroundTruth(label, (b[0] * width, b[1] * height, b[2] * width, b[3] * height), ign)
+                            for b, label, ign in zip(rec["boxes"], rec["labels"], rec["ignore"])
+                        ],
+                        detections=detector.to_detections(raw, width, height, 0.0),
+                    )
+                    images.append(image)
+                    cells = match_image(image, class_index, score_threshold)
+                    for r, c in cells:
+                        matrix[r, c] += 1
+                    key = (image_errors(cells, background), -image.image_id)
+                    if report_images > 0:
+                        entry = (key, image, rec["encoded"])
+                        if len(worst) < report_images:
+                            heapq.heappush(worst, entry)
+                        elif key > worst[0][0]:
+                            heapq.heapreplace(worst, entry)
+                bar.update(len(batch))
+    finally:
+        bar.close()
+        if detector is not model:
+            detector.close()
+    if not images:
+        raise UserError(f"{' '.join(patterns)}: no image could be evaluated ({len(skipped)} skipped); check the records")
+
+    coco = coco_metrics(images, label_map)
+    stats = coco["stats"]
+    blessed, reasons = bless(stats["mAP"], min_map, baseline_doc, baseline_path)
+    labels = [label_map[cid] for cid in sorted(label_map)] + ["background"]
+    n_objects = sum(1 for im in images for g in im.ground_truth if not g.ignore)
+    metrics = {
+        "mAP": stats["mAP"],
+        "mAP@0.5": stats["mAP@0.5"],
+        "mAP@0.75": stats["mAP@0.75"],
+        "recall": stats["AR@100"],
+        "blessed": blessed,
+        "blessing": {
+            "reasons": reasons,
+            "min_map": min_map,
+            "baseline": baseline_path if baseline_path else ("given" if baseline_doc is not None else None),
+            "baseline_mAP": baseline_doc.get("mAP") if baseline_doc is not None else None,
+        },
+        "per_class": coco["per_class"],
+        "coco": stats,
+        "images": len(images),
+        "objects": n_objects,
+        "ignored_objects": sum(1 for im in images for g in im.ground_truth if g.ignore),
+        "detections": sum(len(im.detections) for im in images),
+        "unknown_class_detections": coco["unknown_class_detections"],
+        "skipped": skipped,
+        "confusion_matrix": {
+            "iou": IOU_THRESHOLD,
+            "score_threshold": score_threshold,
+            "labels": labels,
+            "rows": "ground truth",
+            "columns": "predicted",
+            "matrix": matrix.tolist(),
+        },
+        "model": str(getattr(detector, "export_dir", model)),
+        "data": patterns,
+        "files": {k: storage.join(report_dir, f) for k, f in (
+            ("metrics", "metrics.json"), ("confusion_matrix", "confusion_matrix.png"),
+            ("pr_curves", "pr_curves.png"), ("report", "report.html"))},
+    }
+    storage.makedirs(report_dir)
+    cm_png = report.confusion_matrix_png(matrix, labels)
+    pr_png = report.pr_curves_png(coco["pr_curves"])
+    storage.write_bytes(metrics["files"]["confusion_matrix"], cm_png)
+    storage.write_bytes(metrics["files"]["pr_curves"], pr_png)
+    gallery = []
+    for (errors, _), image, encoded in sorted(worst, key=lambda e: (-e[0][0], -e[0][1])):
+        gallery.append(report.gallery_entry(image, encoded, errors, score_threshold, label_map))
+    storage.write_text(metrics["files"]["report"], report.render_html(metrics, cm_png, pr_png, gallery))
+    storage.write_text(metrics["files"]["metrics"], json.dumps(metrics, indent=1) + "\n")
+    return metrics
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="export folder written by `odpipe export -o`")
+    parser.add_argument("--data", required=True, action="append",
+                        help="eval TFRecords pattern, e.g. 'records/eval-*.tfrecord' (local or gs://; repeatable)")
+    parser.add_argument("-o", "--output", required=True, help="report folder (metrics.json, report.html, PNGs)")
+    parser.add_argument("--min-map", type=float, help="bless only if mAP (0.5:0.95) is at least this")
+    parser.add_argument("--baseline", help="metrics.json of the current model; bless only if not worse")
+    parser.add_argument("--score-threshold", type=float, default=0.5,
+                        help="minimum score for the confusion matrix and drawn images (default 0.5)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
+    parser.add_argument("--report-images", type=int, default=24, help="eval images shown in report.html, worst first (default 24)")
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    metrics = evaluate(
+        args.model, args.data, args.output, min_map=args.min_map, baseline=args.baseline,
+        score_threshold=args.score_threshold, batch_size=args.batch_size, report_images=args.report_images,
+    )
+    print(f"evaluated {metrics['images']} images, {metrics['objects']} objects "
+          f"({metrics['ignored_objects']} difficult/crowd ignored), {len(metrics['skipped'])} skipped")
+    print(f"mAP {_fmt(metrics['mAP'])}  mAP@0.5 {_fmt(metrics['mAP@0.5'])}  "
+          f"mAP@0.75 {_fmt(metrics['mAP@0.75'])}  recall(AR@100) {_fmt(metrics['recall'])}")
+    for name, pc in metrics["per_class"].items():
+        print(f"  {name:<20} AP {_fmt(pc['AP'])}  AP@0.5 {_fmt(pc['AP@0.5'])}  ({pc['ground_truth']} objects)")
+    for item in metrics["skipped"][:20]:
+        print(f"skipped {item['file']}: {item['reason']}")
+    print(f"blessed: {str(metrics['blessed']).lower()} ({'; '.join(metrics['blessing']['reasons'])})")
+    print(f"wrote {metrics['files']['metrics']} and {metrics['files']['report']}")
+    return 0
