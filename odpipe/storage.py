@@ -24,10 +24,36 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
+def use_emulator_anonymously() -> None:
+    """With `STORAGE_EMULATOR_HOST` set, let Beam's GCS file system talk to it without credentials.
+
+    Beam otherwise looks for Google application-default credentials and retries for ~20 s per
+    process when there are none; an emulator needs none. Called before every bucket access and
+    when this module is imported (so Beam's worker processes, which import it, do the same).
+    """
+    if not os.environ.get("STORAGE_EMULATOR_HOST"):
+        return
+    try:
+        from apache_beam.internal.gcp import auth
+    except ImportError:  # pragma: no cover - beam without the gcp extra
+        return
+    creds = getattr(auth, "_Credentials", None)
+    if creds is not None and not getattr(creds, "_credentials_init", True):
+        with creds._credentials_lock:
+            creds._credentials = None
+            creds._credentials_init = True
+
+
 def _fs():
     from apache_beam.io.filesystems import FileSystems
 
+    use_emulator_anonymously()
     return FileSystems
+
+
+def _not_found(path: str, err: Exception) -> bool:
+    text = f"{type(err).__name__} {err}"
+    return "NotFound" in text or "404" in text or "Not found" in text or "No such file" in text
 
 
 def open_read(path: str) -> IO[bytes]:
@@ -37,7 +63,12 @@ def open_read(path: str) -> IO[bytes]:
         return open(path, "rb")
     from apache_beam.io.filesystem import CompressionTypes
 
-    return _fs().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    try:
+        return _fs().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except Exception as err:
+        if _not_found(path, err):
+            raise FileNotFoundError(f"{path}: not found") from err
+        raise
 
 
 def open_write(path: str) -> IO[bytes]:
@@ -102,3 +133,6 @@ def delete(paths: list[str]) -> None:
 def rename(sources: list[str], destinations: list[str]) -> None:
     if sources:
         _fs().rename(list(sources), list(destinations))
+
+
+use_emulator_anonymously()

@@ -1,1 +1,93 @@
-"""GCS emulator fixtures (owned by the records stage)."""
+"""GCS emulator fixtures (owned by the records stage).
+
+`gcs_bucket` starts `gcp-storage-emulator` (in memory) in a subprocess on a free loopback port,
+points `STORAGE_EMULATOR_HOST` at it for this process and every process it starts (Beam's
+multi-process workers inherit it), creates a bucket and yields `gs://BUCKET`. Beam's GCS file
+system and the google-cloud-storage client honour the variable; TensorFlow's `gs://` does not,
+so tests read bucket data through `odpipe.storage`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+BUCKET = "odpipe-test"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gcp-storage-emulator exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"gcp-storage-emulator did not answer on {url} within {timeout:.0f}s")
+
+
+def upload_dir(local_dir: str, gs_prefix: str) -> list[str]:
+    """Copy every file under `local_dir` to `gs_prefix/<relative path>`; returns the URIs."""
+    from odpipe import storage
+
+    uris = []
+    for root, _dirs, files in os.walk(local_dir):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, local_dir).replace(os.sep, "/")
+            uri = f"{gs_prefix.rstrip('/')}/{rel}"
+            with open(path, "rb") as f:
+                storage.write_bytes(uri, f.read())
+            uris.append(uri)
+    return uris
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """The emulator's `host:port`; STORAGE_EMULATOR_HOST is set while the session runs."""
+    port = _free_port()
+    host = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", str(port),
+         "--in-memory", "--default-bucket", BUCKET],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    old = {k: os.environ.get(k) for k in ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT")}
+    try:
+        _wait_until_up(f"{host}/storage/v1/b", proc)
+        os.environ["STORAGE_EMULATOR_HOST"] = host
+        os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "odpipe-test")
+        yield host
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket(gcs_emulator) -> str:
+    """`gs://odpipe-test`, an empty bucket on the emulator (tests write under their own prefixes)."""
+    return f"gs://{BUCKET}"

@@ -1,0 +1,617 @@
+"""Labels CSV + images -> sharded TFRecords of `tf.train.Example`, with Apache Beam.
+
+    odpipe tfrecord train.csv --images-dir images/ --label-map label_map.pbtxt -o records/train
+
+writes `records/train-00000-of-0000N.tfrecord` (glob `records/train-*.tfrecord`) and, last,
+`records/train.summary.json`. Paths may be local or `gs://`.
+
+How it runs
+  1. The driver reads the CSV (`read_labels_csv`) and the label map, and plans every image
+     (`plan_images`, a pure function): rows grouped by `filename`, every class checked against the
+     label map (an unknown class stops the run before Beam starts, naming class and file), boxes
+     normalised to [0, 1] by the CSV's width/height (the real image size: the CSV holds pixel
+     coordinates in the stored image's frame), clipped to [0, 1] (counted) and dropped when empty
+     after clipping (listed in the summary). The plan is written as JSON lines to a temporary folder.
+  2. Beam (`ReadPlan | ImagesToExamples | WriteExamples`) reads each image's bytes through Beam's
+     file systems, checks and if needed converts them (`prepare_image`), and builds the record
+     (`image_to_example`, pure). Rejected images go to a side output with their reason.
+  3. Shards are written under the temporary folder, then renamed into place (old shards of the same
+     prefix removed first); the summary is written last, so a run that dies never leaves a set of
+     shards with a summary beside it.
+
+Images
+  Every record must decode with Model Garden's `TfExampleDecoder` (`tf.io.decode_image(...,
+  channels=3)`) at the size it claims. Kept byte-for-byte: JPEG in L/RGB (grayscale, progressive,
+  camera MPO) and PNG in 1/L/RGB/P-without-transparency; their pixel data is fully entropy-decoded
+  once (JPEG at 1/8 scale, which still reads every coefficient) to catch truncated or corrupt files.
+  Converted: CMYK/YCCK JPEG -> RGB JPEG (quality 95, Adobe inversion handled by Pillow);
+  RGBA/LA/transparent-palette images -> flattened over white -> PNG; 16-bit PNG -> 8-bit PNG;
+  BMP/GIF/WebP/TIFF -> PNG (first frame; TF decodes GIF/WebP as 4-D animations). Rejected with a
+  reason: missing, unreadable (not an image), corrupt/truncated, too large, size mismatch (the
+  file's size differs from the CSV's width/height on an image with boxes).
+  EXIF orientation is ignored: the stored pixels are kept, because that is what TensorFlow decodes
+  and what labelImg (Qt QImage without auto-transform) shows and annotates; images carrying a
+  rotating orientation tag are counted (`exif_orientation_ignored`).
+
+Record keys (TF Object Detection API and Model Garden): image/encoded, image/format ('jpeg' or
+'png', the real format), image/height, image/width, image/filename, image/source_id,
+image/key/sha256, image/object/bbox/{xmin,ymin,xmax,ymax} (normalised), image/object/class/text,
+image/object/class/label, image/object/area (pixels), image/object/is_crowd,
+image/object/difficult, image/object/truncated. Images without objects have empty lists.
+
+`image/source_id` is a decimal string: the first 53 bits of sha256(filename as in the CSV), plus 1
+(so 1..2^53, exact in int64, float64 and JSON). It depends on the filename only, so it is stable
+across runs and identical for an image in any split, and different images get different ids
+across train/eval files written separately (a collision inside one CSV is resolved by probing the
+next id in filename order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import math
+import os
+import posixpath
+import struct
+import sys
+import uuid
+from collections import Counter
+
+import apache_beam as beam
+
+from odpipe import storage
+from odpipe.errors import UserError
+
+COUNTER_NAMESPACE = "odpipe.records"
+SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
+SUFFIX = ".tfrecord"
+TARGET_SHARD_BYTES = 128 * 1024 * 1024
+MAX_SHARDS = 1000
+_SOURCE_ID_BITS = 53
+
+
+# ----------------------------------------------------------------------------- planning (driver)
+
+
+def source_id_for(filename: str) -> int:
+    """Stable numeric id of an image: 1 + first 53 bits of sha256(filename)."""
+    digest = hashlib.sha256(filename.encode("utf-8")).digest()
+    return (int.from_bytes(digest[:8], "big") >> (64 - _SOURCE_ID_BITS)) + 1
+
+
+def normalise_box(xmin, ymin, xmax, ymax, width, height):
+    """Pixel box -> ((xmin, ymin, xmax, ymax) in [0, 1], clipped?) ; None when empty after clipping."""
+    raw = (xmin / width, ymin / height, xmax / width, ymax / height)
+    box = tuple(min(1.0, max(0.0, v)) for v in raw)
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return None, True
+    return box, box != raw
+
+
+def plan_images(frame, label_map: dict[int, str], csv_path: str = "<csv>") -> dict:
+    """Group CSV rows into per-image plans; pure (no I/O).
+
+    Returns {"items": [item, ...] sorted by filename, "dropped": [{"file","class","reason"}],
+    "clipped": int, "rows": int}. An item is {"filename","width","height","source_id","objects":
+    [{"class","label","xmin","ymin","xmax","ymax","area","difficult","truncated"}]}.
+    Raises UserError for a class missing from the label map or conflicting image sizes.
+    """
+    ids = {name: class_id for class_id, name in label_map.items()}
+    items: dict[str, dict] = {}
+    dropped: list[dict] = []
+    clipped = 0
+    columns = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax", "difficult", "truncated"]
+    for name, width, height, cls, xmin, ymin, xmax, ymax, difficult, truncated in zip(*(frame[c] for c in columns)):
+        name = str(name)
+        width, height = int(width), int(height)
+        if width <= 0 or height <= 0:
+            raise UserError(f"{csv_path}: {name} has width/height {width}x{height}; regenerate the CSV with `odpipe csv`")
+        item = items.get(name)
+        if item is None:
+            item = items[name] = {"filename": name, "width": width, "height": height, "objects": []}
+        elif (item["width"], item["height"]) != (width, height):
+            raise UserError(
+                f"{csv_path}: {name} is listed as {item['width']}x{item['height']} and as {width}x{height}; "
+                "fix the CSV so every row of an image has the same width/height"
+            )
+        if cls == "":
+            continue
+        if cls not in ids:
+            raise UserError(
+                f"{csv_path}: class {cls!r} (image {name}) is not in the label map; "
+                "add it with `odpipe labelmap CSV -o MAP --extend MAP` or fix the CSV"
+            )
+        box, was_clipped = normalise_box(float(xmin), float(ymin), float(xmax), float(ymax), width, height)
+        if box is None:
+            dropped.append({"file": name, "class": cls, "reason": "box is empty after clipping to the image"})
+            continue
+        clipped += was_clipped
+        x0, y0, x1, y1 = box
+        item["objects"].append(
+            {
+                "class": cls,
+                "label": ids[cls],
+                "xmin": x0,
+                "ymin": y0,
+                "xmax": x1,
+                "ymax": y1,
+                "area": (x1 - x0) * width * (y1 - y0) * height,
+                "difficult": int(difficult),
+                "truncated": int(truncated),
+            }
+        )
+    ordered = [items[k] for k in sorted(items)]
+    used: set[int] = set()
+    for item in ordered:
+        sid = source_id_for(item["filename"])
+        while sid in used:
+            sid = sid % (2**_SOURCE_ID_BITS) + 1
+        used.add(sid)
+        item["source_id"] = sid
+    return {"items": ordered, "dropped": dropped, "clipped": clipped, "rows": len(frame)}
+
+
+# ----------------------------------------------------------------------------- per image (pure)
+
+
+class Rejected(Exception):
+    """An image that cannot be written; `key` is the counter name, the message the reason."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+_KEEP_JPEG_MODES = {"L", "RGB"}
+_KEEP_PNG_MODES = {"1", "L", "RGB", "P"}
+
+
+def _flatten(img):
+    """RGB (or L) image with any transparency composited over white."""
+    from PIL import Image
+
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
+        import numpy as np
+
+        arr = np.asarray(img)
+        if arr.dtype != np.uint16 and arr.max(initial=0) > 255:
+            arr = np.clip(arr, 0, 65535)
+        arr = (arr.astype(np.uint32) >> 8) if arr.max(initial=0) > 255 else arr
+        return Image.fromarray(arr.astype(np.uint8), "L")
+    if img.mode in ("L", "RGB"):
+        return img
+    return img.convert("RGB")
+
+
+def _encode(img, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        img.save(buf, "JPEG", quality=95)
+    else:
+        img.save(buf, "PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def prepare_image(data: bytes) -> tuple[bytes, str, int, int, str | None]:
+    """Check (and if needed convert) encoded image bytes for TF's decoder.
+
+    Returns (bytes, format 'jpeg'|'png', width, height, conversion or None); raises Rejected.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        fmt = img.format
+        width, height = img.size
+    except UnidentifiedImageError:
+        raise Rejected("unreadable", "not an image file Pillow or TensorFlow can read") from None
+    except Image.DecompressionBombError as err:
+        raise Rejected("too_large", f"image too large to decode safely ({err})") from None
+    except Exception as err:  # noqa: BLE001 - any parse failure of a header is a corrupt file
+        raise Rejected("corrupt", f"corrupt image header ({type(err).__name__}: {err})") from None
+    try:
+        if fmt in ("JPEG", "MPO") and img.mode in _KEEP_JPEG_MODES:
+            img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
+            img.load()
+            return data, "jpeg", width, height, None
+        if fmt == "PNG" and img.mode in _KEEP_PNG_MODES and "transparency" not in img.info:
+            img.load()
+            return data, "png", width, height, None
+        img.seek(0)
+        img.load()
+        if fmt in ("JPEG", "MPO"):
+            return _encode(img.convert("RGB"), "jpeg"), "jpeg", width, height, f"jpeg_{img.mode.lower()}_to_rgb"
+        flat = _flatten(img)
+        return _encode(flat, "png"), "png", width, height, f"{str(fmt).lower()}_{img.mode.lower()}_to_png"
+    except Image.DecompressionBombError as err:
+        raise Rejected("too_large", f"image too large to decode safely ({err})") from None
+    except Exception as err:  # noqa: BLE001 - Pillow raises OSError/SyntaxError/ValueError for bad data
+        raise Rejected("corrupt", f"corrupt or truncated {fmt} data ({type(err).__name__}: {err})") from None
+
+
+def _exif_rotated(data: bytes) -> bool:
+    from PIL import Image
+
+    try:
+        return Image.open(io.BytesIO(data)).getexif().get(0x0112, 1) not in (1, None)
+    except Exception:  # noqa: BLE001 - EXIF is informative only
+        return False
+
+
+# tf.train.Example wire format, written directly so Beam workers need no TensorFlow.
+def _varint(value: int) -> bytes:
+    if value < 0:
+        value += 1 << 64
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
+
+
+def _feature(values) -> bytes:
+    kind, vals = values
+    if kind == "bytes":
+        return _field(1, b"".join(_field(1, v) for v in vals))
+    if kind == "float":
+        packed = struct.pack(f"<{len(vals)}f", *vals)
+        return _field(2, _field(1, packed) if vals else b"")
+    packed = b"".join(_varint(int(v)) for v in vals)
+    return _field(3, _field(1, packed) if vals else b"")
+
+
+def encode_example(features: dict[str, tuple[str, list]]) -> bytes:
+    """Serialized `tf.train.Example` from {key: ("bytes"|"float"|"int64", [values])}."""
+    entries = b"".join(
+        _field(1, _field(1, key.encode("utf-8")) + _field(2, _feature(features[key]))) for key in sorted(features)
+    )
+    return _field(1, entries)
+
+
+def image_to_example(item: dict, data: bytes) -> tuple[bytes, dict]:
+    """One planned image + its file bytes -> (serialized Example, info); raises Rejected.
+
+    info: {"objects": int, "conversion": str|None, "exif_rotated": bool, "bytes": int}.
+    """
+    encoded, fmt, width, height, conversion = prepare_image(data)
+    objects = item["objects"]
+    if (width, height) != (item["width"], item["height"]):
+        if objects:
+            raise Rejected(
+                "size_mismatch",
+                f"image is {width}x{height} pixels but the CSV says {item['width']}x{item['height']}; "
+                "regenerate the CSV with `odpipe csv --images-dir` from these images",
+            )
+    features = {
+        "image/encoded": ("bytes", [encoded]),
+        "image/format": ("bytes", [fmt.encode()]),
+        "image/height": ("int64", [height]),
+        "image/width": ("int64", [width]),
+        "image/filename": ("bytes", [item["filename"].encode("utf-8")]),
+        "image/source_id": ("bytes", [str(item["source_id"]).encode()]),
+        "image/key/sha256": ("bytes", [hashlib.sha256(encoded).hexdigest().encode()]),
+        "image/object/bbox/xmin": ("float", [o["xmin"] for o in objects]),
+        "image/object/bbox/ymin": ("float", [o["ymin"] for o in objects]),
+        "image/object/bbox/xmax": ("float", [o["xmax"] for o in objects]),
+        "image/object/bbox/ymax": ("float", [o["ymax"] for o in objects]),
+        "image/object/class/text": ("bytes", [o["class"].encode("utf-8") for o in objects]),
+        "image/object/class/label": ("int64", [o["label"] for o in objects]),
+        "image/object/area": ("float", [o["area"] for o in objects]),
+        "image/object/is_crowd": ("int64", [0] * len(objects)),
+        "image/object/difficult": ("int64", [o["difficult"] for o in objects]),
+        "image/object/truncated": ("int64", [o["truncated"] for o in objects]),
+    }
+    info = {
+        "objects": len(objects),
+        "conversion": conversion,
+        "exif_rotated": fmt == "jpeg" and conversion is None and _exif_rotated(data),
+        "bytes": len(encoded),
+    }
+    return encode_example(features), info
+
+
+# ----------------------------------------------------------------------------- Beam transforms
+
+REJECTED_TAG = "rejected"
+
+
+class _ToExampleFn(beam.DoFn):
+    """Reads an image's bytes and builds its record; rejections go to the `rejected` output."""
+
+    def __init__(self, images_dir: str):
+        self._images_dir = images_dir
+        m = beam.metrics.Metrics
+        self._images = m.counter(COUNTER_NAMESPACE, "images_written")
+        self._objects = m.counter(COUNTER_NAMESPACE, "objects_written")
+        self._bytes = m.counter(COUNTER_NAMESPACE, "bytes_written")
+        self._exif = m.counter(COUNTER_NAMESPACE, "exif_orientation_ignored")
+
+    def process(self, item):
+        path = storage.join(self._images_dir, item["filename"])
+        try:
+            try:
+                data = storage.read_bytes(path)
+            except (FileNotFoundError, IsADirectoryError):
+                raise Rejected("missing", f"image file not found at {path}") from None
+            serialized, info = image_to_example(item, data)
+        except Rejected as rej:
+            beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"rejected_{rej.key}").inc()
+            yield beam.pvalue.TaggedOutput(REJECTED_TAG, {"file": item["filename"], "reason": str(rej)})
+            return
+        self._images.inc()
+        self._objects.inc(info["objects"])
+        self._bytes.inc(info["bytes"])
+        if info["conversion"]:
+            beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"converted_{info['conversion']}").inc()
+        if info["exif_rotated"]:
+            self._exif.inc()
+        yield serialized
+
+
+@beam.ptransform_fn
+def ReadPlan(pbegin, plan_path: str):  # noqa: N802 - Beam transform naming
+    """JSON-lines plan file -> PCollection of item dicts, redistributed across workers."""
+    return (
+        pbegin
+        | "ReadLines" >> beam.io.ReadFromText(plan_path)
+        | "Parse" >> beam.Map(json.loads)
+        | "Redistribute" >> beam.Reshuffle()
+    )
+
+
+@beam.ptransform_fn
+def ImagesToExamples(items, images_dir: str):  # noqa: N802
+    """Items -> DoOutputsTuple(examples=serialized Examples, rejected={"file","reason"} dicts)."""
+    return items | "ToExample" >> beam.ParDo(_ToExampleFn(images_dir)).with_outputs(REJECTED_TAG, main="examples")
+
+
+@beam.ptransform_fn
+def WriteExamples(examples, prefix: str, shards: int):  # noqa: N802
+    """Serialized Examples -> PREFIX-SSSSS-of-NNNNN.tfrecord."""
+    return examples | "WriteTFRecord" >> beam.io.WriteToTFRecord(
+        prefix, file_name_suffix=SUFFIX, num_shards=shards, shard_name_template=SHARD_TEMPLATE
+    )
+
+
+# ----------------------------------------------------------------------------- driver
+
+_DATAFLOW_REQUIRED = ("project", "region", "temp_location")
+
+
+def build_pipeline_options(runner: str = "DirectRunner", beam_args: list[str] | None = None):
+    """PipelineOptions for `runner` (+ pass-through Beam flags).
+
+    DirectRunner defaults to multi-process with one worker per core unless the flags say otherwise.
+    DataflowRunner needs --project, --region and --temp_location (UserError otherwise).
+    """
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+    args = list(beam_args or [])
+    flags = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+    if runner in ("DirectRunner", "direct"):
+        mode = next((a.split("=", 1)[1] for a in args if a.startswith("--direct_running_mode=")), None)
+        if "--direct_running_mode" not in flags:
+            args.append("--direct_running_mode=multi_processing")
+        if "--direct_num_workers" not in flags and mode in (None, "multi_processing", "multi_threading"):
+            args.append("--direct_num_workers=0")
+    options = PipelineOptions(["--runner", runner, *args])
+    if runner in ("DataflowRunner", "dataflow"):
+        gco = options.view_as(GoogleCloudOptions)
+        missing = [f"--{name}" for name in _DATAFLOW_REQUIRED if not getattr(gco, name)]
+        if missing:
+            raise UserError(
+                f"--runner {runner} needs {', '.join(missing)}; pass them (e.g. --project P --region us-central1 "
+                "--temp_location gs://BUCKET/tmp --sdk_container_image IMAGE)"
+            )
+    return options
+
+
+def default_shards(items: list[dict], images_dir: str, sample: int = 32) -> int:
+    """About 128 MiB per shard, estimated from the sizes of up to `sample` images."""
+    if not items:
+        return 1
+    step = max(1, len(items) // sample)
+    paths = [storage.join(images_dir, items[i]["filename"]) for i in range(0, len(items), step)][:sample]
+    sizes = []
+    for path in paths:
+        try:
+            if storage.is_remote(path):
+                from apache_beam.io.filesystems import FileSystems
+
+                sizes.append(FileSystems.match([path])[0].metadata_list[0].size_in_bytes)
+            else:
+                sizes.append(os.path.getsize(path))
+        except Exception:  # noqa: BLE001 - a missing image is reported by the pipeline itself
+            continue
+    mean = sum(sizes) / len(sizes) if sizes else 200_000
+    return int(min(MAX_SHARDS, max(1, math.ceil(mean * len(items) / TARGET_SHARD_BYTES))))
+
+
+def _shard_paths(prefix: str) -> list[str]:
+    import re
+
+    pattern = re.compile(re.escape(posixpath.basename(prefix.replace(os.sep, "/"))) + r"-\d{5}-of-\d{5}" + re.escape(SUFFIX) + "$")
+    return [p for p in storage.glob(f"{prefix}-*-of-*{SUFFIX}") if pattern.search(p.replace(os.sep, "/"))]
+
+
+def _counters(result) -> dict[str, int]:
+    from apache_beam.metrics.metric import MetricsFilter
+
+    out: dict[str, int] = {}
+    try:
+        query = result.metrics().query(MetricsFilter().with_namespace(COUNTER_NAMESPACE))
+    except Exception:  # noqa: BLE001 - some runners do not report metrics
+        return out
+    for counter in query.get("counters", []):
+        value = counter.committed if counter.committed is not None else counter.attempted
+        out[counter.key.metric.name] = out.get(counter.key.metric.name, 0) + int(value or 0)
+    return out
+
+
+def _remove_tree(tmp_dir: str) -> None:
+    try:
+        leftovers = storage.glob(storage.join(tmp_dir, "**")) if not storage.is_remote(tmp_dir) else storage.glob(tmp_dir + "/**")
+        files = [p for p in leftovers if not os.path.isdir(p)] if not storage.is_remote(tmp_dir) else leftovers
+        storage.delete(files)
+        if not storage.is_remote(tmp_dir):
+            import shutil
+
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    except Exception:  # noqa: BLE001 - cleanup is best effort
+        pass
+
+
+def convert(
+    csv_path: str,
+    images_dir: str,
+    label_map_path: str,
+    output_prefix: str,
+    shards: int | None = None,
+    runner: str = "DirectRunner",
+    beam_args: list[str] | None = None,
+) -> dict:
+    """Write `OUTPUT_PREFIX-SSSSS-of-NNNNN.tfrecord` + `OUTPUT_PREFIX.summary.json`; returns the summary.
+
+    Args:
+        csv_path: labels CSV (local or gs://), columns as written by `odpipe csv`.
+        images_dir: folder the CSV's `filename` column is relative to (local or gs://).
+        label_map_path: label map `.pbtxt`; every CSV class must be in it.
+        output_prefix: path prefix of the shards and the summary (local or gs://).
+        shards: number of shards; default about 128 MiB each.
+        runner: Beam runner, "DirectRunner" (multi-process, all cores) or "DataflowRunner".
+        beam_args: further Beam flags, e.g. ["--project=P", "--region=R", "--temp_location=gs://B/tmp"].
+    """
+    from odpipe.annotations import read_labels_csv
+    from odpipe.label_map import read_label_map
+
+    csv_path, images_dir, output_prefix = str(csv_path), str(images_dir), str(output_prefix)
+    if shards is not None and shards < 1:
+        raise UserError(f"--shards {shards}: need at least 1 shard")
+    options = build_pipeline_options(runner, beam_args)
+    label_map = read_label_map(str(label_map_path))
+    frame = read_labels_csv(csv_path)
+    plan = plan_images(frame, label_map, csv_path)
+    items = plan["items"]
+    num_shards = shards or default_shards(items, images_dir)
+
+    parent, base = (posixpath.split(output_prefix) if storage.is_remote(output_prefix) else os.path.split(output_prefix))
+    if not base:
+        raise UserError(f"-o {output_prefix}: give a file prefix such as records/train, not a folder")
+    tmp_dir = storage.join(parent or ".", f".{base}.tmp-{uuid.uuid4().hex[:8]}")
+    storage.makedirs(tmp_dir)
+    plan_path = storage.join(tmp_dir, "plan.jsonl")
+    try:
+        with storage.open_write(plan_path) as f:
+            for item in items:
+                f.write((json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8"))
+        tmp_prefix = storage.join(tmp_dir, "part")
+        with beam.Pipeline(options=options) as pipeline:
+            items_pc = pipeline | "ReadPlan" >> ReadPlan(plan_path)
+            outputs = items_pc | "ImagesToExamples" >> ImagesToExamples(images_dir)
+            _ = outputs.examples | "WriteExamples" >> WriteExamples(tmp_prefix, num_shards)
+            _ = (
+                outputs[REJECTED_TAG]
+                | "RejectedToJson" >> beam.Map(lambda r: json.dumps(r, ensure_ascii=False))
+                | "WriteRejected" >> beam.io.WriteToText(storage.join(tmp_dir, "rejected"), file_name_suffix=".jsonl")
+            )
+        result = pipeline.result if hasattr(pipeline, "result") else None
+        counters = _counters(result) if result is not None else {}
+
+        rejected = []
+        for path in storage.glob(storage.join(tmp_dir, "rejected*.jsonl")):
+            rejected += [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
+        rejected.sort(key=lambda r: r["file"])
+        rejected_files = {r["file"] for r in rejected}
+        written = [it for it in items if it["filename"] not in rejected_files]
+        classes = Counter(o["class"] for it in written for o in it["objects"])
+
+        new_shards = sorted(storage.glob(f"{tmp_prefix}-*-of-*{SUFFIX}"))
+        if len(new_shards) != num_shards:
+            raise RuntimeError(f"expected {num_shards} shards under {tmp_dir}, found {len(new_shards)}")
+        finals = [f"{output_prefix}{p[len(tmp_prefix):]}" for p in new_shards]
+        summary_path = f"{output_prefix}.summary.json"
+        stale = _shard_paths(output_prefix) + ([summary_path] if storage.exists(summary_path) else [])
+        storage.delete(stale)
+        storage.rename(new_shards, finals)
+        summary = {
+            "images": len(written),
+            "objects": sum(classes.values()),
+            "classes": {name: classes.get(name, 0) for _, name in sorted(label_map.items())},
+            "rejected": rejected,
+            "dropped_objects": plan["dropped"],
+            "clipped_objects": plan["clipped"],
+            "converted": {k[len("converted_"):]: v for k, v in sorted(counters.items()) if k.startswith("converted_")},
+            "exif_orientation_ignored": counters.get("exif_orientation_ignored", 0),
+            "csv": {"path": csv_path, "rows": plan["rows"], "images": len(items),
+                    "objects": sum(len(it["objects"]) for it in items) + len(plan["dropped"])},
+            "shards": finals,
+            "counters": counters,
+            "note": (
+                "images + len(rejected) = csv.images (distinct filenames); objects = CSV rows with a class of the "
+                "written images, minus dropped_objects; rows with an empty class are images without objects"
+            ),
+        }
+        storage.write_text(summary_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        return summary
+    finally:
+        _remove_tree(tmp_dir)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+_BEAM_FLAGS = (
+    "project", "region", "temp_location", "staging_location", "sdk_container_image", "setup_file", "job_name",
+    "max_num_workers", "num_workers", "machine_type", "service_account_email", "subnetwork",
+    "direct_num_workers", "direct_running_mode",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("csv", help="labels CSV (local or gs://)")
+    parser.add_argument("--images-dir", required=True, help="folder the CSV's filenames are relative to")
+    parser.add_argument("--label-map", required=True, help="label_map.pbtxt")
+    parser.add_argument("-o", "--output", required=True, help="output prefix, e.g. records/train (local or gs://)")
+    parser.add_argument("--shards", type=int, help="number of shards (default: about 128 MiB each)")
+    parser.add_argument("--runner", default="DirectRunner", help="DirectRunner (all cores) or DataflowRunner")
+    beam_group = parser.add_argument_group("Beam options", "passed to Beam as --NAME=VALUE; any other Beam flag after `--`")
+    for name in _BEAM_FLAGS:
+        beam_group.add_argument(f"--{name}", dest=f"beam_{name}", metavar="VALUE")
+    parser.add_argument("beam_args", nargs="*", help="more Beam flags after `--`, e.g. -- --experiments=use_runner_v2")
+
+
+def run(args: argparse.Namespace) -> int:
+    beam_args = [f"--{n}={getattr(args, f'beam_{n}')}" for n in _BEAM_FLAGS if getattr(args, f"beam_{n}", None)]
+    beam_args += list(args.beam_args or [])
+    summary = convert(args.csv, args.images_dir, args.label_map, args.output, shards=args.shards,
+                      runner=args.runner, beam_args=beam_args)
+    print(f"wrote {len(summary['shards'])} shard(s) {args.output}-*{SUFFIX}: {summary['images']} images, "
+          f"{summary['objects']} objects; rejected {len(summary['rejected'])} image(s), "
+          f"dropped {len(summary['dropped_objects'])} box(es), clipped {summary['clipped_objects']}")
+    for name, count in summary["classes"].items():
+        print(f"  {name}: {count}")
+    if summary["counters"]:
+        print("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(summary["counters"].items())))
+    for rej in summary["rejected"][:20]:
+        print(f"  rejected {rej['file']}: {rej['reason']}", file=sys.stderr)
+    if len(summary["rejected"]) > 20:
+        print(f"  ... {len(summary['rejected']) - 20} more in {args.output}.summary.json", file=sys.stderr)
+    print(f"summary: {args.output}.summary.json")
+    return 0
