@@ -11,7 +11,8 @@
   first, and each of its groups goes to the side whose per-class object quota is least filled
   (ties: the side whose image quota is least filled, then a seeded coin). A repair pass then
   makes every class that occurs in at least two groups appear on both sides, and both sides
-  non-empty, moving the smallest groups that take no class away from a side.
+  non-empty, moving the smallest groups that take no class away from a side. Object-less images
+  count as one more class, so background images are split in proportion too.
 * Deterministic for a given seed (groups are ordered by name, then shuffled with the seed).
 """
 
@@ -192,10 +193,10 @@ def split_csv(
     classes = sorted(c for c in frame["class"].unique() if c)
     class_index = {c: i for i, c in enumerate(classes)}
     group_of = {name: g for g, names in enumerate(groups) for name in names}
-    counts = np.zeros((len(groups), len(classes)), dtype=np.int64)
+    # one more column, "object-less images", so background images are stratified like a class too
+    counts = np.zeros((len(groups), len(classes) + 1), dtype=np.int64)
     for name, cls in zip(frame["filename"], frame["class"]):
-        if cls:
-            counts[group_of[name], class_index[cls]] += 1
+        counts[group_of[name], class_index[cls] if cls else len(classes)] += 1
     sizes = np.array([len(names) for names in groups], dtype=np.int64)
     rng = np.random.default_rng(seed)
     side = _stratify(counts, sizes, float(eval_fraction), rng)
@@ -208,7 +209,7 @@ def split_csv(
         write_labels_csv(part, storage.join(str(output_dir), f"{name}.csv"))
 
     warnings = []
-    present = counts > 0
+    present = counts[:, : len(classes)] > 0
     for c, cls in enumerate(classes):
         n_groups = int(present[:, c].sum())
         on = [int(present[side == s, c].sum()) for s in (0, 1)]
