@@ -1,0 +1,242 @@
+"""odpipe evaluate: COCO metrics on hand-computed cases, confusion matrix, blessing, report,
+and the whole stage on the real exported model (export_dir fixture)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from odpipe.detector import Detection
+from odpipe.errors import UserError
+from odpipe.evaluate import (
+    EvalImage,
+    GroundTruth,
+    _tfrecord_frames,
+    bless,
+    coco_metrics,
+    confusion_matrix,
+    iou_matrix,
+    read_baseline,
+)
+
+LABELS = {1: "circle", 2: "square", 3: "triangle"}
+
+
+def det(class_id, box, score=0.9):
+    return Detection(class_id, LABELS.get(class_id, f"id:{class_id}"), score, tuple(float(v) for v in box))
+
+
+def image(i, gts, dets=()):
+    return EvalImage(i, f"img{i}.jpg", 200, 100, [GroundTruth(c, tuple(map(float, b)), ign) for c, b, ign in gts], list(dets))
+
+
+def _gt_set():
+    return [
+        image(1, [(1, (10, 10, 50, 50), False), (2, (60, 10, 120, 90), False)]),
+        image(2, [(2, (0, 0, 30, 40), False), (3, (100, 20, 190, 95), False)]),
+        image(3, []),  # an image without objects
+    ]
+
+
+def test_perfect_detections_give_map_one():
+    images = _gt_set()
+    for im in images:
+        im.detections = [det(g.class_id, g.box, 0.8) for g in im.ground_truth]
+    m = coco_metrics(images, LABELS)
+    assert m["stats"]["mAP"] == pytest.approx(1.0)
+    assert m["stats"]["mAP@0.5"] == pytest.approx(1.0)
+    assert m["stats"]["AR@100"] == pytest.approx(1.0)
+    for name in LABELS.values():
+        assert m["per_class"][name]["AP"] == pytest.approx(1.0)
+        assert m["per_class"][name]["AP@0.5"] == pytest.approx(1.0)
+    json.dumps(m)  # plain Python numbers only (no numpy scalars)
+
+
+def test_no_detections_give_zero():
+    m = coco_metrics(_gt_set(), LABELS)
+    assert m["stats"]["mAP"] == 0.0 and m["stats"]["mAP@0.5"] == 0.0 and m["stats"]["AR@100"] == 0.0
+    assert all(pc["AP"] == 0.0 for pc in m["per_class"].values())
+
+
+def test_hand_computed_ap_one_hit_one_false_alarm_one_miss():
+    # two circles; detections: a perfect hit (0.9) then a false alarm (0.8); the second circle missed.
+    # precision/recall: (1.0, 0.5) then (0.5, 0.5): interpolated precision is 1 for recall <= 0.5 and 0
+    # above, so AP = 51 of COCO's 101 recall points, at every IoU threshold (the hit is exact).
+    im = image(1, [(1, (10, 10, 50, 50), False), (1, (100, 10, 150, 60), False)],
+               [det(1, (10, 10, 50, 50), 0.9), det(1, (60, 60, 90, 95), 0.8)])
+    m = coco_metrics([im], {1: "circle"})
+    assert m["stats"]["mAP"] == pytest.approx(51 / 101)
+    assert m["per_class"]["circle"]["AP@0.5"] == pytest.approx(51 / 101)
+    assert m["stats"]["AR@100"] == pytest.approx(0.5)
+    recall, precision = m["pr_curves"]["circle"]
+    assert precision[50] == pytest.approx(1.0) and precision[51] == 0.0
+
+
+def test_iou_threshold_and_class_without_ground_truth():
+    # IoU of the detection with its box is 0.62: a hit at IoU 0.5, 0.55, 0.6, a miss from 0.65 up.
+    gt_box, det_box = (0, 0, 100, 62), (0, 0, 100, 100)
+    assert iou_matrix([gt_box], [det_box])[0, 0] == pytest.approx(0.62)
+    im = image(1, [(1, gt_box, False)], [det(1, det_box, 0.9), det(3, (150, 0, 190, 40), 0.7)])
+    m = coco_metrics([im], LABELS)
+    assert m["per_class"]["circle"]["AP@0.5"] == pytest.approx(1.0)
+    assert m["per_class"]["circle"]["AP@0.75"] == 0.0
+    assert m["per_class"]["circle"]["AP"] == pytest.approx(0.3)  # 3 of 10 IoU thresholds
+    assert m["per_class"]["square"]["AP"] is None  # no ground truth: undefined, not 0
+    assert m["per_class"]["triangle"]["AP"] is None
+    assert m["stats"]["mAP"] == pytest.approx(0.3)  # the mean leaves undefined classes out
+
+
+def test_difficult_objects_neither_needed_nor_punished():
+    gts = [(1, (10, 10, 50, 50), False), (2, (60, 10, 120, 90), True)]
+    missed = image(1, gts, [det(1, (10, 10, 50, 50))])
+    found = image(1, gts, [det(1, (10, 10, 50, 50)), det(2, (60, 10, 120, 90), 0.95)])
+    for im in (missed, found):
+        m = coco_metrics([im], LABELS)
+        assert m["stats"]["mAP"] == pytest.approx(1.0)
+        assert m["per_class"]["square"]["ignored_ground_truth"] == 1
+    cm = confusion_matrix([found], LABELS)
+    assert cm.sum() == 1 and cm[0, 0] == 1  # the detection on the difficult square is ignored
+
+
+def test_confusion_matrix_cells():
+    im = image(1, [(1, (10, 10, 50, 50), False), (2, (60, 10, 120, 90), False), (3, (130, 10, 190, 90), False)], [
+        det(2, (10, 10, 50, 50), 0.9),      # circle found as square -> (circle, square)
+        det(2, (60, 10, 120, 90), 0.9),     # square right -> (square, square)
+        det(1, (0, 60, 20, 99), 0.8),       # nothing there -> (background, circle)
+        det(3, (130, 10, 190, 90), 0.3),    # below the score threshold: triangle missed
+    ])
+    cm = confusion_matrix([im], LABELS, score_threshold=0.5)
+    expected = np.zeros((4, 4), dtype=int)
+    expected[0, 1] = expected[1, 1] = expected[3, 0] = expected[2, 3] = 1
+    np.testing.assert_array_equal(cm, expected)
+
+
+def test_confusion_matrix_prefers_the_right_class():
+    # a wrong-class box overlaps more than the right-class one: the right one is the match and
+    # the wrong one a false alarm (not a confusion plus a false alarm of the right class).
+    im = image(1, [(1, (10, 10, 50, 50), False)], [det(2, (10, 10, 50, 50), 0.9), det(1, (12, 12, 50, 50), 0.8)])
+    cm = confusion_matrix([im], LABELS)
+    assert cm[0, 0] == 1 and cm[3, 1] == 1 and cm.sum() == 2
+
+
+def test_bless_rules():
+    ok, reasons = bless(0.4)
+    assert ok and "blessed by default" in reasons[0]
+    assert bless(0.5, min_map=0.5)[0] is True
+    ok, reasons = bless(0.49, min_map=0.5)
+    assert not ok and "< --min-map" in reasons[0]
+    assert bless(0.6, baseline={"mAP": 0.6})[0] is True
+    ok, reasons = bless(0.59, baseline={"mAP": 0.6}, baseline_path="old.json")
+    assert not ok and "worse" in reasons[0] and "old.json" in reasons[0]
+    ok, reasons = bless(0.7, min_map=0.5, baseline={"mAP": 0.8})
+    assert not ok and len(reasons) == 2
+    assert bless(0.7, baseline={"mAP": None})[0] is True
+    assert bless(None)[0] is False
+    assert bless(0.9, min_map=1.01)[0] is False
+
+
+def test_read_baseline_errors(tmp_path):
+    good = tmp_path / "m.json"
+    good.write_text(json.dumps({"mAP": 0.3}))
+    assert read_baseline(str(good))["mAP"] == 0.3
+    for text in ("{not json", json.dumps({"map": 1}), json.dumps({"mAP": "high"})):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(UserError, match="bad.json"):
+            read_baseline(str(bad))
+    with pytest.raises(UserError, match="not found"):
+        read_baseline(str(tmp_path / "missing.json"))
+
+
+def test_tfrecord_framing_matches_tensorflow(tmp_path):
+    import tensorflow as tf
+
+    path = str(tmp_path / "x.tfrecord")
+    payloads = [b"", b"a", b"\x00" * 1000, "é".encode()]
+    with tf.io.TFRecordWriter(path) as w:
+        for p in payloads:
+            w.write(p)
+    with open(path, "rb") as f:
+        assert list(_tfrecord_frames(f)) == payloads
+    with open(path, "rb") as f:
+        truncated = io.BytesIO(f.read()[:-3])
+    with pytest.raises(ValueError):
+        list(_tfrecord_frames(truncated))
+
+
+def test_report_html_is_self_contained():
+    from odpipe import report
+
+    buf = io.BytesIO()
+    Image.new("RGB", (200, 100), (30, 90, 200)).save(buf, format="JPEG")
+    im = image(1, [(1, (10, 10, 50, 50), False)], [det(2, (10, 10, 50, 50), 0.9)])
+    cm = confusion_matrix([im], LABELS)
+    metrics = {
+        "model": "m", "data": ["d"], "images": 1, "objects": 1, "ignored_objects": 0, "detections": 1,
+        "skipped": [{"file": "x<y>.jpg", "reason": "bad"}], "blessed": False,
+        "blessing": {"reasons": ["mAP 0.0000 < --min-map 0.5"]},
+        "coco": coco_metrics([im], LABELS)["stats"], "per_class": coco_metrics([im], LABELS)["per_class"],
+        "confusion_matrix": {"iou": 0.5, "score_threshold": 0.5, "labels": list(LABELS.values()) + ["background"],
+                             "matrix": cm.tolist()},
+    }
+    gallery = [report.gallery_entry(im, buf.getvalue(), 2, 0.5, LABELS)]
+    page = report.render_html(metrics, report.confusion_matrix_png(cm, metrics["confusion_matrix"]["labels"]),
+                              report.pr_curves_png({}), gallery)
+    assert page.count("data:image/png;base64,") == 2 and page.count("data:image/jpeg;base64,") == 1
+    assert "x&lt;y&gt;.jpg" in page and "<script" not in page
+    assert "src='http" not in page and 'src="http' not in page
+
+
+# -- the real stage on the exported model ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def evaluated(export_dir, records, tmp_path_factory):
+    from odpipe.evaluate import evaluate
+
+    out = tmp_path_factory.mktemp("report")
+    return out, evaluate(str(export_dir), records["eval"], str(out), progress=False)
+
+
+def test_evaluate_end_to_end(evaluated, records):
+    out, metrics = evaluated
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    for key in ("mAP", "mAP@0.5", "mAP@0.75", "recall"):
+        assert metrics[key] is None or 0.0 <= metrics[key] <= 1.0
+    assert metrics["mAP"] is not None  # the eval split has objects
+    assert set(metrics["per_class"]) == {"circle", "square", "triangle"}
+    summary = json.loads(open(records["eval"][: -len("-*.tfrecord")] + ".summary.json").read())
+    assert metrics["images"] + len(metrics["skipped"]) == summary["images"]
+    cm = np.array(metrics["confusion_matrix"]["matrix"])
+    assert cm.shape == (4, 4) and cm[3, 3] == 0
+    assert cm[:3].sum() == metrics["objects"]  # every object is matched or missed, exactly once
+    assert metrics["blessed"] is True and "by default" in metrics["blessing"]["reasons"][0]
+    for name in ("confusion_matrix.png", "pr_curves.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "data:image/jpeg;base64," in page
+    assert page.count("class='card'") == metrics["images"]
+
+
+def test_evaluate_cli_blessing_and_errors(evaluated, export_dir, records, tmp_path, capsys):
+    from odpipe.cli import main
+
+    _, metrics = evaluated
+    baseline = tmp_path / "old.json"
+    baseline.write_text(json.dumps({"mAP": (metrics["mAP"] or 0.0) + 0.01}))
+    out = tmp_path / "r"
+    rc = main(["evaluate", "--model", str(export_dir), "--data", records["eval"], "-o", str(out),
+               "--min-map", "0", "--baseline", str(baseline), "--report-images", "2"])
+    assert rc == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["blessed"] is False and any("worse than the baseline" in r for r in doc["blessing"]["reasons"])
+    assert doc["mAP"] == pytest.approx(metrics["mAP"])  # deterministic
+    capsys.readouterr()
+    rc = main(["evaluate", "--model", str(export_dir), "--data", str(tmp_path / "nothing-*.tfrecord"), "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "no TFRecord file matches" in err[0]
