@@ -21,7 +21,7 @@ from odpipe.errors import UserError
 
 _TOKEN = re.compile(
     r"""\s*(?:(?P<comment>\#[^\n]*)|(?P<str>'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")"""
-    r"""|(?P<punct>[{}:])|(?P<word>[A-Za-z_][\w.]*|-?\d+(?:\.\d*)?))""",
+    r"""|(?P<punct>[{}:,;])|(?P<word>[A-Za-z_][\w.]*|-?\d+(?:\.\d*)?))""",
     re.S,
 )
 
@@ -61,19 +61,39 @@ def parse_label_map(text: str, source: str = "<label map>") -> dict[int, str]:
             line = text.count("\n", 0, pos) + 1
             raise fail(f"cannot parse line {line}")
         pos = m.end()
-        if m.group("comment") is None:
+        if m.group("comment") is None and m.group("punct") not in (",", ";"):  # separators are optional
             tokens.append(m.group(m.lastgroup))
+
+    def skip_block(i: int) -> int:
+        """Index after the sub-message opening at tokens[i] == '{' (e.g. keypoints { ... })."""
+        depth = 0
+        while i < len(tokens):
+            depth += {"{": 1, "}": -1}.get(tokens[i], 0)
+            i += 1
+            if depth == 0:
+                return i
+        raise fail("a '{' is not closed with '}'")
+
     items: list[dict[str, str]] = []
     i = 0
     while i < len(tokens):
-        if tokens[i] != "item" or i + 1 >= len(tokens) or tokens[i + 1] != "{":
+        brace = i + 2 if i + 1 < len(tokens) and tokens[i + 1] == ":" else i + 1  # `item: {` == `item {`
+        if tokens[i] != "item" or brace >= len(tokens) or tokens[brace] != "{":
             raise fail(f"expected 'item {{' but found {tokens[i]!r}")
-        i += 2
+        i = brace + 1
         fields: dict[str, str] = {}
         while i < len(tokens) and tokens[i] != "}":
+            if i + 1 < len(tokens) and tokens[i + 1] == "{":
+                i = skip_block(i + 1)  # a sub-message such as keypoints { id: 0 label: 'nose' }
+                continue
+            if i + 2 < len(tokens) and tokens[i + 1] == ":" and tokens[i + 2] == "{":
+                i = skip_block(i + 2)
+                continue
             if i + 2 >= len(tokens) or tokens[i + 1] != ":":
                 raise fail(f"expected 'field: value' near {tokens[i]!r}")
             key, value = tokens[i], tokens[i + 2]
+            if value in ("{", "}", ":"):
+                raise fail(f"field {key!r} has no value")
             fields[key] = _unescape(value) if value[:1] in "'\"" else value
             i += 3
         if i >= len(tokens):
