@@ -306,6 +306,10 @@ class _Run:
             self.folders[path] = _Folder(path)
         return self.folders[path]
 
+    def listing(self, folder_rel: str) -> _Folder:
+        """The listing of a folder given relative to the images root ("" for the root)."""
+        return self.folder(storage.join(self.images_root, *folder_rel.split("/")) if folder_rel else self.images_root)
+
     def warn(self, file: str, message: str) -> None:
         self.warnings.append({"file": file, "message": message})
 
@@ -319,24 +323,29 @@ class _Run:
                 full = posixpath.join(base, name) if base else name
                 candidates.append((posixpath.dirname(full), posixpath.basename(full)))
         for folder_rel, fname in candidates:
-            listing = self.folder(storage.join(self.images_root, *folder_rel.split("/")) if folder_rel else self.images_root)
+            listing = self.listing(folder_rel)
             if fname in listing.names:
                 return posixpath.join(folder_rel, fname), None
         for folder_rel, fname in candidates:
-            listing = self.folder(storage.join(self.images_root, *folder_rel.split("/")) if folder_rel else self.images_root)
+            listing = self.listing(folder_rel)
             same = listing.lower.get(fname.lower())
             if same:
                 found = posixpath.join(folder_rel, same[0])
                 return found, f"<filename> {name!r} not found; using {found!r} (same name, other letter case)"
         stem = posixpath.splitext(posixpath.basename(rel_xml))[0]
+        stems = [(stem, "the image with the XML's name")]
+        if name and posixpath.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+            stems.append((name, "<filename> had no image extension"))  # some tools write the stem only
         for base in bases:
-            listing = self.folder(storage.join(self.images_root, *base.split("/")) if base else self.images_root)
-            for ext in IMAGE_EXTENSIONS:
-                same = listing.lower.get((stem + ext).lower())
-                if same:
-                    found = posixpath.join(base, same[0])
-                    what = f"<filename> {name!r} not found" if name else "no <filename>"
-                    return found, f"{what}; using {found!r} (the image with the XML's name)"
+            for candidate, why in stems:
+                folder_rel = posixpath.join(base, posixpath.dirname(candidate)).strip("/")
+                listing = self.listing(folder_rel)
+                for ext in IMAGE_EXTENSIONS:
+                    same = listing.lower.get((posixpath.basename(candidate) + ext).lower())
+                    if same:
+                        found = posixpath.join(folder_rel, same[0]) if folder_rel else same[0]
+                        what = f"<filename> {name!r} not found" if name else "no <filename>"
+                        return found, f"{what}; using {found!r} ({why})"
         where = self.images_root if not bases[0] else storage.join(self.images_root, *bases[0].split("/"))
         what = f"image {name!r}" if name else "no <filename> and no image"
         hint = "" if self.images_dir is not None else "; pass --images-dir if the images are in another folder"
@@ -492,7 +501,7 @@ def xml_to_csv(
         The report: images, objects, empty_images, classes, dropped, dropped_images, warnings, ...
     """
     annotations_dir = str(annotations_dir)
-    images_dir = None if images_dir is None else str(images_dir)
+    images_dir = str(images_dir) if images_dir else None  # "" (an unset pipeline parameter) means "not given"
     if images_dir is not None and not storage.is_remote(images_dir) and not os.path.isdir(images_dir):
         raise UserError(f"{images_dir}: images folder not found; check --images-dir")
     files, hidden = _list_xml(annotations_dir)

@@ -186,7 +186,7 @@ def split_csv(
     if not 0.0 < float(eval_fraction) < 1.0:
         raise UserError(f"--eval-fraction {eval_fraction}: must be between 0 and 1 (exclusive), e.g. 0.2")
     frame = read_labels_csv(str(csv_path))
-    groups, method = _group_images(frame, images_dir)
+    groups, method = _group_images(frame, str(images_dir) if images_dir else None)
     if len(groups) < 2:
         what = "image" if frame["filename"].nunique() < 2 else "distinct image (the others are duplicates)"
         raise UserError(f"{csv_path}: only {len(groups)} {what}; a train/eval split needs at least 2")

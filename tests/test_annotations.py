@@ -14,10 +14,9 @@ from odpipe.errors import UserError
 from odpipe.sample_data import voc_xml, write_sample_data
 
 
-def image(path, size=(40, 30), mode="RGB", fmt=None, exif_orientation=None):
+def image(path, size=(40, 30), mode="RGB", fmt=None, exif_orientation=None, **kwargs):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     img = Image.new(mode, size, 128 if mode == "L" else (200, 100, 50))
-    kwargs = {}
     if exif_orientation:
         exif = Image.Exif()
         exif[0x0112] = exif_orientation
@@ -69,16 +68,18 @@ def test_float_coords_any_field_order_and_ignored_path(tmp_path):
 
 def test_objectless_nested_extensions_grayscale_png(tmp_path):
     image(tmp_path / "ann/x/UPPER.JPG", size=(64, 48))
-    image(tmp_path / "ann/x/y/gray.jpg", size=(33, 21), mode="L")
+    image(tmp_path / "ann/x/y/gray.jpg", size=(33, 21), mode="L", progressive=True)
+    image(tmp_path / "ann/x/y/cmyk.jpg", size=(17, 19), mode="CMYK")
     image(tmp_path / "ann/p.png", size=(50, 60), fmt="PNG")
     xml(tmp_path / "ann/x/UPPER.xml", "UPPER.JPG", [("cat", (2, 3, 20, 30))], size=(64, 48))
     xml(tmp_path / "ann/x/y/gray.xml", "gray.jpg", [("cat", (1, 1, 33, 21)), ("dog", (5, 5, 9, 9))], size=(33, 21))
     xml(tmp_path / "ann/p.xml", "p.png", [], size=(50, 60))
+    xml(tmp_path / "ann/x/y/cmyk.xml", "cmyk.jpg", [], size=(17, 19))
     report, frame = convert(tmp_path)
-    assert report["images"] == 3 and report["empty_images"] == 1 and report["objects"] == 3
+    assert report["images"] == 4 and report["empty_images"] == 2 and report["objects"] == 3
     assert report["classes"] == {"cat": 2, "dog": 1}
     # sorted walk, filenames relative to the images root (here the annotations folder)
-    assert list(frame["filename"].unique()) == ["p.png", "x/UPPER.JPG", "x/y/gray.jpg"]
+    assert list(frame["filename"].unique()) == ["p.png", "x/UPPER.JPG", "x/y/cmyk.jpg", "x/y/gray.jpg"]
     empty = frame[frame["filename"] == "p.png"].iloc[0]
     assert empty["class"] == "" and empty[["xmin", "ymin", "xmax", "ymax"]].isna().all()
     assert (empty["width"], empty["height"]) == (50, 60)
@@ -100,13 +101,16 @@ def test_images_dir_subfolder_and_backslash_filename(tmp_path):
 def test_fallbacks_warn_stem_and_letter_case(tmp_path):
     image(tmp_path / "ann/photo1.JPG")
     image(tmp_path / "ann/photo2.jpeg")
+    image(tmp_path / "ann/0003_cam.png", fmt="PNG")
     xml(tmp_path / "ann/photo1.xml", "photo1.jpg", [("x", (1, 1, 5, 5))])  # other letter case
     xml(tmp_path / "ann/photo2.xml", "renamed.jpg", [("x", (1, 1, 5, 5))])  # stem fallback
-    report, frame = convert(tmp_path)
-    assert sorted(frame["filename"]) == ["photo1.JPG", "photo2.jpeg"]
+    xml(tmp_path / "ann/photo3.xml", "0003_cam", [("x", (1, 1, 5, 5))])  # <filename> without extension
+    report, frame = convert(tmp_path, images_dir="")  # "" (unset pipeline parameter) = not given
+    assert sorted(frame["filename"]) == ["0003_cam.png", "photo1.JPG", "photo2.jpeg"]
     messages = " | ".join(w["message"] for w in report["warnings"])
     assert "other letter case" in messages and "the image with the XML's name" in messages
-    assert len(report["warnings"]) == 2
+    assert "no image extension" in messages
+    assert len(report["warnings"]) == 3
 
 
 def test_missing_image_dropped_and_counted(tmp_path):
@@ -294,3 +298,31 @@ def test_csv_round_trip_quoting_and_odd_class_names(tmp_path):
     report, frame = convert(tmp_path)
     assert list(frame["class"]) == [n.strip() for n in names]
     assert list(frame["filename"].unique()) == ["é ü.jpg"]
+
+
+def test_bucket_paths_through_the_emulator(tmp_path, gcs_bucket):
+    """gs:// annotations, images, CSV and report (odpipe.storage against the GCS emulator)."""
+    import uuid
+
+    from fixture_gcs import upload_dir
+
+    from odpipe import storage
+    from odpipe.split import split_csv
+
+    write_sample_data(str(tmp_path / "d"), images=6, seed=2)
+    (tmp_path / "d/annotations/sub").mkdir()
+    (tmp_path / "d/annotations/sample_00004.xml").rename(tmp_path / "d/annotations/sub/sample_00004.xml")
+    (tmp_path / "d/images/sample_00005.jpg").rename(tmp_path / "d/images/sample_00005.JPG")
+    prefix = f"{gcs_bucket}/annotations-{uuid.uuid4().hex[:8]}"
+    upload_dir(str(tmp_path / "d"), prefix)
+    local = xml_to_csv(str(tmp_path / "d/annotations"), str(tmp_path / "l.csv"), images_dir=str(tmp_path / "d/images"))
+    remote = xml_to_csv(
+        prefix + "/annotations", prefix + "/labels.csv", images_dir=prefix + "/images", report_path=prefix + "/report.json"
+    )
+    assert storage.read_text(prefix + "/labels.csv") == (tmp_path / "l.csv").read_text()
+    assert json.loads(storage.read_text(prefix + "/report.json"))["objects"] == local["objects"] == remote["objects"]
+    assert len(remote["warnings"]) == 1 and "other letter case" in remote["warnings"][0]["message"]
+    split_csv(str(tmp_path / "l.csv"), str(tmp_path / "split"), eval_fraction=0.3, images_dir=str(tmp_path / "d/images"))
+    summary = split_csv(prefix + "/labels.csv", prefix + "/split", eval_fraction=0.3, images_dir=prefix + "/images")
+    assert summary["duplicates_by"] == "sha256"
+    assert storage.read_text(prefix + "/split/eval.csv") == (tmp_path / "split/eval.csv").read_text()
