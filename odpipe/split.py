@@ -101,9 +101,7 @@ def _stratify(counts: np.ndarray, sizes: np.ndarray, eval_fraction: float, rng: 
             break
         fewest = labels[remaining[labels] == remaining[labels].min()]
         label = fewest[rng.integers(fewest.size)] if fewest.size > 1 else fewest[0]
-        for g in order:
-            if side[g] >= 0 or not present[g, label]:
-                continue
+        for g in order[present[order, label] & (side[order] < 0)]:
             need = ratio(want_class[:, label], goal_class[:, label])
             if need[0] != need[1]:
                 s = int(np.argmax(need))
