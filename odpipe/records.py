@@ -3,7 +3,10 @@
     odpipe tfrecord train.csv --images-dir images/ --label-map label_map.pbtxt -o records/train
 
 writes `records/train-00000-of-0000N.tfrecord` (glob `records/train-*.tfrecord`) and, last,
-`records/train.summary.json`. Paths may be local or `gs://`.
+`records/train.summary.json`. Paths may be local or `gs://`. Locally it runs on Beam's
+DirectRunner with one worker process per core; `--runner DataflowRunner --project P --region R
+--temp_location gs://B/tmp --sdk_container_image IMAGE` runs it on Dataflow (other Beam flags go
+last, after `--beam-options`).
 
 How it runs
   1. The driver reads the CSV (`read_labels_csv`) and the label map, and plans every image
@@ -591,10 +594,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="output prefix, e.g. records/train (local or gs://)")
     parser.add_argument("--shards", type=int, help="number of shards (default: about 128 MiB each)")
     parser.add_argument("--runner", default="DirectRunner", help="DirectRunner (all cores) or DataflowRunner")
-    beam_group = parser.add_argument_group("Beam options", "passed to Beam as --NAME=VALUE; any other Beam flag after `--`")
+    beam_group = parser.add_argument_group(
+        "Beam options", "passed to Beam as --NAME=VALUE; any other Beam flag goes after --beam-options (last)")
     for name in _BEAM_FLAGS:
         beam_group.add_argument(f"--{name}", dest=f"beam_{name}", metavar="VALUE")
-    parser.add_argument("beam_args", nargs="*", help="more Beam flags after `--`, e.g. -- --experiments=use_runner_v2")
+    parser.add_argument("--beam-options", dest="beam_args", nargs=argparse.REMAINDER, default=[], metavar="FLAG",
+                        help="every argument after this goes to Beam as is, e.g. --beam-options --experiments=use_runner_v2")
 
 
 def run(args: argparse.Namespace) -> int:

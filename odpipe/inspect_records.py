@@ -1,0 +1,226 @@
+"""`odpipe inspect PATTERN`: read TFRecords back, summarise them, and prove they match a CSV.
+
+    odpipe inspect 'records/train-*.tfrecord' --label-map label_map.pbtxt --csv train.csv
+
+Prints images, objects, objects per class, image formats and box statistics. With `--label-map`
+every (class/text, class/label) pair is checked against the map; with `--csv` the records must
+hold exactly the CSV's images (by filename) with the same size and the same boxes (normalised and
+clipped as `odpipe tfrecord` does, within 1e-5) and classes; any difference exits with code 1.
+Records are read through `odpipe.storage`, so PATTERN may be a `gs://` glob; the TFRecord framing
+CRCs are checked and each record is parsed with TensorFlow's own `tf.train.Example`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+
+from odpipe import storage
+from odpipe.errors import UserError
+
+TOLERANCE = 1e-5
+_MAX_LISTED = 20
+
+
+def read_records(pattern: str):
+    """Yield (path, serialized record) for every record in the files matching `pattern`."""
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    paths = storage.glob(pattern)
+    if not paths:
+        raise UserError(f"{pattern}: no TFRecord files match; check the pattern (e.g. 'records/train-*.tfrecord')")
+    for path in paths:
+        with storage.open_read(path) as f:
+            while True:
+                try:
+                    record = _TFRecordUtil.read_record(f)
+                except ValueError as err:
+                    raise UserError(f"{path}: corrupt TFRecord file ({err}); rewrite it with `odpipe tfrecord`") from None
+                if record is None:
+                    break
+                yield path, record
+
+
+def parse_example(serialized: bytes) -> dict:
+    """The fields of one record as plain Python values."""
+    import tensorflow as tf
+
+    feats = tf.train.Example.FromString(serialized).features.feature
+
+    def b(key):
+        return [v.decode("utf-8") for v in feats[key].bytes_list.value] if key in feats else []
+
+    def f(key):
+        return list(feats[key].float_list.value) if key in feats else []
+
+    def i(key):
+        return list(feats[key].int64_list.value) if key in feats else []
+
+    one = lambda values, default=None: values[0] if values else default  # noqa: E731
+    return {
+        "filename": one(b("image/filename"), ""),
+        "format": one(b("image/format"), ""),
+        "source_id": one(b("image/source_id"), ""),
+        "sha256": one(b("image/key/sha256"), ""),
+        "height": one(i("image/height"), -1),
+        "width": one(i("image/width"), -1),
+        "encoded_bytes": len(feats["image/encoded"].bytes_list.value[0]) if "image/encoded" in feats else 0,
+        "xmin": f("image/object/bbox/xmin"),
+        "ymin": f("image/object/bbox/ymin"),
+        "xmax": f("image/object/bbox/xmax"),
+        "ymax": f("image/object/bbox/ymax"),
+        "classes": b("image/object/class/text"),
+        "labels": i("image/object/class/label"),
+        "keys": sorted(feats.keys()),
+    }
+
+
+def _stats(values: list[float]) -> dict:
+    if not values:
+        return {"min": None, "mean": None, "max": None}
+    return {"min": min(values), "mean": sum(values) / len(values), "max": max(values)}
+
+
+def _objects(rec: dict) -> list[tuple]:
+    return sorted(zip(rec["classes"], rec["xmin"], rec["ymin"], rec["xmax"], rec["ymax"]))
+
+
+def compare_with_csv(records: dict[str, dict], csv_path: str, label_map: dict[int, str] | None) -> list[str]:
+    """Differences between records (by filename) and a labels CSV; empty when they match."""
+    from odpipe.annotations import read_labels_csv
+    from odpipe.records import plan_images
+
+    frame = read_labels_csv(csv_path)
+    classes = sorted({c for c in frame["class"] if c})
+    lm = label_map or {i + 1: c for i, c in enumerate(classes)}
+    lm = dict(lm)
+    for name in classes:  # unknown classes are reported as a difference below, not as a plan error
+        if name not in lm.values():
+            lm[max(lm, default=0) + 1] = name
+    plan = plan_images(frame, lm, csv_path)
+    diffs = []
+    if label_map:
+        unknown = [c for c in classes if c not in label_map.values()]
+        diffs += [f"class {c!r} of the CSV is not in the label map" for c in unknown]
+    expected = {it["filename"]: it for it in plan["items"]}
+    for name in sorted(set(expected) - set(records)):
+        diffs.append(f"{name}: in the CSV but not in the records")
+    for name in sorted(set(records) - set(expected)):
+        diffs.append(f"{name}: in the records but not in the CSV")
+    for name in sorted(set(expected) & set(records)):
+        exp, rec = expected[name], records[name]
+        if (rec["width"], rec["height"]) != (exp["width"], exp["height"]):
+            diffs.append(f"{name}: records say {rec['width']}x{rec['height']}, CSV says {exp['width']}x{exp['height']}")
+        want = sorted((o["class"], o["xmin"], o["ymin"], o["xmax"], o["ymax"]) for o in exp["objects"])
+        got = _objects(rec)
+        if len(want) != len(got):
+            diffs.append(f"{name}: {len(got)} objects in the records, {len(want)} in the CSV")
+            continue
+        for w, g in zip(want, got):
+            if w[0] != g[0] or any(abs(a - b) > TOLERANCE for a, b in zip(w[1:], g[1:])):
+                diffs.append(f"{name}: object {g[0]} {tuple(round(v, 5) for v in g[1:])} differs from the CSV's "
+                             f"{w[0]} {tuple(round(v, 5) for v in w[1:])}")
+                break
+    return diffs
+
+
+def inspect_records(pattern: str, label_map_path: str | None = None, csv_path: str | None = None) -> dict:
+    """Report on the records matching `pattern`; "differences" lists every mismatch found."""
+    from odpipe.label_map import read_label_map
+
+    label_map = read_label_map(label_map_path) if label_map_path else None
+    ids = {name: i for i, name in (label_map or {}).items()}
+    records: dict[str, dict] = {}
+    diffs: list[str] = []
+    per_class: Counter = Counter()
+    formats: Counter = Counter()
+    widths, heights, box_w, box_h, sizes = [], [], [], [], []
+    source_ids: dict[str, str] = {}
+    files = storage.glob(pattern)
+    n_records = n_objects = empty = 0
+    for path, serialized in read_records(pattern):
+        rec = parse_example(serialized)
+        n_records += 1
+        name = rec["filename"]
+        if name in records:
+            diffs.append(f"{name}: appears in more than one record")
+        records[name] = rec
+        if rec["source_id"] in source_ids:
+            diffs.append(f"{name}: image/source_id {rec['source_id']} also used by {source_ids[rec['source_id']]}")
+        source_ids[rec["source_id"]] = name
+        formats[rec["format"]] += 1
+        widths.append(rec["width"])
+        heights.append(rec["height"])
+        sizes.append(rec["encoded_bytes"])
+        n = len(rec["classes"])
+        lengths = {len(rec[k]) for k in ("xmin", "ymin", "xmax", "ymax", "labels")}
+        if lengths != {n}:
+            diffs.append(f"{name} ({path}): box, class and label lists have different lengths")
+        n_objects += n
+        empty += n == 0
+        per_class.update(rec["classes"])
+        for x0, y0, x1, y1 in zip(rec["xmin"], rec["ymin"], rec["xmax"], rec["ymax"]):
+            box_w.append(x1 - x0)
+            box_h.append(y1 - y0)
+            if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+                diffs.append(f"{name}: box {(x0, y0, x1, y1)} is not a normalised box inside the image")
+        if label_map is not None:
+            for cls, label in zip(rec["classes"], rec["labels"]):
+                if ids.get(cls) != label:
+                    diffs.append(f"{name}: class {cls!r} has label {label}, the label map says {ids.get(cls)}")
+    if csv_path:
+        diffs += compare_with_csv(records, csv_path, label_map)
+    return {
+        "files": files,
+        "images": n_records,
+        "objects": n_objects,
+        "empty_images": empty,
+        "classes": dict(sorted(per_class.items())),
+        "formats": dict(sorted(formats.items())),
+        "image_width": _stats(widths),
+        "image_height": _stats(heights),
+        "encoded_bytes": _stats(sizes),
+        "box_width": _stats(box_w),
+        "box_height": _stats(box_h),
+        "csv": csv_path,
+        "matches_csv": (not diffs) if csv_path else None,
+        "differences": diffs,
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pattern", help="TFRecord glob, e.g. 'records/train-*.tfrecord' (local or gs://)")
+    parser.add_argument("--label-map", help="label_map.pbtxt; check every class/label pair against it")
+    parser.add_argument("--csv", help="labels CSV the records must match exactly (exit 1 on any difference)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _fmt(stats: dict, digits: int = 3) -> str:
+    if stats["min"] is None:
+        return "-"
+    return f"min {stats['min']:.{digits}f}  mean {stats['mean']:.{digits}f}  max {stats['max']:.{digits}f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    report = inspect_records(args.pattern, label_map_path=args.label_map, csv_path=args.csv)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print(f"{len(report['files'])} file(s), {report['images']} images ({report['empty_images']} without objects), "
+              f"{report['objects']} objects")
+        for name, count in report["classes"].items():
+            print(f"  {name}: {count}")
+        print("formats: " + ", ".join(f"{k}={v}" for k, v in report["formats"].items()))
+        print(f"image width px:  {_fmt(report['image_width'], 1)}")
+        print(f"image height px: {_fmt(report['image_height'], 1)}")
+        print(f"box width (normalised):  {_fmt(report['box_width'])}")
+        print(f"box height (normalised): {_fmt(report['box_height'])}")
+        if args.csv:
+            print(f"matches {args.csv}: {'yes' if report['matches_csv'] else 'NO'}")
+        for diff in report["differences"][:_MAX_LISTED]:
+            print(f"  difference: {diff}", file=sys.stderr)
+        if len(report["differences"]) > _MAX_LISTED:
+            print(f"  ... {len(report['differences']) - _MAX_LISTED} more (use --json)", file=sys.stderr)
+    return 1 if report["differences"] else 0
