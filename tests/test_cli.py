@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -85,7 +86,9 @@ assert main(["labelmap", d + "/l.csv", "-o", d + "/m.pbtxt"]) == 0
 heavy = sorted(m for m in ("tensorflow", "apache_beam", "kfp", "official") if m in sys.modules)
 print("HEAVY", heavy)
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # outside the tests (no GCS emulator), odpipe.storage does not touch Beam for local paths
+    env = {k: v for k, v in os.environ.items() if k != "STORAGE_EMULATOR_HOST"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
 
