@@ -32,8 +32,9 @@ Conventions (the records stage relies on them):
   in another letter case (annotations made on Windows), then an image with the XML's stem and any of
   .jpg .jpeg .png .bmp .gif .webp (any case) -- each fallback with a warning. No image: the image
   and its objects are dropped and reported.
-* Drops. Objects with an empty <name>, no <bndbox>, a non-numeric coordinate, or a box that is
-  inverted or has zero area after clipping are dropped with the reason. An image whose objects were
+* Drops. Objects with an empty <name>, no <bndbox>, a non-numeric coordinate, a box that is
+  inverted or has zero area after clipping, or the exact same class and box as an earlier object
+  of the image (a double click in labelImg) are dropped with the reason. An image whose objects were
   all dropped is dropped too (kept as an object-less image it would teach "nothing here").
   Boxes clipped by more than one pixel are warned about; smaller clips are only counted.
 * Duplicates. Two XML files naming the same image: the first in sorted order wins, the later
@@ -163,7 +164,8 @@ class _Folder:
             prefix = path.rstrip("/") + "/"
             names = [p[len(prefix) :] for p in storage.glob(prefix + "*") if "/" not in p[len(prefix) :]]
         elif os.path.isdir(path):
-            names = sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n)))
+            with os.scandir(path) as entries:
+                names = sorted(e.name for e in entries if e.is_file())
         self.names = set(names)
         self.lower: dict[str, list[str]] = {}
         for n in names:
@@ -401,6 +403,7 @@ class _Run:
             )
 
         kept = []
+        boxes_seen: set[tuple] = set()
         for obj in objects:
             cls = _text(obj, "name") or ""
             if not cls:
@@ -447,6 +450,12 @@ class _Run:
             for tag, value in (("difficult", difficult), ("truncated", truncated)):
                 if value is None:
                     self.warn(rel_xml, f"{cls!r} <{tag}> {_text(obj, tag)!r} is not 0/1; using 0")
+            if (cls, cx0, cy0, cx1, cy1) in boxes_seen:
+                corners = ", ".join(format_number(v) for v in (cx0, cy0, cx1, cy1))
+                reason = f"duplicate box (same class and corners {corners} as an earlier object)"
+                self.dropped.append({"file": rel_xml, "class": cls, "reason": reason})
+                continue
+            boxes_seen.add((cls, cx0, cy0, cx1, cy1))
             kept.append([image_rel, width, height, cls, cx0, cy0, cx1, cy1, difficult or 0, truncated or 0])
         if objects and not kept:
             self.dropped_images.append(

@@ -139,18 +139,21 @@ def test_clipping_and_drops_with_reasons(tmp_path):
         ("inverted", (20, 5, 10, 20)),
         ("flat", (5, 5, 5, 20)),
         ("", (1, 1, 5, 5)),
+        ("inside", (1, 1, 40, 30)),  # the same box twice
+        ("other", (1, 1, 40, 30)),  # same box, other class: kept
     ]
     xml(tmp_path / "ann/a.xml", "a.jpg", objects)
     report, frame = convert(tmp_path)
-    assert list(frame["class"]) == ["inside", "offbyone", "far"]
-    assert frame[["xmin", "ymin", "xmax", "ymax"]].values.tolist() == [[1, 1, 40, 30], [0, 0, 40, 30], [0, 5, 40, 20]]
+    assert list(frame["class"]) == ["inside", "offbyone", "far", "other"]
+    assert frame[["xmin", "ymin", "xmax", "ymax"]].values.tolist() == [[1, 1, 40, 30], [0, 0, 40, 30], [0, 5, 40, 20], [1, 1, 40, 30]]
     reasons = {d["class"]: d["reason"] for d in report["dropped"]}
-    assert reasons.keys() == {"outside", "inverted", "flat", ""}
+    assert reasons.keys() == {"outside", "inverted", "flat", "", "inside"}
+    assert "duplicate box" in reasons["inside"]
     assert "zero area" in reasons["outside"] and "inverted" in reasons["inverted"] and "zero area" in reasons["flat"]
     assert "empty <name>" in reasons[""]
     assert report["clipped_boxes"] == 2
     assert len(report["warnings"]) == 1 and "'far'" in report["warnings"][0]["message"]
-    assert report["objects"] + len(report["dropped"]) == report["objects_in_xml"] == 7
+    assert report["objects"] + len(report["dropped"]) == report["objects_in_xml"] == 9
 
 
 def test_bad_numbers_missing_bndbox_and_all_dropped_image(tmp_path):
