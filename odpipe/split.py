@@ -186,7 +186,7 @@ def split_csv(
     frame = read_labels_csv(str(csv_path))
     groups, method = _group_images(frame, str(images_dir) if images_dir else None)
     if len(groups) < 2:
-        what = "image" if frame["filename"].nunique() < 2 else "distinct image (the others are duplicates)"
+        what = "image(s)" if frame["filename"].nunique() < 2 else "distinct image(s) (the others are duplicates)"
         raise UserError(f"{csv_path}: only {len(groups)} {what}; a train/eval split needs at least 2")
     classes = sorted(c for c in frame["class"].unique() if c)
     class_index = {c: i for i, c in enumerate(classes)}
