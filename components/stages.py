@@ -15,7 +15,7 @@ with those base images. Nothing here reads the environment.
 The bodies are serialised by KFP on their own, so every import lives inside the body.
 """
 
-from typing import List, NamedTuple, Optional
+from typing import List, Optional
 
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
@@ -52,8 +52,9 @@ def annotations_to_csv(
 
     result = xml_to_csv(annotations, labels.path, images_dir=images, report_path=report.path, strict=strict)
     counts = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    dropped = result.get("dropped", [])
-    counts["dropped"] = len(dropped) if isinstance(dropped, (list, dict)) else dropped
+    for name in ("dropped", "dropped_images", "warnings"):
+        if isinstance(result.get(name), (list, dict)):
+            counts[name] = len(result[name])
     for name, value in counts.items():
         stats.log_metric(name, value)
     labels.metadata.update(counts)
@@ -118,7 +119,7 @@ def records(
     side: str = "train",
     shards: int = 0,
     runner: str = "DirectRunner",
-    beam_args: Optional[List[str]] = None,
+    beam_args: List[str] = [],  # noqa: B006 (a KFP default, never mutated)
     dataflow_image: str = "",
 ):
     """Converts one side of the split (train or eval) to sharded TFRecords with Apache Beam.
@@ -243,9 +244,9 @@ def evaluate(
     metrics: Output[Metrics],
     evaluation: Output[Dataset],
     report: Output[HTML],
-    min_map: Optional[float] = None,
+    min_map: float = 0.0,
     baseline: str = "",
-) -> NamedTuple("Outputs", [("blessed", bool), ("mAP", float)]):
+) -> bool:
     """Computes COCO metrics of an exported model on the eval records and decides whether to bless it.
 
     Args:
@@ -254,17 +255,15 @@ def evaluate(
         metrics: mAP, mAP@0.5, mAP@0.75 and AR@100 as metrics.
         evaluation: Folder with metrics.json, the confusion matrix and PR curves.
         report: The self-contained HTML report.
-        min_map: Bless only if mAP (0.5:0.95) is at least this; None for no threshold.
+        min_map: Bless only if mAP (0.5:0.95) is at least this; 0 for no threshold.
         baseline: metrics.json of the current model (local path or gs:// URI); bless only if not worse.
 
     Returns:
-        blessed: Whether the model passed the gate; mAP: its mAP (0.5:0.95).
+        Whether the model is blessed (passed the threshold and the baseline).
     """
     import json
     import os
     import shutil
-    from collections import namedtuple
-
     from odpipe.evaluate import evaluate as evaluate_model
 
     os.makedirs(evaluation.path, exist_ok=True)
@@ -272,7 +271,7 @@ def evaluate(
         exported.uri,
         eval_records.uri.rstrip("/") + "/records-*.tfrecord",
         evaluation.path,
-        min_map=min_map,
+        min_map=min_map or None,
         baseline=baseline or None,
     )
     shutil.copyfile(os.path.join(evaluation.path, "report.html"), report.path)
@@ -283,8 +282,7 @@ def evaluate(
     summary = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
     evaluation.metadata.update(json.loads(json.dumps(summary, default=str)))
     report.metadata["blessed"] = bool(result["blessed"])
-    outputs = namedtuple("Outputs", ["blessed", "mAP"])
-    return outputs(bool(result["blessed"]), float(result["mAP"]))
+    return bool(result["blessed"])
 
 
 def publish(

@@ -176,6 +176,9 @@ def check_parameters(params: dict[str, Any]) -> None:
 # run locally
 
 
+TASK_ORDER = ["annotations-to-csv", "split", "label-map", "records-train", "records-eval", "train", "export", "evaluate", "publish"]
+
+
 def _task_dirs(spec: dict) -> dict[str, str]:
     """Display name -> local task folder name, for every container task of the compiled spec."""
     dirs: dict[str, str] = {}
@@ -258,17 +261,20 @@ def collect_outputs(run_dir: str, task_dirs: dict[str, str]) -> dict[str, Any]:
         path = os.path.join(run_dir, task_dirs.get(task, task), name)
         return path if os.path.exists(path) else None
 
+    metrics_path = out("evaluate", os.path.join("evaluation", "metrics.json"))
+    metrics = json.loads(storage.read_text(metrics_path)) if metrics_path else None
+    order = {name: i for i, name in enumerate(TASK_ORDER)}
     tasks = {}
-    for display, folder in task_dirs.items():
-        ran = os.path.isdir(os.path.join(run_dir, folder))
-        if ran:
+    for display in sorted(task_dirs, key=lambda name: (order.get(name, len(order)), name)):
+        if os.path.isfile(os.path.join(run_dir, task_dirs[display], "executor_output.json")):
             tasks[display] = "done"
-        elif display == "publish":
+        elif os.path.isdir(os.path.join(run_dir, task_dirs[display])):
+            tasks[display] = "failed"
+        elif display == "publish" and metrics is not None and not metrics.get("blessed"):
             tasks[display] = "skipped (model not blessed)"
         else:
             tasks[display] = "not run"
-    metrics_path = out("evaluate", os.path.join("evaluation", "metrics.json"))
-    metrics = json.loads(storage.read_text(metrics_path)) if metrics_path else None
+    report = out("evaluate", os.path.join("evaluation", "report.html"))
     return {
         "tasks": tasks,
         "labels": out("annotations-to-csv", "labels"),
@@ -277,7 +283,7 @@ def collect_outputs(run_dir: str, task_dirs: dict[str, str]) -> dict[str, Any]:
         "model": out("train", "model"),
         "candidate_export": out("export", "exported"),
         "evaluation": out("evaluate", "evaluation"),
-        "report": out("evaluate", "report"),
+        "report": report,
         "metrics": metrics,
         "blessed": None if metrics is None else bool(metrics.get("blessed")),
         "export": out("publish", "published"),
@@ -295,9 +301,10 @@ def print_result(summary: dict[str, Any], echo: Callable[[str], None] = print) -
     if metrics:
         shown = {k: metrics[k] for k in ("mAP", "mAP@0.5", "mAP@0.75", "recall") if k in metrics}
         echo("metrics: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
-        echo(f"blessed: {summary.get('blessed')}")
+        reasons = metrics.get("reasons") or metrics.get("blessed_reasons")
+        echo(f"blessed: {summary.get('blessed')}" + (f" ({'; '.join(map(str, reasons))})" if isinstance(reasons, list) and reasons else ""))
     if summary.get("report"):
-        echo(f"report:  {summary['report']}  (also {summary.get('evaluation')}/report.html)")
+        echo(f"report:  {summary['report']}")
     if summary.get("export"):
         echo(f"export:  {summary['export']}")
     else:

@@ -51,12 +51,12 @@ def build_pipeline(
         image_size: int = 0,
         init_checkpoint: str = "",
         config_overrides: str = "",
-        min_map: Optional[float] = None,
+        min_map: float = 0.0,
         baseline: str = "",
         tflite: bool = True,
         publish_to: str = "",
         beam_runner: str = "DirectRunner",
-        beam_args: Optional[List[str]] = None,
+        beam_args: List[str] = [],  # noqa: B006 (a KFP default, never mutated)
         shards: int = 0,
         accelerator_type: str = "NVIDIA_TESLA_T4",
         accelerator_count: int = 1,
@@ -76,7 +76,7 @@ def build_pipeline(
             image_size: Input size in pixels; 0 for the preset's default.
             init_checkpoint: Checkpoint to initialise from; empty for none.
             config_overrides: Model Garden config overrides (YAML path or text); empty for none.
-            min_map: Minimum mAP (0.5:0.95) to bless the model; None for no threshold.
+            min_map: Minimum mAP (0.5:0.95) to bless the model; 0 for no threshold.
             baseline: metrics.json of the current model; the new one must not be worse. Empty for none.
             tflite: Also export model.tflite.
             publish_to: Extra folder to copy a blessed export to (e.g. gs://B/models/current); empty for none.
@@ -132,7 +132,7 @@ def build_pipeline(
             min_map=min_map,
             baseline=baseline,
         )
-        with dsl.If(eval_task.outputs["blessed"] == True, name="blessed"):  # noqa: E712 (a KFP condition)
+        with dsl.If(eval_task.outputs["Output"] == True, name="blessed"):  # noqa: E712 (a KFP condition)
             ops.publish(exported=export_task.outputs["exported"], destination=publish_to)
 
     return training_pipeline
