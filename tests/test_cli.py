@@ -55,6 +55,7 @@ def test_user_error_is_one_line_exit_2_no_traceback(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "STORAGE_EMULATOR_HOST"},
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
