@@ -388,6 +388,8 @@ def evaluate(
         raise UserError(f"{' '.join(patterns)}: no TFRecord file matches; check the pattern (e.g. records/eval-*.tfrecord)")
     if min_map is not None and (not isinstance(min_map, (int, float)) or math.isnan(min_map)):
         raise UserError(f"--min-map {min_map!r}: must be a number (e.g. 0.5)")
+    if baseline == "":
+        baseline = None  # an empty pipeline parameter means no baseline
     baseline_path = baseline if isinstance(baseline, str) else None
     baseline_doc = read_baseline(baseline) if isinstance(baseline, str) else baseline
     if not 0.0 <= score_threshold <= 1.0:

@@ -4,6 +4,7 @@ and the whole stage on the real exported model (export_dir fixture)."""
 from __future__ import annotations
 
 import io
+import os
 import json
 
 import numpy as np
@@ -240,3 +241,23 @@ def test_evaluate_cli_blessing_and_errors(evaluated, export_dir, records, tmp_pa
     rc = main(["evaluate", "--model", str(export_dir), "--data", str(tmp_path / "nothing-*.tfrecord"), "-o", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "no TFRecord file matches" in err[0]
+
+
+def test_evaluate_gs_model_records_and_report(export_dir, records, gcs_bucket):
+    import glob as _glob
+
+    from fixture_gcs import upload_dir
+
+    from odpipe import storage
+    from odpipe.evaluate import evaluate
+
+    eval_files = _glob.glob(records["eval"])
+    for path in eval_files:
+        storage.write_bytes(f"{gcs_bucket}/eval-records/{os.path.basename(path)}", open(path, "rb").read())
+    upload_dir(str(export_dir), f"{gcs_bucket}/export")
+    metrics = evaluate(f"{gcs_bucket}/export", f"{gcs_bucket}/eval-records/*.tfrecord", f"{gcs_bucket}/report",
+                       min_map=0.0, report_images=1, progress=False)
+    assert metrics["images"] > 0 and metrics["blessed"] is True
+    doc = json.loads(storage.read_text(f"{gcs_bucket}/report/metrics.json"))
+    assert doc["mAP"] == metrics["mAP"]
+    assert "data:image/jpeg;base64," in storage.read_text(f"{gcs_bucket}/report/report.html")
