@@ -121,8 +121,8 @@ def make_image(rng: np.random.Generator, width: int, height: int, n_objects: int
             continue
         cls = CLASSES[int(rng.integers(len(CLASSES)))]
         _draw(draw, cls, box, _contrasting_colour(rng, image, box))
-        # labelImg stores 1-based inclusive pixel corners; stay inside the image.
-        objects.append((cls, (box[0] + 1, box[1] + 1, min(box[2], width), min(box[3], height))))
+        # Pixel edges of the drawn shape (PIL fills x0..x1 inclusive), the CSV's convention.
+        objects.append((cls, (box[0], box[1], min(box[2] + 1, width), min(box[3] + 1, height))))
     return image, objects
 
 
