@@ -1,0 +1,174 @@
+"""KFP components: their interface, and their bodies run on real artifacts (`.python_func`).
+
+The expensive stages (train, export, evaluate) run for real in the kfp.local whole-pipeline test
+(tests/test_pipeline.py); here the data stages and publish run on tiny data.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+from kfp.dsl import Dataset, Metrics, Model
+
+from components import stages
+from odpipe.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def comps():
+    return stages.build("registry.example/odpipe:test", "registry.example/odpipe-gpu:test")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from odpipe.sample_data import write_sample_data
+
+    out = tmp_path_factory.mktemp("tiny")
+    write_sample_data(str(out), images=10, seed=3)
+    return out
+
+
+def artifact(kind, path, **metadata):
+    a = kind(uri=str(path))
+    a.metadata.update(metadata)
+    return a
+
+
+def test_images_are_chosen_by_build_not_environment(comps, monkeypatch):
+    for name, comp in comps.all().items():
+        image = comp.component_spec.implementation.container.image
+        assert image == ("registry.example/odpipe-gpu:test" if name == "train" else "registry.example/odpipe:test")
+    monkeypatch.setenv("ODPIPE_IMAGE", "elsewhere/x:1")
+    default = stages.build()
+    import odpipe
+
+    assert default.split.component_spec.implementation.container.image == f"odpipe:{odpipe.__version__}"
+    assert default.train.component_spec.implementation.container.image == f"odpipe-gpu:{odpipe.__version__}"
+
+
+def test_components_are_thin_lightweight_wrappers(comps):
+    for name, comp in comps.all().items():
+        container = comp.component_spec.implementation.container
+        command = " ".join(container.command)
+        assert "kfp.dsl.executor_main" in command, name  # lightweight: runs under kfp.local too
+        assert "pip install" not in command, name  # the image already has odpipe and kfp
+        source = command.split("ephemeral_component.py", 1)[-1]
+        assert "from odpipe" in source, name
+
+
+def test_every_argument_is_documented(comps):
+    for name, comp in comps.all().items():
+        spec = comp.component_spec
+        assert spec.description, name
+        for io_name, io in (spec.inputs or {}).items():
+            assert io.description, f"{name}.{io_name} has no docstring"
+        # KFP keeps no description for outputs; check the Google-style Args: section names them
+        doc = comp.python_func.__doc__
+        for io_name in spec.outputs or {}:
+            if io_name != "Output":  # the return value, documented under Returns:
+                assert f"\n        {io_name}: " in doc, f"{name}.{io_name} has no docstring"
+        if "Output" in (spec.outputs or {}):
+            assert "Returns:" in doc
+
+
+def test_artifact_types(comps):
+    def kinds(comp, side):
+        return {k: v.type for k, v in (getattr(comp.component_spec, side) or {}).items()}
+
+    assert kinds(comps.annotations_to_csv, "outputs")["labels"] == "system.Dataset@0.0.1"
+    assert kinds(comps.annotations_to_csv, "outputs")["stats"] == "system.Metrics@0.0.1"
+    assert kinds(comps.train, "outputs")["model"] == "system.Model@0.0.1"
+    assert kinds(comps.evaluate, "outputs")["report"] == "system.HTML@0.0.1"
+    assert kinds(comps.evaluate, "outputs")["metrics"] == "system.Metrics@0.0.1"
+    assert kinds(comps.evaluate, "outputs")["Output"] == "Boolean"
+    assert kinds(comps.publish, "inputs")["exported"] == "system.Model@0.0.1"
+
+
+def test_data_stage_components_on_real_artifacts(comps, tiny_data, tmp_path):
+    labels = artifact(Dataset, tmp_path / "csv" / "labels")
+    report = artifact(Dataset, tmp_path / "csv" / "report")
+    stats = artifact(Metrics, tmp_path / "csv" / "stats")
+    for a in (labels, report, stats):
+        os.makedirs(os.path.dirname(a.path), exist_ok=True)
+    comps.annotations_to_csv.python_func(
+        annotations=str(tiny_data / "annotations"), images=str(tiny_data / "images"),
+        labels=labels, report=report, stats=stats,
+    )
+    with open(labels.path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert labels.metadata["images"] == 10 == len({r["filename"] for r in rows})
+    assert labels.metadata["objects"] == sum(1 for r in rows if r["class"])
+    assert set(labels.metadata["classes"]) <= {"circle", "square", "triangle"}
+    assert stats.metadata["images"] == 10 and "dropped" in stats.metadata
+    assert json.loads(open(report.path, encoding="utf-8").read())["images"] == 10
+
+    splits = artifact(Dataset, tmp_path / "split" / "splits")
+    comps.split.python_func(labels=labels, splits=splits, images=str(tiny_data / "images"), eval_fraction=0.3, seed=1)
+    assert sorted(os.listdir(splits.path)) == ["eval.csv", "train.csv"]
+    assert splits.metadata["seed"] == 1 and splits.metadata["train"] and splits.metadata["eval"]
+
+    # ids stay stable when an existing label map is extended
+    old = tmp_path / "old.pbtxt"
+    old.write_text('item {\n  id: 7\n  name: "square"\n}\n', encoding="utf-8")
+    label_map = artifact(Dataset, tmp_path / "lm" / "label_map")
+    os.makedirs(os.path.dirname(label_map.path))
+    comps.label_map.python_func(labels=labels, label_map=label_map, existing_label_map=str(old))
+    classes = label_map.metadata["classes"]
+    assert classes["7"] == "square"
+    assert label_map.metadata["num_classes"] == len(classes) == len(set(classes.values()))
+
+    records = artifact(Dataset, tmp_path / "rec" / "records")
+    comps.records.python_func(splits=splits, label_map=label_map, images=str(tiny_data / "images"),
+                              records=records, side="eval", shards=2)
+    shards = sorted(f for f in os.listdir(records.path) if f.endswith(".tfrecord"))
+    assert shards == ["records-00000-of-00002.tfrecord", "records-00001-of-00002.tfrecord"]
+    assert records.metadata["side"] == "eval" and records.metadata["rejected"] == 0
+    with open(os.path.join(splits.path, "eval.csv"), newline="", encoding="utf-8") as f:
+        assert records.metadata["images"] == len({r["filename"] for r in csv.DictReader(f)})
+
+
+def test_records_component_adds_the_dataflow_image(comps, monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_convert(csv_path, images_dir, label_map_path, output_prefix, shards=None, runner="", beam_args=None):
+        seen.update(csv=csv_path, prefix=output_prefix, runner=runner, beam_args=beam_args)
+        return {"images": 0, "objects": 0, "rejected": []}
+
+    import odpipe.records
+
+    monkeypatch.setattr(odpipe.records, "convert", fake_convert)
+    splits = artifact(Dataset, "gs://bucket/run/split/splits")
+    label_map = artifact(Dataset, "gs://bucket/run/lm/label_map")
+    records = artifact(Dataset, "gs://bucket/run/rec/records")
+    comps.records.python_func(splits=splits, label_map=label_map, images="gs://bucket/images", records=records,
+                              side="train", runner="DataflowRunner", beam_args=["--region=europe-west4"],
+                              dataflow_image="registry.example/odpipe:test")
+    assert seen["csv"] == "gs://bucket/run/split/splits/train.csv"  # .uri for gs:// capable code
+    assert seen["prefix"] == "gs://bucket/run/rec/records/records"
+    assert seen["beam_args"] == ["--region=europe-west4", "--sdk_container_image=registry.example/odpipe:test"]
+    assert records.metadata["pattern"] == "gs://bucket/run/rec/records/records-*.tfrecord"
+
+
+def test_publish_copies_the_export_tree(comps, tmp_path):
+    src = tmp_path / "exported"
+    (src / "saved_model" / "variables").mkdir(parents=True)
+    (src / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x01" * 1000)
+    (src / "saved_model" / "variables" / "variables.index").write_bytes(b"idx")
+    (src / "label_map.pbtxt").write_text('item {\n  id: 1\n  name: "a"\n}\n', encoding="utf-8")
+    exported = artifact(Model, src, tflite=False)
+    published = artifact(Model, tmp_path / "pub" / "published")
+    extra = tmp_path / "serving" / "current"
+    comps.publish.python_func(exported=exported, published=published, destination=str(extra))
+    for root in (published.path, str(extra)):
+        assert (open(os.path.join(root, "saved_model", "saved_model.pb"), "rb").read()) == b"\x08\x01" * 1000
+        assert os.path.isfile(os.path.join(root, "saved_model", "variables", "variables.index"))
+        assert os.path.isfile(os.path.join(root, "label_map.pbtxt"))
+    assert published.metadata["files"] == 3 and published.metadata["copied"] == 6
+    assert published.metadata["tflite"] is False  # provenance carried over
+
+    empty = artifact(Model, tmp_path / "nothing")
+    with pytest.raises(UserError, match="export folder is empty or missing"):
+        comps.publish.python_func(exported=empty, published=artifact(Model, tmp_path / "p2"))
