@@ -1,0 +1,256 @@
+"""Export a trained model dir to a SavedModel (+ TFLite) that evaluate/predict and servers consume.
+
+    odpipe export --model-dir runs/m1 -o exported/ [--checkpoint best|latest|PATH] [--tflite]
+
+EXPORT_DIR/
+  saved_model/          signatures (both output detection_boxes [B, N, 4] normalised
+                        ymin, xmin, ymax, xmax; detection_scores [B, N]; detection_classes [B, N]
+                        label-map ids (float32); num_detections [B] int32):
+                          serving_default       inputs: tf.string [None], encoded JPEG/PNG, any sizes
+                          serving_image_tensor  inputs: tf.uint8 [None, None, None, 3]
+  saved_model/assets/   label_map.pbtxt, config.yaml
+  label_map.pbtxt, config.yaml, export.json
+  model.tflite          with --tflite: inputs uint8 [1, H, W, 3] (any H, W), same outputs
+
+Boxes: Model Garden's RetinaNet returns boxes in the pixels of the resized, padded model input;
+here they are mapped back to the original image and divided by its size, so they are
+normalised to the original image whatever its size or aspect ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from odpipe.errors import UserError
+
+SIGNATURE_BYTES = "serving_default"
+SIGNATURE_TENSOR = "serving_image_tensor"
+SIGNATURE_TFLITE = "serving_default"  # the one signature of model.tflite
+OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+
+
+def resolve_export_checkpoint(model_dir: str, checkpoint: str = "best") -> tuple[str, str]:
+    """(checkpoint prefix, how it was chosen) for "best", "latest" or a path."""
+    import tensorflow as tf
+
+    from odpipe.train import BEST_SUBDIR, resolve_checkpoint
+
+    model_dir = str(model_dir).rstrip("/")
+    if checkpoint == "best":
+        best = tf.train.latest_checkpoint(f"{model_dir}/{BEST_SUBDIR}")
+        if best:
+            return best, "best"
+        latest = tf.train.latest_checkpoint(model_dir)
+        if latest:
+            return latest, "latest (no best checkpoint yet: no evaluation has run)"
+        raise UserError(f"{model_dir}: no checkpoint found; train first with `odpipe train --model-dir {model_dir}`")
+    if checkpoint == "latest":
+        latest = tf.train.latest_checkpoint(model_dir)
+        if not latest:
+            raise UserError(f"{model_dir}: no checkpoint found; train first with `odpipe train --model-dir {model_dir}`")
+        return latest, "latest"
+    return resolve_checkpoint(checkpoint), "path"
+
+
+class Detector:
+    """Builds the RetinaNet of a config, restores a checkpoint and defines the serving functions."""
+
+    def __init__(self, config, checkpoint_prefix: str):
+        import tensorflow as tf
+        import tf_keras
+        from official.vision.modeling import factory
+        from official.vision.ops import preprocess_ops
+
+        tf_keras.mixed_precision.set_global_policy("float32")
+        self.config = config
+        params = config.task.model
+        self.image_size = list(params.input_size[:2])
+        pad = config.task.train_data.parser.pad
+        self.padded_size = (
+            list(preprocess_ops.compute_padded_size(self.image_size, 2**params.max_level)) if pad else self.image_size
+        )
+        self.keep_aspect_ratio = config.task.train_data.parser.keep_aspect_ratio
+        if not hasattr(params, "anchor") or not hasattr(params, "head"):
+            raise UserError("export supports RetinaNet experiments; this model dir holds another model type")
+        params.detection_generator.nms_version = "v2" if params.detection_generator.nms_version not in (
+            "v2", "batched", "v3") else params.detection_generator.nms_version
+        input_specs = tf_keras.layers.InputSpec(shape=[None, *self.padded_size, 3])
+        self.model = factory.build_retinanet(input_specs=input_specs, model_config=params)
+        status = tf.train.Checkpoint(model=self.model).read(checkpoint_prefix)
+        status.expect_partial().assert_existing_objects_matched()
+
+    # -- graph pieces (traced inside tf.functions)
+    def preprocess(self, image):
+        """uint8 [H, W, 3] -> (float [Hp, Wp, 3] normalised, image_info [4, 2])."""
+        import tensorflow as tf
+        from official.vision.ops import preprocess_ops
+
+        image = tf.cast(image, tf.float32)
+        image = preprocess_ops.normalize_image(image, offset=preprocess_ops.MEAN_RGB, scale=preprocess_ops.STDDEV_RGB)
+        image, info = preprocess_ops.resize_and_crop_image(
+            image, self.image_size, padded_size=self.padded_size, aug_scale_min=1.0, aug_scale_max=1.0,
+            keep_aspect_ratio=self.keep_aspect_ratio,
+        )
+        # reshape (not ensure_shape) pins the static shape with a TFLite builtin op.
+        return tf.reshape(image, [*self.padded_size, 3]), tf.reshape(info, [4, 2])
+
+    def detect(self, images, image_info):
+        """Model + NMS on preprocessed images; boxes normalised to each original image."""
+        import tensorflow as tf
+
+        out = self.model.call(images=images, image_shape=image_info[:, 1, :], anchor_boxes=None, training=False)
+        scale = tf.tile(image_info[:, 2:3, :], [1, 1, 2])  # [B, 1, 4] (y, x, y, x) scale
+        original = tf.tile(image_info[:, 0:1, :], [1, 1, 2])  # [B, 1, 4] original (h, w, h, w)
+        boxes = tf.cast(out["detection_boxes"], tf.float32) / scale / original
+        boxes = tf.clip_by_value(boxes, 0.0, 1.0)
+        return {
+            "detection_boxes": boxes,
+            "detection_scores": tf.cast(out["detection_scores"], tf.float32),
+            "detection_classes": tf.cast(out["detection_classes"], tf.float32),
+            "num_detections": tf.cast(out["num_detections"], tf.int32),
+        }
+
+    def serve_images(self, images):
+        import tensorflow as tf
+
+        spec = (tf.TensorSpec([*self.padded_size, 3], tf.float32), tf.TensorSpec([4, 2], tf.float32))
+        batch, info = tf.map_fn(self.preprocess, images, fn_output_signature=spec)
+        return self.detect(batch, info)
+
+    def serve_bytes(self, encoded):
+        import tensorflow as tf
+
+        def one(data):
+            image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+            return self.preprocess(image)
+
+        spec = (tf.TensorSpec([*self.padded_size, 3], tf.float32), tf.TensorSpec([4, 2], tf.float32))
+        batch, info = tf.map_fn(one, encoded, fn_output_signature=spec)
+        return self.detect(batch, info)
+
+    def serve_single(self, image):
+        """TFLite entry: uint8 [1, H, W, 3] without map_fn (TFLite-friendly control flow)."""
+        import tensorflow as tf
+
+        processed, info = self.preprocess(image[0])
+        return self.detect(processed[tf.newaxis], info[tf.newaxis])
+
+
+def _module(detector: Detector):
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.model = detector.model
+    module.serve_bytes = tf.function(detector.serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    module.serve_images = tf.function(
+        detector.serve_images, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="inputs")]
+    )
+    return module
+
+
+def _write_tflite(detector: Detector, path: str) -> dict:
+    """model.tflite from a one-signature SavedModel, so its signature keeps the output names."""
+    import tempfile
+
+    import tensorflow as tf
+
+    holder = tf.Module()
+    holder.model = detector.model
+    holder.serve = tf.function(
+        detector.serve_single, input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="inputs")]
+    )
+    with tempfile.TemporaryDirectory(prefix="odpipe-tflite-") as tmp:
+        tf.saved_model.save(holder, tmp, signatures={SIGNATURE_TFLITE: holder.serve.get_concrete_function()})
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=[SIGNATURE_TFLITE])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        data = converter.convert()
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(data)
+    return {"path": path, "bytes": len(data), "signature": SIGNATURE_TFLITE}
+
+
+def export_model(model_dir: str, export_dir: str, checkpoint: str = "best", tflite: bool = False) -> dict:
+    """Export the model in `model_dir` (config.yaml + checkpoint) to `export_dir`; returns a summary."""
+    import tensorflow as tf
+
+    from odpipe.label_map import format_label_map, read_label_map
+    from odpipe.train import config_to_yaml, load_config
+
+    model_dir = str(model_dir).rstrip("/")
+    export_dir = str(export_dir).rstrip("/")
+    config = load_config(model_dir)
+    label_map = read_label_map(f"{model_dir}/label_map.pbtxt")
+    prefix, chosen = resolve_export_checkpoint(model_dir, checkpoint)
+    try:
+        detector = Detector(config, prefix)
+    except (AssertionError, ValueError, tf.errors.OpError) as err:
+        raise UserError(
+            f"{prefix}: checkpoint does not match the model in {model_dir}/config.yaml "
+            f"({str(err).splitlines()[0][:160]}); pick a checkpoint of this model dir"
+        ) from None
+    step = _checkpoint_step(prefix)
+    module = _module(detector)
+    saved_model = f"{export_dir}/saved_model"
+    signatures = {
+        SIGNATURE_BYTES: module.serve_bytes.get_concrete_function(),
+        SIGNATURE_TENSOR: module.serve_images.get_concrete_function(),
+    }
+    tf.saved_model.save(module, saved_model, signatures=signatures)
+    config_text = config_to_yaml(config)
+    label_text = format_label_map(label_map)
+    for folder in (export_dir, f"{saved_model}/assets"):
+        tf.io.gfile.makedirs(folder)
+        with tf.io.gfile.GFile(f"{folder}/label_map.pbtxt", "w") as f:
+            f.write(label_text)
+        with tf.io.gfile.GFile(f"{folder}/config.yaml", "w") as f:
+            f.write(config_text)
+    summary = {
+        "export_dir": export_dir,
+        "saved_model": saved_model,
+        "checkpoint": prefix,
+        "checkpoint_choice": chosen,
+        "step": step,
+        "signatures": [SIGNATURE_BYTES, SIGNATURE_TENSOR],
+        "image_size": detector.image_size,
+        "num_classes": len(label_map),
+        "label_map": {str(k): v for k, v in sorted(label_map.items())},
+        "tflite": None,
+    }
+    if tflite:
+        summary["tflite"] = _write_tflite(detector, f"{export_dir}/model.tflite")
+    with tf.io.gfile.GFile(f"{export_dir}/export.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def _checkpoint_step(prefix: str) -> int | None:
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for key in ("global_step/.ATTRIBUTES/VARIABLE_VALUE", "step/.ATTRIBUTES/VARIABLE_VALUE"):
+            if reader.has_tensor(key):
+                return int(reader.get_tensor(key))
+    except (tf.errors.OpError, ValueError):
+        pass
+    digits = os.path.basename(prefix).rsplit("-", 1)[-1]
+    return int(digits) if digits.isdigit() else None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-dir", required=True, help="model dir written by `odpipe train` (local or gs://)")
+    parser.add_argument("-o", "--output", required=True, help="export dir to write (local or gs://)")
+    parser.add_argument("--checkpoint", default="best",
+                        help="best (highest eval mAP@0.5), latest, or a checkpoint folder/prefix/.index/.data-* path")
+    parser.add_argument("--tflite", action="store_true", help="also write model.tflite")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = export_model(args.model_dir, args.output, checkpoint=args.checkpoint, tflite=args.tflite)
+    print(f"exported {summary['checkpoint']} ({summary['checkpoint_choice']}, step {summary['step']}) "
+          f"to {summary['saved_model']}")
+    if summary["tflite"]:
+        print(f"wrote {summary['tflite']['path']} ({summary['tflite']['bytes']:,} bytes)")
+    return 0
