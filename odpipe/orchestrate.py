@@ -27,6 +27,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import warnings
 from typing import Any, Callable
 
@@ -489,8 +490,8 @@ def add_schedule_arguments(parser: argparse.ArgumentParser) -> None:
     _add_target_arguments(parser)
 
 
-def _prepared(args: argparse.Namespace) -> tuple[str, dict[str, Any], str]:
-    """(target, parameters, pipeline YAML) for submit/schedule; compiles unless --pipeline is given."""
+def _prepared(args: argparse.Namespace, scratch: str) -> tuple[str, dict[str, Any], str]:
+    """(target, parameters, pipeline YAML) for submit/schedule; compiles into `scratch` unless --pipeline is given."""
     if bool(args.vertex) == bool(args.kfp_host):
         raise UserError("choose one target: --vertex (with --project, --region, --pipeline-root) or --kfp-host URL")
     if args.vertex:
@@ -498,6 +499,8 @@ def _prepared(args: argparse.Namespace) -> tuple[str, dict[str, Any], str]:
         if missing:
             raise UserError("--vertex needs " + ", ".join("--" + m.replace("_", "-") for m in missing) +
                             " (e.g. --project my-project --region us-central1 --pipeline-root gs://my-bucket/odpipe)")
+    if getattr(args, "cron", None):
+        (vertex_cron if args.vertex else kubeflow_cron)(args.cron)
     params = pipeline_parameters(args)
     check_parameters(params)
     for name in ("annotations", "images"):
@@ -508,10 +511,8 @@ def _prepared(args: argparse.Namespace) -> tuple[str, dict[str, Any], str]:
             raise UserError(f"--pipeline {args.pipeline}: file not found; compile one with `odpipe compile -o FILE`")
         pipeline_yaml = args.pipeline
     else:
-        import tempfile
-
         pipeline_yaml = compile_pipeline(
-            os.path.join(tempfile.mkdtemp(prefix="odpipe-"), PIPELINE_YAML),
+            os.path.join(scratch, PIPELINE_YAML),
             args.image, args.trainer_image, args.trainer_memory, args.trainer_cpu,
         )
     return ("vertex" if args.vertex else "kubeflow"), params, pipeline_yaml
@@ -528,7 +529,12 @@ def _labels(items: list[str]) -> dict[str, str] | None:
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    target, params, pipeline_yaml = _prepared(args)
+    with tempfile.TemporaryDirectory(prefix="odpipe-") as scratch:
+        return _submit(args, scratch)
+
+
+def _submit(args: argparse.Namespace, scratch: str) -> int:
+    target, params, pipeline_yaml = _prepared(args, scratch)
     if target == "vertex":
         job = submit_vertex(
             pipeline_yaml, args.project, args.region, args.pipeline_root, params,
@@ -547,7 +553,12 @@ def run_submit(args: argparse.Namespace) -> int:
 
 
 def run_schedule(args: argparse.Namespace) -> int:
-    target, params, pipeline_yaml = _prepared(args)
+    with tempfile.TemporaryDirectory(prefix="odpipe-") as scratch:
+        return _schedule(args, scratch)
+
+
+def _schedule(args: argparse.Namespace, scratch: str) -> int:
+    target, params, pipeline_yaml = _prepared(args, scratch)
     if target == "vertex":
         schedule = schedule_vertex(
             pipeline_yaml, args.project, args.region, args.pipeline_root, params, args.cron,

@@ -1,0 +1,286 @@
+"""odpipe compile / submit / schedule and the parameter plumbing, without reaching any service.
+
+Vertex AI: the gapic clients' create calls are replaced by recorders, so the test sees the exact
+request objects google-cloud-aiplatform would send. Kubeflow: kfp.Client talks HTTP to a fake
+Kubeflow Pipelines API server on 127.0.0.1, which records each request.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+
+from odpipe import orchestrate
+from odpipe.cli import main
+from odpipe.errors import UserError
+
+GS_INPUTS = ["--annotations", "gs://bucket/data/annotations", "--images", "gs://bucket/data/images"]
+
+
+# ------------------------------------------------------------------------------------------ compile
+
+
+def test_compile_cli_chooses_images(tmp_path, capsys):
+    out = tmp_path / "p.yaml"
+    assert main(["compile", "-o", str(out), "--image", "reg.example/o:7", "--trainer-image", "reg.example/g:7"]) == 0
+    spec = yaml.safe_load(out.read_text())
+    images = {name: ex["container"]["image"] for name, ex in spec["deploymentSpec"]["executors"].items()}
+    assert images.pop("exec-train") == "reg.example/g:7"
+    assert set(images.values()) == {"reg.example/o:7"}
+    assert "compiled pipeline" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ parameters
+
+
+def parse(argv):
+    from odpipe.cli import build_parser
+
+    return build_parser(argv[0]).parse_args(argv)
+
+
+def test_only_given_parameters_are_sent(tmp_path):
+    args = parse(["submit", "--kfp-host", "http://x", *GS_INPUTS, "--steps", "500", "--min-map", "0.3",
+                  "--beam-arg=--region=europe-west4", "--beam-arg=--max_num_workers=4", "--no-tflite",
+                  "--param", "shards=8", "--param", "model=retinanet-resnet50fpn"])
+    assert orchestrate.pipeline_parameters(args) == {
+        "annotations": "gs://bucket/data/annotations", "images": "gs://bucket/data/images",
+        "steps": 500, "min_map": 0.3, "tflite": False, "shards": 8, "model": "retinanet-resnet50fpn",
+        "beam_args": ["--region=europe-west4", "--max_num_workers=4"],
+    }
+    run_args = parse(["run", "--annotations", "rel/ann", "--images", str(tmp_path)])
+    params = orchestrate.pipeline_parameters(run_args)
+    assert params["annotations"].startswith("/") and params["annotations"].endswith("rel/ann")
+
+
+def test_parameter_errors_are_one_line(capsys):
+    with pytest.raises(UserError, match="unknown pipeline parameter.*stepz"):
+        orchestrate.check_parameters({"annotations": "a", "images": "b", "stepz": 1})
+    with pytest.raises(UserError, match="missing --images"):
+        orchestrate.check_parameters({"annotations": "a"})
+    assert main(["submit", "--kfp-host", "http://x", *GS_INPUTS, "--param", "oops"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "expected NAME=VALUE" in err and "Traceback" not in err
+
+
+def test_cron_translation():
+    assert orchestrate.vertex_cron("0 3 * * 1") == "0 3 * * 1"
+    assert orchestrate.vertex_cron("TZ=Europe/Berlin 0 3 * * 1") == "TZ=Europe/Berlin 0 3 * * 1"
+    assert orchestrate.kubeflow_cron("0 3 * * 1") == "0 0 3 * * 1"  # seconds field first
+    assert orchestrate.kubeflow_cron("30 0 3 * * 1") == "30 0 3 * * 1"
+    for bad in ("0 3 * *", "every monday"):
+        with pytest.raises(UserError, match="5 fields"):
+            orchestrate.vertex_cron(bad)
+    with pytest.raises(UserError, match="time-zone"):
+        orchestrate.kubeflow_cron("TZ=Europe/Berlin 0 3 * * 1")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["submit", *GS_INPUTS], "choose one target"),
+        (["submit", "--vertex", "--kfp-host", "http://x", *GS_INPUTS], "choose one target"),
+        (["submit", "--vertex", "--project", "p", *GS_INPUTS], "--vertex needs --region, --pipeline-root"),
+        (["submit", "--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r",
+          "--annotations", "/local/ann", "--images", "gs://b/i"], "cannot read local folders"),
+        (["submit", "--vertex", "--project", "p", "--region", "r", "--pipeline-root", "/tmp/x", *GS_INPUTS],
+         "needs a gs:// folder"),
+        (["schedule", "--cron", "bad", "--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r",
+          *GS_INPUTS], "5 fields"),
+        (["run", "--annotations", "/no/such/dir", "--images", "/no/such/dir"], "folder not found"),
+    ],
+)
+def test_usage_errors(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(orchestrate, "vertex_job", _refuse_network(orchestrate.vertex_job))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.count("\n") == 0, err
+
+
+def _refuse_network(real):
+    """vertex_job up to the PipelineJob, which these error cases must never reach."""
+
+    def wrapper(pipeline_yaml, project, region, pipeline_root, *args, **kwargs):
+        if not pipeline_root.startswith("gs://"):
+            return real(pipeline_yaml, project, region, pipeline_root, *args, **kwargs)
+        raise AssertionError("should have failed before building a Vertex job")
+
+    return wrapper
+
+
+# ------------------------------------------------------------------------------------------ Vertex
+
+
+@pytest.fixture
+def vertex(monkeypatch):
+    """Records the requests google-cloud-aiplatform sends; anonymous credentials; no network."""
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.aiplatform.utils import gcs_utils
+    from google.cloud.aiplatform_v1.services.pipeline_service import PipelineServiceClient
+    from google.cloud.aiplatform_v1.services.schedule_service import ScheduleServiceClient
+
+    sent = {}
+    monkeypatch.setattr(google.auth, "default", lambda *a, **k: (AnonymousCredentials(), "default-project"))
+    monkeypatch.setattr(
+        gcs_utils, "create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist", lambda **k: sent.setdefault("bucket", k)
+    )
+
+    def create_pipeline_job(self, parent=None, pipeline_job=None, pipeline_job_id=None, **kwargs):
+        sent["pipeline_job"] = dict(parent=parent, pipeline_job=pipeline_job, pipeline_job_id=pipeline_job_id)
+        job = type(pipeline_job)(pipeline_job)
+        job.name = f"{parent}/pipelineJobs/{pipeline_job_id}"
+        return job
+
+    def create_schedule(self, parent=None, schedule=None, **kwargs):
+        sent["schedule"] = dict(parent=parent, schedule=schedule)
+        created = type(schedule)(schedule)
+        created.name = f"{parent}/schedules/123"
+        return created
+
+    monkeypatch.setattr(PipelineServiceClient, "create_pipeline_job", create_pipeline_job)
+    monkeypatch.setattr(ScheduleServiceClient, "create_schedule", create_schedule)
+    return sent
+
+
+VERTEX = ["--vertex", "--project", "my-proj", "--region", "europe-west4", "--pipeline-root", "gs://my-bucket/root"]
+
+
+def test_submit_vertex_request(vertex, capsys):
+    argv = ["submit", *VERTEX, "--service-account", "runner@my-proj.iam.gserviceaccount.com", *GS_INPUTS,
+            "--steps", "300", "--accelerator-type", "NVIDIA_L4", "--label", "team=vision", "--name", "nightly",
+            "--image", "reg.example/odpipe:1", "--trainer-image", "reg.example/odpipe-gpu:1"]
+    assert main(argv) == 0
+    request = vertex["pipeline_job"]
+    assert request["parent"] == "projects/my-proj/locations/europe-west4"
+    job = request["pipeline_job"]
+    assert job.display_name == "nightly"
+    assert job.service_account == "runner@my-proj.iam.gserviceaccount.com"
+    assert job.runtime_config.gcs_output_directory == "gs://my-bucket/root"
+    values = {k: v for k, v in job.runtime_config.parameter_values.items()}
+    assert values["annotations"] == "gs://bucket/data/annotations"
+    assert values["steps"] == 300 and values["accelerator_type"] == "NVIDIA_L4"
+    assert dict(job.labels)["team"] == "vision"
+    spec = json.dumps(type(job).to_dict(job)["pipeline_spec"])
+    assert "reg.example/odpipe-gpu:1" in spec and "my-proj" not in spec  # project only in the request
+    assert "submitted Vertex AI pipeline job projects/my-proj/locations/europe-west4/pipelineJobs/" in capsys.readouterr().out
+
+
+def test_schedule_vertex_request(vertex, capsys):
+    argv = ["schedule", "--cron", "TZ=Europe/Amsterdam 0 3 * * 1", "--max-runs", "10", *VERTEX, *GS_INPUTS,
+            "--min-map", "0.4", "--no-cache"]
+    assert main(argv) == 0
+    schedule = vertex["schedule"]["schedule"]
+    assert vertex["schedule"]["parent"] == "projects/my-proj/locations/europe-west4"
+    assert schedule.cron == "TZ=Europe/Amsterdam 0 3 * * 1"
+    assert schedule.max_run_count == 10 and schedule.max_concurrent_run_count == 1
+    job = schedule.create_pipeline_job_request.pipeline_job
+    assert job.runtime_config.gcs_output_directory == "gs://my-bucket/root"
+    assert job.runtime_config.parameter_values["min_map"] == 0.4
+    tasks = type(job).to_dict(job)["pipeline_spec"]["root"]["dag"]["tasks"]
+    assert tasks["train"]["cachingOptions"].get("enableCache") in (None, False)  # --no-cache
+    assert "created Vertex AI schedule" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ Kubeflow
+
+
+class _FakeKfp(BaseHTTPRequestHandler):
+    requests: list = []
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def _reply(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.requests.append(("GET", self.path, None))
+        if self.path.startswith("/apis/v2beta1/healthz"):
+            return self._reply({"multi_user": False})
+        if self.path.startswith("/apis/v2beta1/experiments"):
+            return self._reply({})  # no experiment yet: the client creates one
+        self.send_error(404)
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+        self.requests.append(("POST", self.path, body))
+        if self.path == "/apis/v2beta1/experiments":
+            return self._reply({"experiment_id": "exp-1", "display_name": body["display_name"]})
+        if self.path == "/apis/v2beta1/runs":
+            return self._reply({"run_id": "run-1", "display_name": body["display_name"]})
+        if self.path == "/apis/v2beta1/recurringruns":
+            return self._reply({"recurring_run_id": "rr-1", "display_name": body["display_name"]})
+        self.send_error(404)
+
+
+@pytest.fixture
+def kfp_host():
+    _FakeKfp.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeKfp)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", _FakeKfp.requests
+    server.shutdown()
+    server.server_close()
+
+
+def _posted(requests, path):
+    bodies = [body for method, p, body in requests if method == "POST" and p == path]
+    assert len(bodies) == 1, requests
+    return bodies[0]
+
+
+def test_submit_kubeflow_request(kfp_host, tmp_path, capsys):
+    host, requests = kfp_host
+    pipeline = tmp_path / "p.yaml"
+    assert main(["compile", "-o", str(pipeline), "--image", "reg.example/odpipe:2"]) == 0
+    argv = ["submit", "--kfp-host", host, "--pipeline", str(pipeline), "--experiment", "retrain",
+            "--pipeline-root", "gs://kfp-bucket/root", *GS_INPUTS, "--eval-fraction", "0.25",
+            "--beam-runner", "DataflowRunner", "--beam-arg=--project=data-proj", "--no-cache"]
+    assert main(argv) == 0
+    assert _posted(requests, "/apis/v2beta1/experiments")["display_name"] == "retrain"
+    run = _posted(requests, "/apis/v2beta1/runs")
+    assert run["experiment_id"] == "exp-1"
+    assert run["runtime_config"]["pipeline_root"] == "gs://kfp-bucket/root"
+    assert run["runtime_config"]["parameters"] == {
+        "annotations": "gs://bucket/data/annotations", "images": "gs://bucket/data/images",
+        "eval_fraction": 0.25, "beam_runner": "DataflowRunner", "beam_args": ["--project=data-proj"],
+    }
+    spec = run["pipeline_spec"]
+    assert spec["pipelineInfo"]["name"] == "odpipe-training"
+    assert spec["deploymentSpec"]["executors"]["exec-split"]["container"]["image"] == "reg.example/odpipe:2"
+    assert all(t.get("cachingOptions", {}).get("enableCache") in (None, False) for t in spec["root"]["dag"]["tasks"].values())
+    assert "submitted Kubeflow run run-1" in capsys.readouterr().out
+
+
+def test_schedule_kubeflow_request(kfp_host, capsys):
+    host, requests = kfp_host
+    argv = ["schedule", "--cron", "0 3 * * 1", "--max-concurrent-runs", "2", "--kfp-host", host, "--name", "weekly",
+            *GS_INPUTS, "--existing-label-map", "gs://bucket/models/current/label_map.pbtxt"]
+    assert main(argv) == 0
+    recurring = _posted(requests, "/apis/v2beta1/recurringruns")
+    assert recurring["display_name"] == "weekly"
+    assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    assert recurring["max_concurrency"] == "2" or recurring["max_concurrency"] == 2
+    assert recurring["mode"] == "ENABLE" and recurring["no_catchup"] is True
+    assert recurring["runtime_config"]["parameters"]["existing_label_map"] == "gs://bucket/models/current/label_map.pbtxt"
+    assert recurring["pipeline_spec"]["root"]["dag"]["tasks"]["train"]
+    assert "created Kubeflow recurring run rr-1 (0 0 3 * * 1)" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ publish
+
+
+def test_publish_export_refuses_missing_source(tmp_path):
+    with pytest.raises(UserError, match="export folder is empty or missing"):
+        orchestrate.publish_export(str(tmp_path / "missing"), [str(tmp_path / "dest")])
