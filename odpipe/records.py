@@ -15,9 +15,11 @@ How it runs
      normalised to [0, 1] by the CSV's width/height (the real image size: the CSV holds pixel
      coordinates in the stored image's frame), clipped to [0, 1] (counted) and dropped when empty
      after clipping (listed in the summary). The plan is written as JSON lines to a temporary folder.
-  2. Beam (`ReadPlan | ImagesToExamples | WriteExamples`) reads each image's bytes through Beam's
-     file systems, checks and if needed converts them (`prepare_image`), and builds the record
-     (`image_to_example`, pure). Rejected images go to a side output with their reason.
+  2. Beam (`ReadPlan | GroupIntoShards | WriteShards`): plan entries (never image bytes) are
+     grouped by shard (round-robin in filename order); each shard is written by one worker, image
+     by image, so memory stays flat however large the dataset. Per image it reads the bytes through
+     Beam's file systems, checks and if needed converts them (`prepare_image`), and builds the
+     record (`image_to_example`, pure). Rejected images go to a side output with their reason.
   3. Shards are written under the temporary folder, then renamed into place (old shards of the same
      prefix removed first); the summary is written last, so a run that dies never leaves a set of
      shards with a summary beside it.
@@ -205,9 +207,22 @@ def _encode(img, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def prepare_image(data: bytes) -> tuple[bytes, str, int, int, str | None]:
+VERIFY_MODES = ("pixels", "header")
+
+
+def _has_end_marker(data: bytes, fmt: str) -> bool:
+    if fmt == "PNG":
+        return b"IEND" in data[-64:]
+    return b"\xff\xd9" in data[-4096:]
+
+
+def prepare_image(data: bytes, verify: str = "pixels") -> tuple[bytes, str, int, int, str | None]:
     """Check (and if needed convert) encoded image bytes for TF's decoder.
 
+    verify="pixels" decodes the pixel data of kept JPEG/PNG files (JPEG at 1/8 scale, which still
+    reads every coefficient), catching truncated and corrupt files; "header" only parses the
+    header and checks the end-of-image marker (catches truncation, not corruption inside the
+    data), about 3x cheaper. Images that are converted are always fully decoded.
     Returns (bytes, format 'jpeg'|'png', width, height, conversion or None); raises Rejected.
     """
     from PIL import Image, UnidentifiedImageError
@@ -223,12 +238,19 @@ def prepare_image(data: bytes) -> tuple[bytes, str, int, int, str | None]:
     except Exception as err:  # noqa: BLE001 - any parse failure of a header is a corrupt file
         raise Rejected("corrupt", f"corrupt image header ({type(err).__name__}: {err})") from None
     try:
-        if fmt in ("JPEG", "MPO") and img.mode in _KEEP_JPEG_MODES:
+        keep_jpeg = fmt in ("JPEG", "MPO") and img.mode in _KEEP_JPEG_MODES
+        keep_png = fmt == "PNG" and img.mode in _KEEP_PNG_MODES and "transparency" not in img.info
+        if (keep_jpeg or keep_png) and verify == "header":
+            if not _has_end_marker(data, fmt):
+                raise Rejected("corrupt", f"truncated {fmt} file (no end-of-image marker)")
+        elif keep_jpeg:
             img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
             img.load()
-            return data, "jpeg", width, height, None
-        if fmt == "PNG" and img.mode in _KEEP_PNG_MODES and "transparency" not in img.info:
+        elif keep_png:
             img.load()
+        if keep_jpeg:
+            return data, "jpeg", width, height, None
+        if keep_png:
             return data, "png", width, height, None
         img.seek(0)
         img.load()
@@ -289,12 +311,12 @@ def encode_example(features: dict[str, tuple[str, list]]) -> bytes:
     return _field(1, entries)
 
 
-def image_to_example(item: dict, data: bytes) -> tuple[bytes, dict]:
+def image_to_example(item: dict, data: bytes, verify: str = "pixels") -> tuple[bytes, dict]:
     """One planned image + its file bytes -> (serialized Example, info); raises Rejected.
 
     info: {"objects": int, "conversion": str|None, "exif_rotated": bool, "bytes": int}.
     """
-    encoded, fmt, width, height, conversion = prepare_image(data)
+    encoded, fmt, width, height, conversion = prepare_image(data, verify)
     objects = item["objects"]
     if (width, height) != (item["width"], item["height"]):
         if objects:
@@ -336,61 +358,80 @@ def image_to_example(item: dict, data: bytes) -> tuple[bytes, dict]:
 REJECTED_TAG = "rejected"
 
 
-class _ToExampleFn(beam.DoFn):
-    """Reads an image's bytes and builds its record; rejections go to the `rejected` output."""
+def shard_path(prefix: str, shard: int, num_shards: int) -> str:
+    return f"{prefix}-{shard:05d}-of-{num_shards:05d}{SUFFIX}"
 
-    def __init__(self, images_dir: str):
+
+class _WriteShardFn(beam.DoFn):
+    """(shard, items) -> one TFRecord shard written image by image (flat memory).
+
+    Main output: {"path", "images", "objects"} per shard; `rejected` output: {"file", "reason"}.
+    Rewriting a shard on a retried bundle overwrites the same file, so retries are idempotent.
+    """
+
+    def __init__(self, images_dir: str, prefix: str, num_shards: int, verify: str = "pixels"):
         self._images_dir = images_dir
+        self._verify = verify
+        self._prefix = prefix
+        self._num_shards = num_shards
         m = beam.metrics.Metrics
         self._images = m.counter(COUNTER_NAMESPACE, "images_written")
         self._objects = m.counter(COUNTER_NAMESPACE, "objects_written")
         self._bytes = m.counter(COUNTER_NAMESPACE, "bytes_written")
         self._exif = m.counter(COUNTER_NAMESPACE, "exif_orientation_ignored")
 
-    def process(self, item):
+    def _example(self, item):
         path = storage.join(self._images_dir, item["filename"])
         try:
-            try:
-                data = storage.read_bytes(path)
-            except (FileNotFoundError, IsADirectoryError):
-                raise Rejected("missing", f"image file not found at {path}") from None
-            serialized, info = image_to_example(item, data)
-        except Rejected as rej:
-            beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"rejected_{rej.key}").inc()
-            yield beam.pvalue.TaggedOutput(REJECTED_TAG, {"file": item["filename"], "reason": str(rej)})
-            return
-        self._images.inc()
-        self._objects.inc(info["objects"])
-        self._bytes.inc(info["bytes"])
-        if info["conversion"]:
-            beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"converted_{info['conversion']}").inc()
-        if info["exif_rotated"]:
-            self._exif.inc()
-        yield serialized
+            data = storage.read_bytes(path)
+        except (FileNotFoundError, IsADirectoryError):
+            raise Rejected("missing", f"image file not found at {path}") from None
+        return image_to_example(item, data, self._verify)
+
+    def process(self, element):
+        from apache_beam.io.tfrecordio import _TFRecordUtil
+
+        shard, items = element
+        path = shard_path(self._prefix, shard, self._num_shards)
+        images = objects = 0
+        with storage.open_write(path) as out:
+            for item in sorted(items, key=lambda it: it["filename"]):
+                try:
+                    serialized, info = self._example(item)
+                except Rejected as rej:
+                    beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"rejected_{rej.key}").inc()
+                    yield beam.pvalue.TaggedOutput(REJECTED_TAG, {"file": item["filename"], "reason": str(rej)})
+                    continue
+                _TFRecordUtil.write_record(out, serialized)
+                images += 1
+                objects += info["objects"]
+                self._images.inc()
+                self._objects.inc(info["objects"])
+                self._bytes.inc(info["bytes"])
+                if info["conversion"]:
+                    beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"converted_{info['conversion']}").inc()
+                if info["exif_rotated"]:
+                    self._exif.inc()
+        yield {"path": path, "images": images, "objects": objects}
 
 
 @beam.ptransform_fn
 def ReadPlan(pbegin, plan_path: str):  # noqa: N802 - Beam transform naming
-    """JSON-lines plan file -> PCollection of item dicts, redistributed across workers."""
-    return (
-        pbegin
-        | "ReadLines" >> beam.io.ReadFromText(plan_path)
-        | "Parse" >> beam.Map(json.loads)
-        | "Redistribute" >> beam.Reshuffle()
-    )
+    """JSON-lines plan file -> PCollection of item dicts (each carries its "shard")."""
+    return pbegin | "ReadLines" >> beam.io.ReadFromText(plan_path) | "Parse" >> beam.Map(json.loads)
 
 
 @beam.ptransform_fn
-def ImagesToExamples(items, images_dir: str):  # noqa: N802
-    """Items -> DoOutputsTuple(examples=serialized Examples, rejected={"file","reason"} dicts)."""
-    return items | "ToExample" >> beam.ParDo(_ToExampleFn(images_dir)).with_outputs(REJECTED_TAG, main="examples")
+def GroupIntoShards(items):  # noqa: N802
+    """Items -> (shard, [items]); only the small plan entries are shuffled, never image bytes."""
+    return items | "KeyByShard" >> beam.Map(lambda it: (it["shard"], it)) | "Group" >> beam.GroupByKey()
 
 
 @beam.ptransform_fn
-def WriteExamples(examples, prefix: str, shards: int):  # noqa: N802
-    """Serialized Examples -> PREFIX-SSSSS-of-NNNNN.tfrecord."""
-    return examples | "WriteTFRecord" >> beam.io.WriteToTFRecord(
-        prefix, file_name_suffix=SUFFIX, num_shards=shards, shard_name_template=SHARD_TEMPLATE
+def WriteShards(groups, images_dir: str, prefix: str, num_shards: int, verify: str = "pixels"):  # noqa: N802
+    """(shard, items) -> PREFIX-SSSSS-of-NNNNN.tfrecord files; DoOutputsTuple(written=..., rejected=...)."""
+    return groups | "WriteShard" >> beam.ParDo(_WriteShardFn(images_dir, prefix, num_shards, verify)).with_outputs(
+        REJECTED_TAG, main="written"
     )
 
 
@@ -428,7 +469,8 @@ def build_pipeline_options(runner: str = "DirectRunner", beam_args: list[str] | 
 
 
 def default_shards(items: list[dict], images_dir: str, sample: int = 32) -> int:
-    """About 128 MiB per shard, estimated from the sizes of up to `sample` images."""
+    """About 128 MiB per shard (sizes of up to `sample` images), and at least one per 250 images
+    up to 16, so that several workers write in parallel (a shard is written by one worker)."""
     if not items:
         return 1
     step = max(1, len(items) // sample)
@@ -445,7 +487,9 @@ def default_shards(items: list[dict], images_dir: str, sample: int = 32) -> int:
         except Exception:  # noqa: BLE001 - a missing image is reported by the pipeline itself
             continue
     mean = sum(sizes) / len(sizes) if sizes else 200_000
-    return int(min(MAX_SHARDS, max(1, math.ceil(mean * len(items) / TARGET_SHARD_BYTES))))
+    by_size = math.ceil(mean * len(items) / TARGET_SHARD_BYTES)
+    by_count = min(16, math.ceil(len(items) / 250))
+    return int(min(MAX_SHARDS, max(1, by_size, by_count)))
 
 
 def _shard_paths(prefix: str) -> list[str]:
@@ -490,6 +534,7 @@ def convert(
     shards: int | None = None,
     runner: str = "DirectRunner",
     beam_args: list[str] | None = None,
+    verify: str = "pixels",
 ) -> dict:
     """Write `OUTPUT_PREFIX-SSSSS-of-NNNNN.tfrecord` + `OUTPUT_PREFIX.summary.json`; returns the summary.
 
@@ -501,11 +546,14 @@ def convert(
         shards: number of shards; default about 128 MiB each.
         runner: Beam runner, "DirectRunner" (multi-process, all cores) or "DataflowRunner".
         beam_args: further Beam flags, e.g. ["--project=P", "--region=R", "--temp_location=gs://B/tmp"].
+        verify: "pixels" (decode kept images to catch corrupt data) or "header" (end marker only; faster).
     """
     from odpipe.annotations import read_labels_csv
     from odpipe.label_map import read_label_map
 
     csv_path, images_dir, output_prefix = str(csv_path), str(images_dir), str(output_prefix)
+    if verify not in VERIFY_MODES:
+        raise UserError(f"--verify {verify}: choose one of {', '.join(VERIFY_MODES)}")
     if shards is not None and shards < 1:
         raise UserError(f"--shards {shards}: need at least 1 shard")
     options = build_pipeline_options(runner, beam_args)
@@ -523,13 +571,13 @@ def convert(
     plan_path = storage.join(tmp_dir, "plan.jsonl")
     try:
         with storage.open_write(plan_path) as f:
-            for item in items:
+            for index, item in enumerate(items):
+                item["shard"] = index % num_shards
                 f.write((json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8"))
         tmp_prefix = storage.join(tmp_dir, "part")
         with beam.Pipeline(options=options) as pipeline:
-            items_pc = pipeline | "ReadPlan" >> ReadPlan(plan_path)
-            outputs = items_pc | "ImagesToExamples" >> ImagesToExamples(images_dir)
-            _ = outputs.examples | "WriteExamples" >> WriteExamples(tmp_prefix, num_shards)
+            groups = pipeline | "ReadPlan" >> ReadPlan(plan_path) | "GroupIntoShards" >> GroupIntoShards()
+            outputs = groups | "WriteShards" >> WriteShards(images_dir, tmp_prefix, num_shards, verify)
             _ = (
                 outputs[REJECTED_TAG]
                 | "RejectedToJson" >> beam.Map(lambda r: json.dumps(r, ensure_ascii=False))
@@ -546,9 +594,11 @@ def convert(
         written = [it for it in items if it["filename"] not in rejected_files]
         classes = Counter(o["class"] for it in written for o in it["objects"])
 
-        new_shards = sorted(storage.glob(f"{tmp_prefix}-*-of-*{SUFFIX}"))
-        if len(new_shards) != num_shards:
-            raise RuntimeError(f"expected {num_shards} shards under {tmp_dir}, found {len(new_shards)}")
+        new_shards = [shard_path(tmp_prefix, i, num_shards) for i in range(num_shards)]
+        present = set(storage.glob(f"{tmp_prefix}-*-of-*{SUFFIX}"))
+        for path in new_shards:  # a shard that got no image is still written, empty, so the set is complete
+            if path not in present:
+                storage.write_bytes(path, b"")
         finals = [f"{output_prefix}{p[len(tmp_prefix):]}" for p in new_shards]
         summary_path = f"{output_prefix}.summary.json"
         stale = _shard_paths(output_prefix) + ([summary_path] if storage.exists(summary_path) else [])
@@ -594,6 +644,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="output prefix, e.g. records/train (local or gs://)")
     parser.add_argument("--shards", type=int, help="number of shards (default: about 128 MiB each)")
     parser.add_argument("--runner", default="DirectRunner", help="DirectRunner (all cores) or DataflowRunner")
+    parser.add_argument("--verify", choices=VERIFY_MODES, default="pixels",
+                        help="pixels: decode every kept image to catch corrupt data (default); header: only check "
+                             "headers and end markers (faster; catches truncation, not corruption inside the data)")
     beam_group = parser.add_argument_group(
         "Beam options", "passed to Beam as --NAME=VALUE; any other Beam flag goes after --beam-options (last)")
     for name in _BEAM_FLAGS:
@@ -606,7 +659,7 @@ def run(args: argparse.Namespace) -> int:
     beam_args = [f"--{n}={getattr(args, f'beam_{n}')}" for n in _BEAM_FLAGS if getattr(args, f"beam_{n}", None)]
     beam_args += list(args.beam_args or [])
     summary = convert(args.csv, args.images_dir, args.label_map, args.output, shards=args.shards,
-                      runner=args.runner, beam_args=beam_args)
+                      runner=args.runner, beam_args=beam_args, verify=args.verify)
     print(f"wrote {len(summary['shards'])} shard(s) {args.output}-*{SUFFIX}: {summary['images']} images, "
           f"{summary['objects']} objects; rejected {len(summary['rejected'])} image(s), "
           f"dropped {len(summary['dropped_objects'])} box(es), clipped {summary['clipped_objects']}")

@@ -260,7 +260,7 @@ def test_failed_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
     csv_path = write_csv(tmp_path / "l.csv", rows)
     map_path = write_map(tmp_path / "m.pbtxt", ["cat", "dog"])
 
-    def boom(item, data):
+    def boom(item, data, verify="pixels"):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(records, "image_to_example", boom)
@@ -363,3 +363,17 @@ def test_gcs_in_and_out(tmp_path, gcs_bucket):
                              csv_path=f"{base}/data/l.csv")
     assert report["images"] == 4
     assert report["differences"] == ["missing.jpg: in the CSV but not in the records"]
+
+
+def test_verify_modes_both_catch_truncation():
+    buf = io.BytesIO()
+    _rgb(64, 48).save(buf, "JPEG")
+    good = buf.getvalue()
+    for verify in records.VERIFY_MODES:
+        assert records.prepare_image(good, verify)[:4] == (good, "jpeg", 64, 48)
+        with pytest.raises(records.Rejected) as info:
+            records.prepare_image(good[: len(good) - 200], verify)
+        assert info.value.key == "corrupt" and "truncated" in str(info.value)
+    with pytest.raises(records.Rejected) as info:
+        records.prepare_image(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    assert info.value.key in ("corrupt", "unreadable")

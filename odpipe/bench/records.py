@@ -1,0 +1,253 @@
+"""Benchmark of the TFRecord stage (not a test): throughput against a raw read+write bound, and memory.
+
+    python -m odpipe.bench records [--images 10000] [--small 1000] [--workdir bench-output/records]
+
+1. Generates N sample images (in parallel, one process per core; reused when already there) and
+   their labels CSV / label map.
+2. Raw bound: a plain sequential read of every image file and write of the same bytes into one
+   file in the same folder (a subprocess, after a warm-up read so both runs see a warm page cache).
+3. Conversion: `odpipe tfrecord` as a user runs it (DirectRunner, one worker process per core),
+   timed end to end including Python/Beam start-up, with --verify pixels (default) and header;
+   the start-up cost (a 10-image run) is also subtracted to give the steady-state rate.
+4. The same conversion on the first `--small` images, for peak memory at two sizes.
+Peak memory is the largest sum of RSS over the whole process tree (Beam's worker processes
+included), sampled every 50 ms from /proc. Targets: conversion >= 50 % of the raw bound's
+images/s, and peak memory at N within 20 % of that at the small size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+HEADER = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax", "difficult", "truncated"]
+
+_RAW_COPY = r"""
+import os, sys
+src_list, out = sys.argv[1], sys.argv[2]
+with open(src_list) as f, open(out, "wb") as w:
+    for path in f.read().splitlines():
+        with open(path, "rb") as r:
+            w.write(r.read())
+"""
+
+
+def _make_chunk(args) -> list[list]:
+    """Images start..stop-1 (seeded per image, so any chunking gives the same data) -> CSV rows."""
+    import numpy as np
+
+    from odpipe.sample_data import make_image
+
+    images_dir, start, stop, seed = args
+    rows = []
+    for i in range(start, stop):
+        rng = np.random.default_rng([seed, i])
+        width = int(rng.integers(14, 21)) * 16
+        height = int(rng.integers(12, 19)) * 16
+        n = 0 if rng.random() < 0.1 else int(rng.integers(1, 5))
+        image, objects = make_image(rng, width, height, n)
+        name = f"img_{i:06d}.jpg"
+        image.save(os.path.join(images_dir, name), quality=92)
+        if not objects:
+            rows.append([name, width, height, "", "", "", "", "", 0, 0])
+        for cls, (x0, y0, x1, y1) in objects:
+            rows.append([name, width, height, cls, x0 - 1, y0 - 1, x1, y1, 0, 0])
+    return rows
+
+
+def generate(workdir: str, images: int, seed: int = 0) -> dict:
+    """Sample images + labels.csv + label_map.pbtxt under workdir (reused if the CSV matches)."""
+    from odpipe.label_map import format_label_map
+    from odpipe.sample_data import CLASSES
+
+    images_dir = os.path.join(workdir, "images")
+    csv_path = os.path.join(workdir, "labels.csv")
+    stamp = os.path.join(workdir, "generated.json")
+    if os.path.exists(stamp) and json.load(open(stamp)) == {"images": images, "seed": seed}:
+        return {"images_dir": images_dir, "csv": csv_path, "label_map": os.path.join(workdir, "label_map.pbtxt"),
+                "seconds": 0.0}
+    shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(images_dir)
+    t0 = time.perf_counter()
+    step = 250
+    tasks = [(images_dir, s, min(images, s + step), seed) for s in range(0, images, step)]
+    with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+        chunks = list(pool.map(_make_chunk, tasks))
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(HEADER)
+        for rows in chunks:
+            w.writerows(rows)
+    map_path = os.path.join(workdir, "label_map.pbtxt")
+    with open(map_path, "w", encoding="utf-8") as f:
+        f.write(format_label_map({i + 1: c for i, c in enumerate(CLASSES)}))
+    with open(stamp, "w") as f:
+        json.dump({"images": images, "seed": seed}, f)
+    return {"images_dir": images_dir, "csv": csv_path, "label_map": map_path, "seconds": time.perf_counter() - t0}
+
+
+def _tree_rss(root_pid: int) -> int:
+    """Sum of RSS (bytes) of root_pid and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(")") + 2:].split()
+            pid, ppid = int(entry), int(fields[1])
+            children.setdefault(ppid, []).append(pid)
+            rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def run_measured(cmd: list[str], env: dict | None = None) -> dict:
+    """Run cmd; returns {"seconds", "peak_rss", "returncode", "output"}."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    peak = 0
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss(proc.pid))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output = proc.communicate()[0].decode("utf-8", "replace")
+    seconds = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    return {"seconds": seconds, "peak_rss": peak, "returncode": proc.returncode, "output": output}
+
+
+def _subset_csv(csv_path: str, out_path: str, images: int) -> str:
+    keep: set[str] = set()
+    with open(csv_path, newline="", encoding="utf-8") as f, open(out_path, "w", newline="", encoding="utf-8") as o:
+        reader, writer = csv.reader(f), csv.writer(o)
+        writer.writerow(next(reader))
+        for row in reader:
+            if row[0] not in keep and len(keep) >= images:
+                continue
+            keep.add(row[0])
+            writer.writerow(row)
+    return out_path
+
+
+def _files(csv_path: str, images_dir: str) -> list[str]:
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        names = sorted({row["filename"] for row in csv.DictReader(f)})
+    return [os.path.join(images_dir, n) for n in names]
+
+
+def _convert_cmd(csv_path, data, prefix, verify="pixels"):
+    return [sys.executable, "-m", "odpipe", "tfrecord", csv_path, "--images-dir", data["images_dir"],
+            "--label-map", data["label_map"], "-o", prefix, "--verify", verify]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m odpipe.bench records", description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=10_000, help="images to generate and convert (default 10000)")
+    parser.add_argument("--small", type=int, default=1_000, help="smaller run for the memory comparison (0: skip)")
+    parser.add_argument("--workdir", default=os.path.join("bench-output", "records"), help="scratch folder")
+    args = parser.parse_args(argv)
+    if args.images < 1:
+        print("--images must be >= 1", file=sys.stderr)
+        return 2
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    data = generate(args.workdir, args.images)
+    files = _files(data["csv"], data["images_dir"])
+    total_bytes = sum(os.path.getsize(p) for p in files)
+    mb = total_bytes / 1e6
+    print(f"dataset: {len(files)} images, {mb:.1f} MB in {data['images_dir']} "
+          f"(generated in {data['seconds']:.1f} s)" if data["seconds"] else
+          f"dataset: {len(files)} images, {mb:.1f} MB in {data['images_dir']} (reused)", flush=True)
+
+    list_path = os.path.join(args.workdir, "files.txt")
+    with open(list_path, "w") as f:
+        f.write("\n".join(files))
+    copy_out = os.path.join(args.workdir, "raw_copy.bin")
+    run_measured([sys.executable, "-c", _RAW_COPY, list_path, copy_out])  # warm-up: page cache for both runs
+    raw = run_measured([sys.executable, "-c", _RAW_COPY, list_path, copy_out])
+    os.remove(copy_out)
+
+    out_dir = os.path.join(args.workdir, "out")
+    shutil.rmtree(out_dir, ignore_errors=True)
+
+    def convert(csv_path, name, verify="pixels"):
+        res = run_measured(_convert_cmd(csv_path, data, os.path.join(out_dir, name), verify), env)
+        if res["returncode"] != 0:
+            print(res["output"][-3000:], file=sys.stderr)
+            raise SystemExit(f"conversion {name} failed")
+        return res
+
+    def line(label, res, n, seconds=None):
+        seconds = res["seconds"] if seconds is None else seconds
+        return (f"{label:<34} {seconds:8.2f} s  {n / seconds:9.1f} images/s  "
+                f"{mb / seconds * n / len(files):8.2f} MB/s  peak {res['peak_rss'] / 2**20:8.1f} MiB")
+
+    # fixed cost of one run (interpreter, Beam, worker processes): a 10-image conversion
+    startup = convert(_subset_csv(data["csv"], os.path.join(args.workdir, "labels_10.csv"), 10), "startup")
+    conv = convert(data["csv"], "train")
+    summary = json.load(open(os.path.join(out_dir, "train.summary.json")))
+    assert summary["images"] + len(summary["rejected"]) == len(files), "summary does not add up"
+    fast = convert(data["csv"], "fast", verify="header")
+
+    n = len(files)
+    print(line("raw read+write (1 process)", raw, n))
+    print(line(f"odpipe tfrecord, {os.cpu_count()} cores", conv, n))
+    print(line("  same, --verify header", fast, n))
+    print(f"start-up cost of one run (10 images): {startup['seconds']:.2f} s")
+    steady = max(conv["seconds"] - startup["seconds"], 1e-6)
+    steady_fast = max(fast["seconds"] - startup["seconds"], 1e-6)
+    print(line("  pixels, excluding start-up", conv, n, steady))
+    print(line("  header, excluding start-up", fast, n, steady_fast))
+    ratio = raw["seconds"] / conv["seconds"]
+    ratios = {"end_to_end": ratio, "end_to_end_header": raw["seconds"] / fast["seconds"],
+              "steady": raw["seconds"] / steady, "steady_header": raw["seconds"] / steady_fast}
+    for key, value in ratios.items():
+        print(f"conversion / raw throughput ({key.replace('_', ' ')}): {value:.1%} "
+              f"(target >= 50%: {'met' if value >= 0.5 else 'NOT met'})")
+    print(f"records: {summary['images']} images, {summary['objects']} objects, {len(summary['shards'])} shard(s)")
+
+    result = {"images": n, "megabytes": mb, "cores": os.cpu_count(),
+              "raw": {k: raw[k] for k in ("seconds", "peak_rss")},
+              "convert": {k: conv[k] for k in ("seconds", "peak_rss")},
+              "convert_header": {k: fast[k] for k in ("seconds", "peak_rss")},
+              "startup_seconds": startup["seconds"], "ratios": ratios}
+    if args.small and args.small < len(files):
+        small_csv = _subset_csv(data["csv"], os.path.join(args.workdir, f"labels_{args.small}.csv"), args.small)
+        small = convert(small_csv, "small")
+        growth = conv["peak_rss"] / small["peak_rss"] - 1
+        print(f"peak memory: {args.small} images {small['peak_rss'] / 2**20:.1f} MiB, {len(files)} images "
+              f"{conv['peak_rss'] / 2**20:.1f} MiB ({growth:+.1%}; target within 20%: "
+              f"{'met' if abs(growth) <= 0.2 else 'NOT met'})")
+        result["small"] = {"images": args.small, "seconds": small["seconds"], "peak_rss": small["peak_rss"]}
+        result["memory_growth"] = growth
+    with open(os.path.join(args.workdir, "result.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
