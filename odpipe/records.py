@@ -112,6 +112,12 @@ def plan_images(frame, label_map: dict[int, str], csv_path: str = "<csv>") -> di
     for name, width, height, cls, xmin, ymin, xmax, ymax, difficult, truncated in zip(*(frame[c] for c in columns)):
         name = str(name)
         width, height = int(width), int(height)
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith(("/", "\\")) or ".." in parts or "://" in name or (len(name) > 1 and name[1] == ":"):
+            raise UserError(
+                f"{csv_path}: filename {name!r} must be relative to --images-dir without '..'; fix the CSV "
+                "(`odpipe csv` writes such paths)"
+            )
         if width <= 0 or height <= 0:
             raise UserError(f"{csv_path}: {name} has width/height {width}x{height}; regenerate the CSV with `odpipe csv`")
         item = items.get(name)
@@ -514,15 +520,15 @@ def _counters(result) -> dict[str, int]:
 
 
 def _remove_tree(tmp_dir: str) -> None:
+    """Delete the temporary folder (best effort: a failure here must not hide the real error)."""
     try:
-        leftovers = storage.glob(storage.join(tmp_dir, "**")) if not storage.is_remote(tmp_dir) else storage.glob(tmp_dir + "/**")
-        files = [p for p in leftovers if not os.path.isdir(p)] if not storage.is_remote(tmp_dir) else leftovers
-        storage.delete(files)
-        if not storage.is_remote(tmp_dir):
+        if storage.is_remote(tmp_dir):
+            storage.delete(storage.glob(tmp_dir.rstrip("/") + "/**"))
+        else:
             import shutil
 
             shutil.rmtree(tmp_dir, ignore_errors=True)
-    except Exception:  # noqa: BLE001 - cleanup is best effort
+    except Exception:  # noqa: BLE001
         pass
 
 

@@ -318,6 +318,10 @@ def test_plan_is_pure_and_source_ids_are_stable():
                         ["a.jpg", 12, 10, "", np.nan, np.nan, np.nan, np.nan, 0, 0]], columns=HEADER)
     with pytest.raises(UserError, match="a.jpg is listed as 10x10 and as 12x10"):
         records.plan_images(bad, {1: "cat"}, "x.csv")
+    for escaping in ("../a.jpg", "/etc/a.jpg", "C:\\x\\a.jpg", "sub/../../a.jpg"):
+        bad = pd.DataFrame([[escaping, 10, 10, "", np.nan, np.nan, np.nan, np.nan, 0, 0]], columns=HEADER)
+        with pytest.raises(UserError, match="must be relative to --images-dir"):
+            records.plan_images(bad, {1: "cat"}, "x.csv")
 
 
 def test_pipeline_options_direct_and_dataflow():
@@ -357,7 +361,7 @@ def test_gcs_in_and_out(tmp_path, gcs_bucket):
                               beam_args=IN_MEMORY)
     assert summary["images"] == 4 and [r["file"] for r in summary["rejected"]] == ["missing.jpg"]
     assert storage.glob(f"{base}/out/train-*.tfrecord") == [f"{base}/out/train-00000-of-00001.tfrecord"]
-    assert storage.glob(f"{base}/out/.train.tmp-*") == []
+    assert storage.glob(f"{base}/out/**") == [f"{base}/out/train-00000-of-00001.tfrecord", f"{base}/out/train.summary.json"]
     assert json.loads(storage.read_text(f"{base}/out/train.summary.json"))["images"] == 4
     report = inspect_records(f"{base}/out/train-*.tfrecord", label_map_path=f"{base}/data/m.pbtxt",
                              csv_path=f"{base}/data/l.csv")
