@@ -54,6 +54,7 @@ next id in filename order).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
@@ -280,7 +281,12 @@ def _exif_rotated(data: bytes) -> bool:
 
 
 # tf.train.Example wire format, written directly so Beam workers need no TensorFlow.
+_SMALL_VARINTS = [bytes((i,)) for i in range(128)]
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 128:
+        return _SMALL_VARINTS[value]
     if value < 0:
         value += 1 << 64
     out = bytearray()
@@ -309,11 +315,14 @@ def _feature(values) -> bytes:
     return _field(3, _field(1, packed) if vals else b"")
 
 
+@functools.lru_cache(maxsize=256)
+def _key_field(key: str) -> bytes:
+    return _field(1, key.encode("utf-8"))
+
+
 def encode_example(features: dict[str, tuple[str, list]]) -> bytes:
     """Serialized `tf.train.Example` from {key: ("bytes"|"float"|"int64", [values])}."""
-    entries = b"".join(
-        _field(1, _field(1, key.encode("utf-8")) + _field(2, _feature(features[key]))) for key in sorted(features)
-    )
+    entries = b"".join(_field(1, _key_field(key) + _field(2, _feature(features[key]))) for key in sorted(features))
     return _field(1, entries)
 
 
