@@ -238,6 +238,8 @@ def run_locally(
     with warnings.catch_warnings():
         # The image names are for the cluster; locally every task runs in this environment.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        # Resources (accelerators, memory) are for the cluster; the local runner says it ignores them.
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         try:
             pipeline_orchestrator.run_local_pipeline(spec, parameters)
         except RuntimeError as err:
