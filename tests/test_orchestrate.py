@@ -284,3 +284,30 @@ def test_schedule_kubeflow_request(kfp_host, capsys):
 def test_publish_export_refuses_missing_source(tmp_path):
     with pytest.raises(UserError, match="export folder is empty or missing"):
         orchestrate.publish_export(str(tmp_path / "missing"), [str(tmp_path / "dest")])
+
+
+# ------------------------------------------------------------------------------------------ demo
+
+
+def test_demo_generates_data_and_runs_the_pipeline_locally(tmp_path, monkeypatch, capsys):
+    """The demo's wiring (the real local run is tests/test_pipeline.py's): data, parameters, output."""
+    from odpipe import demo
+
+    seen = {}
+
+    def fake_run_locally(params, work_dir, echo=print):
+        seen.update(params=params, work_dir=work_dir)
+        return {"tasks": {}, "metrics": {"mAP": 0.61, "mAP@0.5": 0.93, "blessed": True}, "blessed": True,
+                "report": f"{work_dir}/runs/x/evaluate/evaluation/report.html", "export": f"{work_dir}/e"}
+
+    monkeypatch.setattr(orchestrate, "run_locally", fake_run_locally)
+    assert demo.main([str(tmp_path / "demo"), "--images", "4", "--steps", "7"]) == 0
+    assert len(list((tmp_path / "demo" / "data" / "annotations").glob("*.xml"))) == 4
+    assert seen["params"] == {
+        "annotations": str(tmp_path / "demo" / "data" / "annotations"),
+        "images": str(tmp_path / "demo" / "data" / "images"), "model": "retinanet-mobilenetv2",
+        "tflite": False, "steps": 7,
+    }
+    assert seen["work_dir"] == str(tmp_path / "demo" / "work")
+    out = capsys.readouterr().out
+    assert "mAP 0.610, mAP@0.5 0.930" in out and "report.html: " + str(tmp_path / "demo" / "work") in out
