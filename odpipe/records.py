@@ -35,8 +35,9 @@ Images
   reason: missing, unreadable (not an image), corrupt/truncated, too large, size mismatch (the
   file's size differs from the CSV's width/height on an image with boxes).
   EXIF orientation is ignored: the stored pixels are kept, because that is what TensorFlow decodes
-  and what labelImg (Qt QImage without auto-transform) shows and annotates; images carrying a
-  rotating orientation tag are counted (`exif_orientation_ignored`).
+  and what labelImg shows and annotates (it loads with Qt's QImage.fromData, which does not apply
+  the orientation tag: labelImg issues #198, #342, #395 report portrait photos shown sideways);
+  images carrying a rotating orientation tag are counted (`exif_orientation_ignored`).
 
 Record keys (TF Object Detection API and Model Garden): image/encoded, image/format ('jpeg' or
 'png', the real format), image/height, image/width, image/filename, image/source_id,
@@ -63,6 +64,7 @@ import os
 import posixpath
 import struct
 import sys
+import time
 import uuid
 from collections import Counter
 
@@ -394,6 +396,7 @@ class _WriteShardFn(beam.DoFn):
         self._objects = m.counter(COUNTER_NAMESPACE, "objects_written")
         self._bytes = m.counter(COUNTER_NAMESPACE, "bytes_written")
         self._exif = m.counter(COUNTER_NAMESPACE, "exif_orientation_ignored")
+        self._busy = m.counter(COUNTER_NAMESPACE, "shard_write_ms")
 
     def _example(self, item):
         path = storage.join(self._images_dir, item["filename"])
@@ -409,6 +412,7 @@ class _WriteShardFn(beam.DoFn):
         shard, items = element
         path = shard_path(self._prefix, shard, self._num_shards)
         images = objects = 0
+        started = time.perf_counter()
         with storage.open_write(path) as out:
             for item in sorted(items, key=lambda it: it["filename"]):
                 try:
@@ -427,6 +431,7 @@ class _WriteShardFn(beam.DoFn):
                     beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"converted_{info['conversion']}").inc()
                 if info["exif_rotated"]:
                     self._exif.inc()
+        self._busy.inc(int((time.perf_counter() - started) * 1000))
         yield {"path": path, "images": images, "objects": objects}
 
 

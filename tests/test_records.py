@@ -59,6 +59,9 @@ def write_images(folder) -> list[list]:
     _save(_rgb(36, 24, 8), p("photo.webp"), "WEBP")
     _save(_rgb(20, 20, 9), p("bitmap.bmp"), "BMP")
     _save(_rgb(40, 40, 10), p("empty.jpg"), "JPEG")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": labelImg and TF both ignore it; stored pixels are kept
+    _save(_rgb(60, 20, 13), p("rotated.jpg"), "JPEG", exif=exif)
     whole = io.BytesIO()
     _rgb(80, 60, 11).save(whole, "JPEG", quality=95)
     with open(p("truncated.jpg"), "wb") as f:
@@ -82,6 +85,7 @@ def write_images(folder) -> list[list]:
         ["photo.webp", 36, 24, "cat", 4, 4, 30, 20, 0, 0],
         ["bitmap.bmp", 20, 20, "dog", 2, 2, 18, 18, 0, 0],
         ["empty.jpg", 40, 40, "", "", "", "", "", 0, 0],
+        ["rotated.jpg", 60, 20, "cat", 10, 2, 50, 18, 0, 0],
         ["truncated.jpg", 80, 60, "cat", 1, 1, 50, 50, 0, 0],
         ["notes.jpg", 10, 10, "dog", 1, 1, 5, 5, 0, 0],
         ["missing.jpg", 10, 10, "cat", 1, 1, 5, 5, 0, 0],
@@ -148,6 +152,7 @@ def test_summary_counts_add_up(mixed):
     assert c["images_written"] == s["images"] and c["objects_written"] == s["objects"]
     assert c["rejected_corrupt"] == 1 and c["rejected_unreadable"] == 1 and c["rejected_missing"] == 1
     assert c["rejected_size_mismatch"] == 1
+    assert s["exif_orientation_ignored"] == c["exif_orientation_ignored"] == 1
     assert set(s["converted"]) == {"jpeg_cmyk_to_rgb", "png_rgba_to_png", "png_i;16_to_png", "gif_p_to_png",
                                    "webp_rgb_to_png", "bmp_rgb_to_png"}
     on_disk = json.loads(open(mixed["prefix"] + ".summary.json").read())
@@ -206,8 +211,10 @@ def test_conversions_keep_the_picture(mixed):
         feats = tf.train.Example.FromString(raw).features.feature
         by_name[feats["image/filename"].bytes_list.value[0].decode()] = feats
     images = mixed["root"] / "images"
-    # kept byte for byte
+    # kept byte for byte (EXIF orientation too: stored pixels, 60x20, as labelImg showed them)
     assert by_name["gray.jpg"]["image/encoded"].bytes_list.value[0] == (images / "gray.jpg").read_bytes()
+    assert by_name["rotated.jpg"]["image/encoded"].bytes_list.value[0] == (images / "rotated.jpg").read_bytes()
+    assert tf.io.decode_image(by_name["rotated.jpg"]["image/encoded"].bytes_list.value[0]).shape[:2] == (20, 60)
     # CMYK -> RGB: what TF decodes is Pillow's RGB rendering of the CMYK file (within JPEG loss)
     cmyk = tf.io.decode_image(by_name["cmyk.jpg"]["image/encoded"].bytes_list.value[0], channels=3).numpy()
     ref = np.asarray(Image.open(images / "cmyk.jpg").convert("RGB"), dtype=np.int16)
