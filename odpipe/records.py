@@ -676,6 +676,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
+    # Beam's local worker processes log start-up chatter as warnings; errors still show.
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
     beam_args = [f"--{n}={getattr(args, f'beam_{n}')}" for n in _BEAM_FLAGS if getattr(args, f"beam_{n}", None)]
     beam_args += list(args.beam_args or [])
     summary = convert(args.csv, args.images_dir, args.label_map, args.output, shards=args.shards,
