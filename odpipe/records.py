@@ -28,7 +28,9 @@ Images
   Every record must decode with Model Garden's `TfExampleDecoder` (`tf.io.decode_image(...,
   channels=3)`) at the size it claims. Kept byte-for-byte: JPEG in L/RGB (grayscale, progressive,
   camera MPO) and PNG in 1/L/RGB/P-without-transparency; their pixel data is fully entropy-decoded
-  once (JPEG at 1/8 scale, which still reads every coefficient) to catch truncated or corrupt files.
+  once (JPEG at 1/8 scale, which still reads every coefficient) to catch truncated or corrupt files
+  (`--verify header` checks only headers and end-of-image markers: ~2x faster, catches truncation
+  but not corruption inside the data).
   Converted: CMYK/YCCK JPEG -> RGB JPEG (quality 95, Adobe inversion handled by Pillow);
   RGBA/LA/transparent-palette images -> flattened over white -> PNG; 16-bit PNG -> 8-bit PNG;
   BMP/GIF/WebP/TIFF -> PNG (first frame; TF decodes GIF/WebP as 4-D animations). Rejected with a
