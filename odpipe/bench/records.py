@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line(f"odpipe tfrecord --verify {verify}", full, n))
         # marginal cost per image: the difference between the two sizes cancels the fixed start-up
         extra = full["seconds"] - small["seconds"]
-        startup = small["seconds"] - extra * small_n / (n - small_n) if n > small_n and extra > 0 else float("nan")
+        startup = small["seconds"] - extra * small_n / (n - small_n) if n > small_n and extra > 0 else None
         if n > small_n and extra > 0.25 * full["seconds"] * (n - small_n) / n:
             print(line("  steady state (marginal)", full, n - small_n, extra) + f"   start-up ~{startup:.1f} s")
         else:
