@@ -142,7 +142,9 @@ def _module(detector: Detector):
     import tensorflow as tf
 
     module = tf.Module()
-    module.model = detector.model
+    # Track the variables, not the Keras model: saving a Keras model also serialises every
+    # layer's call functions, which is slow and not needed by the two signatures.
+    module.weights = list(detector.model.variables)
     module.serve_bytes = tf.function(detector.serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     module.serve_images = tf.function(
         detector.serve_images, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="inputs")]
@@ -157,7 +159,7 @@ def _write_tflite(detector: Detector, path: str) -> dict:
     import tensorflow as tf
 
     holder = tf.Module()
-    holder.model = detector.model
+    holder.weights = list(detector.model.variables)
     holder.serve = tf.function(
         detector.serve_single, input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="inputs")]
     )

@@ -234,7 +234,7 @@ def build_config(
     experiment = preset.experiment if preset else model
     try:
         config = exp_factory.get_exp_config(experiment)
-    except (KeyError, AssertionError):
+    except (KeyError, LookupError, AssertionError):
         raise UserError(
             f"--model {model}: neither an odpipe preset ({', '.join(PRESETS)}) nor a registered Model Garden experiment"
         ) from None

@@ -1,1 +1,36 @@
-"""Trained model / export fixtures (owned by the train stage)."""
+"""Trained model / export fixtures (owned by the train stage).
+
+model_dir: a few real Model Garden training steps (RetinaNet-MobileNetV2 preset at 128 px) on the
+`records` fixture, with one evaluation, so best/ exists. export_dir: its export with TFLite.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+# Small but real: enough steps for the loss to fall and for detections to appear.
+FIXTURE_TRAIN = dict(image_size=128, batch_size=4, steps=40, eval_interval=40, steps_per_loop=5, strategy="cpu")
+
+
+@pytest.fixture(scope="session")
+def trained(records, label_map_path, tmp_path_factory):
+    """(model_dir, train() result) of the fixture run."""
+    from odpipe.train import train
+
+    out = tmp_path_factory.mktemp("model")
+    result = train(records["train"], records["eval"], str(label_map_path), str(out), echo=lambda _m: None, **FIXTURE_TRAIN)
+    return out, result
+
+
+@pytest.fixture(scope="session")
+def model_dir(trained):
+    return trained[0]
+
+
+@pytest.fixture(scope="session")
+def export_dir(model_dir, tmp_path_factory):
+    from odpipe.export import export_model
+
+    out = tmp_path_factory.mktemp("export")
+    export_model(str(model_dir), str(out), checkpoint="best", tflite=True)
+    return out
