@@ -172,3 +172,35 @@ def test_publish_copies_the_export_tree(comps, tmp_path):
     empty = artifact(Model, tmp_path / "nothing")
     with pytest.raises(UserError, match="export folder is empty or missing"):
         comps.publish.python_func(exported=empty, published=artifact(Model, tmp_path / "p2"))
+
+
+def test_components_speak_buckets(comps, tiny_data, gcs_bucket, tmp_path):
+    """Vertex hands components gs:// URIs: the annotation stage reads a bucket (the tests' GCS
+    emulator) and publish copies a bucket export tree through `.uri`. (The records stage's gs://
+    output is covered by tests/test_records.py; its URI plumbing by the Dataflow test above.)"""
+    from fixture_gcs import upload_dir
+
+    from odpipe import storage
+
+    data = f"{gcs_bucket}/components/data"
+    upload_dir(str(tiny_data), data)
+    labels = artifact(Dataset, tmp_path / "labels.csv")
+    comps.annotations_to_csv.python_func(
+        annotations=f"{data}/annotations", images=f"{data}/images", labels=labels,
+        report=artifact(Dataset, tmp_path / "report.json"), stats=artifact(Metrics, tmp_path / "stats"),
+    )
+    assert labels.metadata["images"] == 10
+    assert labels.metadata["source"] == {"annotations": f"{data}/annotations", "images": f"{data}/images"}
+    splits = artifact(Dataset, tmp_path / "splits")
+    comps.split.python_func(labels=labels, splits=splits, images=f"{data}/images", eval_fraction=0.3, seed=1)
+    assert splits.metadata["duplicates_by"]
+
+    exported = artifact(Model, f"{gcs_bucket}/components/run/export/exported")
+    upload_dir(str(tiny_data / "annotations"), exported.uri + "/saved_model/assets")
+    published = artifact(Model, f"{gcs_bucket}/components/run/publish/published")
+    comps.publish.python_func(exported=exported, published=published)
+    source = storage.glob(f"{exported.uri}/**")
+    copied = storage.glob(f"{published.uri}/**")
+    assert len(copied) == len(source) == 10 == published.metadata["files"]
+    assert [p[len(published.uri):] for p in copied] == [p[len(exported.uri):] for p in source]
+    assert storage.read_bytes(copied[-1]) == storage.read_bytes(source[-1])
