@@ -218,9 +218,12 @@ class Detector:
 
 
 def _reason(err: Exception) -> str:
+    """The informative line of a TensorFlow error (not "Graph execution error" boilerplate)."""
     text = getattr(err, "message", None) or str(err)
+    boilerplate = ("Graph execution error", "Detected at node", "<stack traces", "[[", "Traceback")
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return (lines[0] if lines else type(err).__name__)[:300]
+    useful = [line for line in lines if not line.startswith(boilerplate)]
+    return ((useful or lines or [type(err).__name__])[0])[:300]
 
 
 def image_info(data: bytes) -> tuple[int, int, int] | None:
