@@ -153,7 +153,16 @@ class Detector:
 
     def detect_bytes(self, encoded: list[bytes]) -> list[dict[str, np.ndarray] | str]:
         """Per image: its raw outputs (arrays cut to num_detections) or, if the model cannot read
-        it, a one-line reason. One bad image never loses the rest of the batch."""
+        it, a one-line reason. One bad image never loses the rest of the batch; an image that
+        TensorFlow cannot decode but Pillow can read completely (TIFF, odd BMPs...) is converted
+        to an RGB PNG and run again."""
+        encoded = list(encoded)
+        results = self._detect_bytes(encoded)
+        return [
+            self._retry_converted(data, r) if isinstance(r, str) else r for data, r in zip(encoded, results)
+        ]
+
+    def _detect_bytes(self, encoded: list[bytes]) -> list[dict[str, np.ndarray] | str]:
         import tensorflow as tf
 
         encoded = list(encoded)
@@ -177,6 +186,18 @@ class Detector:
             except tf.errors.OpError as err:
                 results.append(_reason(err))
         return results
+
+    def _retry_converted(self, data: bytes, reason: str) -> dict[str, np.ndarray] | str:
+        """An image TensorFlow cannot decode (e.g. TIFF) but Pillow can, re-encoded as RGB PNG."""
+        import tensorflow as tf
+
+        png = _to_png(data)
+        if png is None:
+            return reason
+        try:
+            return self._split(self.run_bytes([png]), 1)[0]
+        except tf.errors.OpError:
+            return reason
 
     @staticmethod
     def _split(out: dict[str, np.ndarray], n: int) -> list[dict[str, np.ndarray]]:
@@ -224,6 +245,23 @@ def _reason(err: Exception) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith(boilerplate)]
     return ((useful or lines or [type(err).__name__])[0])[:300]
+
+
+def _to_png(data: bytes) -> bytes | None:
+    """RGB PNG bytes of an image Pillow can decode completely; None otherwise (a truncated or
+    corrupt file stays unreadable: Pillow refuses truncated images by default)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            buf = io.BytesIO()
+            im.convert("RGB").save(buf, format="PNG")
+            return buf.getvalue()
+    except Exception:  # noqa: BLE001 - any failure means "cannot convert"
+        return None
 
 
 def image_info(data: bytes) -> tuple[int, int, int] | None:

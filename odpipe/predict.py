@@ -34,7 +34,7 @@ from collections import Counter
 from odpipe import storage
 from odpipe.errors import UserError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _GLOB_CHARS = set("*?[")
 
 PALETTE = [
@@ -56,7 +56,7 @@ def expand_inputs(inputs) -> list[tuple[str, str]]:
 
     `name` is the output name: the path relative to the folder it was found in, or the base
     name for a file or glob match; unique over the run. Folders and globs keep only image
-    extensions (case-insensitive: .jpg .jpeg .png .bmp .gif .webp); a file named directly is
+    extensions (case-insensitive: .jpg .jpeg .png .bmp .gif .webp .tif .tiff); a file named directly is
     kept whatever its extension. A path that does not exist, or nothing matched at all, is a
     UserError."""
     if isinstance(inputs, (str, os.PathLike)):

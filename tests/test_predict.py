@@ -88,8 +88,8 @@ def test_voc_files_read_back_by_xml_to_csv(tmp_path):
 
 @pytest.fixture(scope="module")
 def predict_inputs(sample_dir, tmp_path_factory):
-    """Sample images plus the awkward cases: .JPG, grayscale, PNG in a subfolder, an empty file,
-    a text file named .jpg and a truncated JPEG."""
+    """Sample images plus the awkward cases: .JPG, grayscale, PNG in a subfolder, TIFF, an empty
+    file, a text file named .jpg and a truncated JPEG."""
     root = tmp_path_factory.mktemp("predict_in")
     images = sorted(os.listdir(sample_dir / "images"))[:4]
     for name in images:
@@ -98,6 +98,7 @@ def predict_inputs(sample_dir, tmp_path_factory):
     Image.open(sample_dir / "images" / images[1]).convert("L").save(root / "gray.jpg")
     os.makedirs(root / "sub")
     Image.open(sample_dir / "images" / images[2]).save(root / "sub" / "rgb.png")
+    Image.open(sample_dir / "images" / images[2]).save(root / "scan.tif")  # TF cannot decode TIFF: converted
     (root / "empty.jpg").write_bytes(b"")
     (root / "text.jpg").write_text("hello")
     data = (sample_dir / "images" / images[3]).read_bytes()
@@ -123,9 +124,9 @@ def test_predict_end_to_end(predicted, predict_inputs):
     reasons = {os.path.basename(u["file"]): u["reason"] for u in summary["unreadable"]}
     assert "model cannot decode" in reasons["truncated.jpg"] and "JPEG" in reasons["truncated.jpg"]
     # the truncated JPEG failed its batch; the batch's other images were still predicted
-    assert doc["images_found"] == 10 and summary["images"] == 7
+    assert doc["images_found"] == 11 and summary["images"] == 8
     by_name = {p["output"]: p for p in doc["predictions"]}
-    assert {"UPPER", "gray", "sub/rgb"} <= set(by_name)
+    assert {"UPPER", "gray", "sub/rgb", "scan"} <= set(by_name)
     with Image.open(predict_inputs / "UPPER.JPG") as im:
         assert (by_name["UPPER"]["width"], by_name["UPPER"]["height"]) == im.size
     total = 0
