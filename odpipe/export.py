@@ -54,6 +54,21 @@ def resolve_export_checkpoint(model_dir: str, checkpoint: str = "best") -> tuple
     return resolve_checkpoint(checkpoint), "path"
 
 
+def normalize_boxes(boxes, image_info):
+    """Model-input pixel boxes [B, N, 4] (ymin, xmin, ymax, xmax) -> normalised to the original image.
+
+    `image_info` [B, 4, 2] is Model Garden's [[orig h, w], [scaled h, w], [y, x scale], [y, x offset]];
+    without augmentation the offset is 0, so original pixels = input pixels / scale.
+    """
+    import tensorflow as tf
+
+    image_info = tf.cast(image_info, tf.float32)
+    scale = tf.tile(image_info[:, 2:3, :], [1, 1, 2])  # [B, 1, 4]: y, x, y, x scale
+    original = tf.tile(image_info[:, 0:1, :], [1, 1, 2])  # [B, 1, 4]: h, w, h, w of the original
+    boxes = tf.cast(boxes, tf.float32) / scale / original
+    return tf.clip_by_value(boxes, 0.0, 1.0)
+
+
 class Detector:
     """Builds the RetinaNet of a config, restores a checkpoint and defines the serving functions."""
 
@@ -101,12 +116,8 @@ class Detector:
         import tensorflow as tf
 
         out = self.model.call(images=images, image_shape=image_info[:, 1, :], anchor_boxes=None, training=False)
-        scale = tf.tile(image_info[:, 2:3, :], [1, 1, 2])  # [B, 1, 4] (y, x, y, x) scale
-        original = tf.tile(image_info[:, 0:1, :], [1, 1, 2])  # [B, 1, 4] original (h, w, h, w)
-        boxes = tf.cast(out["detection_boxes"], tf.float32) / scale / original
-        boxes = tf.clip_by_value(boxes, 0.0, 1.0)
         return {
-            "detection_boxes": boxes,
+            "detection_boxes": normalize_boxes(out["detection_boxes"], image_info),
             "detection_scores": tf.cast(out["detection_scores"], tf.float32),
             "detection_classes": tf.cast(out["detection_classes"], tf.float32),
             "num_detections": tf.cast(out["num_detections"], tf.int32),
