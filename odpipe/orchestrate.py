@@ -120,8 +120,8 @@ def _add_parameter_arguments(parser: argparse.ArgumentParser, required_inputs: b
         "--beam-arg", dest="beam_args", action="append", default=None, metavar="OPTION",
         help="extra Beam option for the TFRecord stage, e.g. --beam-arg=--region=europe-west4 (repeatable)",
     )
-    for flag, _, kind, help_text in PARAMETERS:
-        group.add_argument(flag, type=kind, default=None, help=help_text)
+    for flag, name, kind, help_text in PARAMETERS:
+        group.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
     group.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE",
         help="any other pipeline parameter (VALUE parsed as JSON when it can be)",
@@ -508,6 +508,17 @@ def _prepared(args: argparse.Namespace, scratch: str) -> tuple[str, dict[str, An
     for name in ("annotations", "images"):
         if args.vertex and not storage.is_remote(params[name]):
             raise UserError(f"--{name} {params[name]}: a cloud run cannot read local folders; upload it and pass gs://BUCKET/...")
+    config = params.get("config_overrides")
+    if config and not storage.is_remote(config) and os.path.isfile(config):
+        # a local overrides file travels inline (the trainer takes YAML text as well as a path)
+        with open(config, encoding="utf-8") as f:
+            text = f.read()
+        params["config_overrides"] = text if text.endswith("\n") else text + "\n"
+    for name, flag in (("existing_label_map", "--existing-label-map"), ("baseline", "--baseline"),
+                       ("init_checkpoint", "--init-checkpoint"), ("publish_to", "--publish-to")):
+        value = params.get(name)
+        if value and not storage.is_remote(value) and (args.vertex or os.path.exists(value)):
+            raise UserError(f"{flag} {value}: a cloud run cannot read local files; upload it and pass gs://BUCKET/...")
     if args.pipeline:
         if not os.path.isfile(args.pipeline):
             raise UserError(f"--pipeline {args.pipeline}: file not found; compile one with `odpipe compile -o FILE`")

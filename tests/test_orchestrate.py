@@ -57,6 +57,14 @@ def test_only_given_parameters_are_sent(tmp_path):
     assert params["annotations"].startswith("/") and params["annotations"].endswith("rel/ann")
 
 
+def test_every_parameter_flag_reaches_the_pipeline():
+    for flag, name, kind, _ in orchestrate.PARAMETERS:
+        value = {int: "3", float: "0.5", str: "gs://b/x"}[kind]
+        params = orchestrate.pipeline_parameters(parse(["submit", "--kfp-host", "h", *GS_INPUTS, flag, value]))
+        assert params[name] == kind(value), flag
+        orchestrate.check_parameters(params)  # a name the pipeline has
+
+
 def test_parameter_errors_are_one_line(capsys):
     with pytest.raises(UserError, match="unknown pipeline parameter.*stepz"):
         orchestrate.check_parameters({"annotations": "a", "images": "b", "stepz": 1})
@@ -92,6 +100,8 @@ def test_cron_translation():
         (["schedule", "--cron", "bad", "--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r",
           *GS_INPUTS], "5 fields"),
         (["run", "--annotations", "/no/such/dir", "--images", "/no/such/dir"], "folder not found"),
+        (["submit", "--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r", *GS_INPUTS,
+          "--baseline", "old/metrics.json"], "--baseline old/metrics.json: a cloud run cannot read local files"),
     ],
 )
 def test_usage_errors(argv, message, capsys, monkeypatch):
@@ -170,9 +180,11 @@ def test_submit_vertex_request(vertex, capsys):
     assert "submitted Vertex AI pipeline job projects/my-proj/locations/europe-west4/pipelineJobs/" in capsys.readouterr().out
 
 
-def test_schedule_vertex_request(vertex, capsys):
+def test_schedule_vertex_request(vertex, capsys, tmp_path):
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text("task:\n  model:\n    num_classes: 4", encoding="utf-8")
     argv = ["schedule", "--cron", "TZ=Europe/Amsterdam 0 3 * * 1", "--max-runs", "10", *VERTEX, *GS_INPUTS,
-            "--min-map", "0.4", "--no-cache"]
+            "--min-map", "0.4", "--no-cache", "--config", str(overrides)]
     assert main(argv) == 0
     schedule = vertex["schedule"]["schedule"]
     assert vertex["schedule"]["parent"] == "projects/my-proj/locations/europe-west4"
@@ -181,6 +193,8 @@ def test_schedule_vertex_request(vertex, capsys):
     job = schedule.create_pipeline_job_request.pipeline_job
     assert job.runtime_config.gcs_output_directory == "gs://my-bucket/root"
     assert job.runtime_config.parameter_values["min_map"] == 0.4
+    # a local overrides file is sent inline, as YAML text
+    assert job.runtime_config.parameter_values["config_overrides"] == "task:\n  model:\n    num_classes: 4\n"
     tasks = type(job).to_dict(job)["pipeline_spec"]["root"]["dag"]["tasks"]
     assert tasks["train"]["cachingOptions"].get("enableCache") in (None, False)  # --no-cache
     assert "created Vertex AI schedule" in capsys.readouterr().out
