@@ -122,6 +122,21 @@ def _refuse_network(real):
     return wrapper
 
 
+def test_run_names_the_failing_task(tmp_path, capsys):
+    """A real local run whose first task fails (no XML in the folder): one line naming the task."""
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "images").mkdir()
+    argv = ["run", "--annotations", str(tmp_path / "annotations"), "--images", str(tmp_path / "images"),
+            "--work-dir", str(tmp_path / "work")]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()[-1]
+    assert err.startswith("odpipe run: error: local pipeline run failed:") and "'annotations-to-csv'" in err
+    assert "\x1b[" not in err
+    assert "no .xml files found" in captured.out  # the task's own one-line error, in its log
+    assert "annotations-to-csv   failed" in captured.out and "train                not run" in captured.out
+
+
 # ------------------------------------------------------------------------------------------ Vertex
 
 
