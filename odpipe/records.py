@@ -4,7 +4,9 @@
 
 writes `records/train-00000-of-0000N.tfrecord` (glob `records/train-*.tfrecord`) and, last,
 `records/train.summary.json`. Paths may be local or `gs://`. Locally it runs on Beam's
-DirectRunner with one worker process per core; `--runner DataflowRunner --project P --region R
+DirectRunner on every core: one worker process per core, or for small jobs (under
+DIRECT_IN_PROCESS_MAX_BYTES of images) threads in one process, which skips the worker processes'
+start-up (`--direct_running_mode`/`--direct_num_workers` choose explicitly); `--runner DataflowRunner --project P --region R
 --temp_location gs://B/tmp --sdk_container_image IMAGE` runs it on Dataflow (other Beam flags go
 last, after `--beam-options`).
 
@@ -27,10 +29,11 @@ How it runs
 Images
   Every record must decode with Model Garden's `TfExampleDecoder` (`tf.io.decode_image(...,
   channels=3)`) at the size it claims. Kept byte-for-byte: JPEG in L/RGB (grayscale, progressive,
-  camera MPO) and PNG in 1/L/RGB/P-without-transparency; their pixel data is fully entropy-decoded
-  once (JPEG at 1/8 scale, which still reads every coefficient) to catch truncated or corrupt files
-  (`--verify header` checks only headers and end-of-image markers: ~2x faster, catches truncation
-  but not corruption inside the data).
+  camera MPO) and PNG in 1/L/RGB/P-without-transparency. Each is walked to its end (JPEG marker
+  segments and scan data up to the end-of-image marker, PNG chunk CRCs up to IEND: truncation and
+  garbage bytes, which TF's decoder rejects, are caught) and, with the default `--verify pixels`,
+  its pixel data is entropy-decoded once (JPEG at 1/8 scale, which still reads every coefficient),
+  proving it decodes at its size. `--verify structure` skips the decode (several times faster).
   Converted: CMYK/YCCK JPEG -> RGB JPEG (quality 95, Adobe inversion handled by Pillow);
   RGBA/LA/transparent-palette images -> flattened over white -> PNG; 16-bit PNG -> 8-bit PNG;
   BMP/GIF/WebP/TIFF -> PNG (first frame; TF decodes GIF/WebP as 4-D animations). Rejected with a
@@ -64,10 +67,12 @@ import json
 import math
 import os
 import posixpath
+import re
 import struct
 import sys
 import time
 import uuid
+import zlib
 from collections import Counter
 
 import apache_beam as beam
@@ -218,24 +223,67 @@ def _encode(img, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-VERIFY_MODES = ("pixels", "header")
+VERIFY_MODES = ("pixels", "structure")
+_VERIFY_ALIASES = {"header": "structure"}  # the name of "structure" before it walked the whole file
+
+# After a JPEG's first SOS, a 0xFF byte followed by anything but 0x00 (stuffing), RST0-7 or 0xFF (fill)
+# is a marker; these are the ones a (progressive) JPEG may carry between scans and before EOI.
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_JPEG_BETWEEN_SCANS = {0xC4, 0xCC, 0xD9, 0xDA, 0xDB, 0xDC, 0xDD, 0xFE, *range(0xE0, 0xF0)}
 
 
-def _has_end_marker(data: bytes, fmt: str) -> bool:
-    if fmt == "PNG":
-        return b"IEND" in data[-64:]
-    return b"\xff\xd9" in data[-4096:]
+def _jpeg_structure_problem(data: bytes) -> str | None:
+    """Walk a JPEG's marker segments and entropy-coded data to EOI; the problem found, or None.
 
-
-def prepare_image(data: bytes, verify: str = "pixels") -> tuple[bytes, str, int, int, str | None]:
-    """Check (and if needed convert) encoded image bytes for TF's decoder.
-
-    verify="pixels" decodes the pixel data of kept JPEG/PNG files (JPEG at 1/8 scale, which still
-    reads every coefficient), catching truncated and corrupt files; "header" only parses the
-    header and checks the end-of-image marker (catches truncation, not corruption inside the
-    data), about 3x cheaper. Images that are converted are always fully decoded.
-    Returns (bytes, format 'jpeg'|'png', width, height, conversion or None); raises Rejected.
+    Catches truncation (no EOI) and data that TF's decoder rejects as an unsupported marker
+    inside the scan (garbage bytes); not bit flips that still decode (TF decodes those too).
     """
+    pos, size, scans = 2, len(data), 0
+    while pos < size:
+        if data[pos] != 0xFF:
+            return f"bad JPEG segment at byte {pos}"
+        while pos < size and data[pos] == 0xFF:
+            pos += 1
+        if pos >= size:
+            break
+        marker = data[pos]
+        pos += 1
+        if scans and marker not in _JPEG_BETWEEN_SCANS:
+            return f"invalid marker 0x{marker:02x} inside the image data at byte {pos - 2}"
+        if marker == 0xD9:
+            return None if scans else "end-of-image marker before any image data"
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            continue
+        if pos + 2 > size:
+            break
+        pos += int.from_bytes(data[pos:pos + 2], "big")
+        if marker == 0xDA:
+            scans += 1
+            found = _JPEG_MARKER.search(data, pos)
+            if found is None:
+                break
+            pos = found.start()
+    return "truncated JPEG file (no end-of-image marker)"
+
+
+def _png_structure_problem(data: bytes) -> str | None:
+    """Walk a PNG's chunks checking every CRC up to IEND; the problem found, or None."""
+    pos, size = 8, len(data)
+    while pos + 12 <= size:
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        end = pos + 8 + length
+        if end + 4 > size:
+            break
+        if zlib.crc32(data[pos + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
+            return f"corrupt PNG chunk {data[pos + 4:pos + 8].decode('latin-1')!r} (CRC mismatch at byte {pos})"
+        if data[pos + 4:pos + 8] == b"IEND":
+            return None
+        pos = end + 4
+    return "truncated PNG file (no IEND chunk)"
+
+
+def _prepare(data: bytes, verify: str):
+    """prepare_image + whether a kept JPEG carries a rotating EXIF orientation (one parse)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -251,37 +299,50 @@ def prepare_image(data: bytes, verify: str = "pixels") -> tuple[bytes, str, int,
     try:
         keep_jpeg = fmt in ("JPEG", "MPO") and img.mode in _KEEP_JPEG_MODES
         keep_png = fmt == "PNG" and img.mode in _KEEP_PNG_MODES and "transparency" not in img.info
-        if (keep_jpeg or keep_png) and verify == "header":
-            if not _has_end_marker(data, fmt):
-                raise Rejected("corrupt", f"truncated {fmt} file (no end-of-image marker)")
-        elif keep_jpeg:
-            img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
-            img.load()
-        elif keep_png:
-            img.load()
-        if keep_jpeg:
-            return data, "jpeg", width, height, None
-        if keep_png:
-            return data, "png", width, height, None
+        if keep_jpeg or keep_png:
+            problem = (_jpeg_structure_problem if keep_jpeg else _png_structure_problem)(data)
+            if problem:
+                raise Rejected("corrupt", problem)
+            if verify == "pixels":
+                if keep_jpeg:  # DCT-scaled: every coefficient is still entropy-decoded, the IDCT is skipped
+                    img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
+                img.load()
+            rotated = keep_jpeg and "exif" in img.info and _orientation(img) not in (1, None)
+            return data, ("jpeg" if keep_jpeg else "png"), width, height, None, rotated
         img.seek(0)
         img.load()
         if fmt in ("JPEG", "MPO"):
-            return _encode(img.convert("RGB"), "jpeg"), "jpeg", width, height, f"jpeg_{img.mode.lower()}_to_rgb"
+            converted = _encode(img.convert("RGB"), "jpeg"), "jpeg", width, height, f"jpeg_{img.mode.lower()}_to_rgb"
+            return (*converted, False)
         flat = _flatten(img)
-        return _encode(flat, "png"), "png", width, height, f"{str(fmt).lower()}_{img.mode.lower()}_to_png"
+        return _encode(flat, "png"), "png", width, height, f"{str(fmt).lower()}_{img.mode.lower()}_to_png", False
+    except Rejected:
+        raise
     except Image.DecompressionBombError as err:
         raise Rejected("too_large", f"image too large to decode safely ({err})") from None
     except Exception as err:  # noqa: BLE001 - Pillow raises OSError/SyntaxError/ValueError for bad data
         raise Rejected("corrupt", f"corrupt or truncated {fmt} data ({type(err).__name__}: {err})") from None
 
 
-def _exif_rotated(data: bytes) -> bool:
-    from PIL import Image
-
+def _orientation(img):
     try:
-        return Image.open(io.BytesIO(data)).getexif().get(0x0112, 1) not in (1, None)
+        return img.getexif().get(0x0112, 1)
     except Exception:  # noqa: BLE001 - EXIF is informative only
-        return False
+        return None
+
+
+def prepare_image(data: bytes, verify: str = "pixels") -> tuple[bytes, str, int, int, str | None]:
+    """Check (and if needed convert) encoded image bytes for TF's decoder.
+
+    Kept JPEG/PNG files are always walked to their end: JPEG marker segments and the scan data up
+    to the end-of-image marker (an invalid marker inside the data is what TF's decoder rejects),
+    PNG chunks with their CRCs up to IEND. verify="pixels" (default) also decodes the pixel data
+    (JPEG at 1/8 scale, which still entropy-decodes every coefficient), proving the file decodes
+    at its size; "structure" stops after the walk (several times cheaper; catches truncation and
+    garbage data, not damage that only a decoder notices). Converted images are always fully decoded.
+    Returns (bytes, format 'jpeg'|'png', width, height, conversion or None); raises Rejected.
+    """
+    return _prepare(data, _VERIFY_ALIASES.get(verify, verify))[:5]
 
 
 # tf.train.Example wire format, written directly so Beam workers need no TensorFlow.
@@ -335,7 +396,7 @@ def image_to_example(item: dict, data: bytes, verify: str = "pixels") -> tuple[b
 
     info: {"objects": int, "conversion": str|None, "exif_rotated": bool, "bytes": int}.
     """
-    encoded, fmt, width, height, conversion = prepare_image(data, verify)
+    encoded, fmt, width, height, conversion, rotated = _prepare(data, _VERIFY_ALIASES.get(verify, verify))
     objects = item["objects"]
     if (width, height) != (item["width"], item["height"]):
         if objects:
@@ -366,7 +427,7 @@ def image_to_example(item: dict, data: bytes, verify: str = "pixels") -> tuple[b
     info = {
         "objects": len(objects),
         "conversion": conversion,
-        "exif_rotated": fmt == "jpeg" and conversion is None and _exif_rotated(data),
+        "exif_rotated": rotated,
         "bytes": len(encoded),
     }
     return encode_example(features), info
@@ -462,10 +523,20 @@ def WriteShards(groups, images_dir: str, prefix: str, num_shards: int, verify: s
 _DATAFLOW_REQUIRED = ("project", "region", "temp_location")
 
 
-def build_pipeline_options(runner: str = "DirectRunner", beam_args: list[str] | None = None):
+# Below this much image data (estimated from a sample of file sizes) a local run is faster in one
+# process: starting Beam's worker processes costs ~5-10 s, more than they save on small jobs
+# (measured with `python -m odpipe.bench records`; see README "Performance").
+DIRECT_IN_PROCESS_MAX_BYTES = 256 * 1024 * 1024
+DIRECT_IN_PROCESS_MODE = "multi_threading"
+
+
+def build_pipeline_options(runner: str = "DirectRunner", beam_args: list[str] | None = None,
+                           estimated_bytes: float | None = None):
     """PipelineOptions for `runner` (+ pass-through Beam flags).
 
-    DirectRunner defaults to multi-process with one worker per core unless the flags say otherwise.
+    DirectRunner, unless the flags choose `--direct_running_mode`: multi-process with one worker per
+    core, or in one process (threads) when `estimated_bytes` of images is below
+    DIRECT_IN_PROCESS_MAX_BYTES, where worker start-up would cost more than it saves.
     DataflowRunner needs --project, --region and --temp_location (UserError otherwise).
     """
     from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
@@ -475,7 +546,9 @@ def build_pipeline_options(runner: str = "DirectRunner", beam_args: list[str] | 
     if runner in ("DirectRunner", "direct"):
         mode = next((a.split("=", 1)[1] for a in args if a.startswith("--direct_running_mode=")), None)
         if "--direct_running_mode" not in flags:
-            args.append("--direct_running_mode=multi_processing")
+            small = estimated_bytes is not None and estimated_bytes < DIRECT_IN_PROCESS_MAX_BYTES
+            mode = DIRECT_IN_PROCESS_MODE if small else "multi_processing"
+            args.append(f"--direct_running_mode={mode}")
         if "--direct_num_workers" not in flags and mode in (None, "multi_processing", "multi_threading"):
             args.append("--direct_num_workers=0")
     options = PipelineOptions(["--runner", runner, *args])
@@ -490,11 +563,10 @@ def build_pipeline_options(runner: str = "DirectRunner", beam_args: list[str] | 
     return options
 
 
-def default_shards(items: list[dict], images_dir: str, sample: int = 32) -> int:
-    """About 128 MiB per shard (sizes of up to `sample` images), and at least one per 250 images
-    up to 16, so that several workers write in parallel (a shard is written by one worker)."""
+def mean_image_bytes(items: list[dict], images_dir: str, sample: int = 32) -> float | None:
+    """Mean file size of up to `sample` images spread over the plan (None when none is readable)."""
     if not items:
-        return 1
+        return None
     step = max(1, len(items) // sample)
     paths = [storage.join(images_dir, items[i]["filename"]) for i in range(0, len(items), step)][:sample]
     sizes = []
@@ -508,7 +580,15 @@ def default_shards(items: list[dict], images_dir: str, sample: int = 32) -> int:
                 sizes.append(os.path.getsize(path))
         except Exception:  # noqa: BLE001 - a missing image is reported by the pipeline itself
             continue
-    mean = sum(sizes) / len(sizes) if sizes else 200_000
+    return sum(sizes) / len(sizes) if sizes else None
+
+
+def default_shards(items: list[dict], images_dir: str, sample: int = 32, mean_bytes: float | None = None) -> int:
+    """About 128 MiB per shard (sizes of up to `sample` images), and at least one per 250 images
+    up to 16, so that several workers write in parallel (a shard is written by one worker)."""
+    if not items:
+        return 1
+    mean = mean_bytes or mean_image_bytes(items, images_dir, sample) or 200_000
     by_size = math.ceil(mean * len(items) / TARGET_SHARD_BYTES)
     by_count = min(16, math.ceil(len(items) / 250))
     return int(min(MAX_SHARDS, max(1, by_size, by_count)))
@@ -566,24 +646,30 @@ def convert(
         label_map_path: label map `.pbtxt`; every CSV class must be in it.
         output_prefix: path prefix of the shards and the summary (local or gs://).
         shards: number of shards; default about 128 MiB each.
-        runner: Beam runner, "DirectRunner" (multi-process, all cores) or "DataflowRunner".
+        runner: Beam runner, "DirectRunner" (all cores: worker processes, or threads in this process for
+            jobs under DIRECT_IN_PROCESS_MAX_BYTES; `--direct_running_mode` in beam_args overrides) or
+            "DataflowRunner".
         beam_args: further Beam flags, e.g. ["--project=P", "--region=R", "--temp_location=gs://B/tmp"].
-        verify: "pixels" (decode kept images to catch corrupt data) or "header" (end marker only; faster).
+        verify: "pixels" (decode kept images: proves they decode) or "structure" (walk markers/chunks to the
+            end: catches truncation and garbage, several times faster; "header" is an alias).
     """
     from odpipe.annotations import read_labels_csv
     from odpipe.label_map import read_label_map
 
     csv_path, images_dir, output_prefix = str(csv_path), str(images_dir), str(output_prefix)
+    verify = _VERIFY_ALIASES.get(verify, verify)
     if verify not in VERIFY_MODES:
         raise UserError(f"--verify {verify}: choose one of {', '.join(VERIFY_MODES)}")
     if shards is not None and shards < 1:
         raise UserError(f"--shards {shards}: need at least 1 shard")
-    options = build_pipeline_options(runner, beam_args)
+    build_pipeline_options(runner, beam_args)  # bad Dataflow flags fail before any reading
     label_map = read_label_map(str(label_map_path))
     frame = read_labels_csv(csv_path)
     plan = plan_images(frame, label_map, csv_path)
     items = plan["items"]
-    num_shards = shards or default_shards(items, images_dir)
+    mean_bytes = mean_image_bytes(items, images_dir)
+    num_shards = shards or default_shards(items, images_dir, mean_bytes=mean_bytes)
+    options = build_pipeline_options(runner, beam_args, (mean_bytes or 200_000) * len(items))
 
     parent, base = (posixpath.split(output_prefix) if storage.is_remote(output_prefix) else os.path.split(output_prefix))
     if not base:
@@ -666,9 +752,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="output prefix, e.g. records/train (local or gs://)")
     parser.add_argument("--shards", type=int, help="number of shards (default: about 128 MiB each)")
     parser.add_argument("--runner", default="DirectRunner", help="DirectRunner (all cores) or DataflowRunner")
-    parser.add_argument("--verify", choices=VERIFY_MODES, default="pixels",
-                        help="pixels: decode every kept image to catch corrupt data (default); header: only check "
-                             "headers and end markers (faster; catches truncation, not corruption inside the data)")
+    parser.add_argument("--verify", choices=[*VERIFY_MODES, *_VERIFY_ALIASES], default="pixels",
+                        help="pixels: decode every kept image, proving it decodes at its size (default); structure: "
+                             "walk JPEG markers / PNG chunk CRCs to the end without decoding (several times faster; "
+                             "catches truncation and garbage data, not damage only a decoder notices)")
     beam_group = parser.add_argument_group(
         "Beam options", "passed to Beam as --NAME=VALUE; any other Beam flag goes after --beam-options (last)")
     for name in _BEAM_FLAGS:

@@ -388,3 +388,69 @@ def test_verify_modes_both_catch_truncation():
     with pytest.raises(records.Rejected) as info:
         records.prepare_image(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     assert info.value.key in ("corrupt", "unreadable")
+
+
+def _noisy_jpeg(progressive=False) -> bytes:
+    rng = np.random.default_rng(3)
+    arr = (rng.normal(128, 40, (96, 128, 3))).clip(0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr, "RGB").save(buf, "JPEG", quality=90, progressive=progressive)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_verification_agrees_with_tensorflow_on_damaged_jpegs(progressive):
+    """The default verify mode rejects exactly the damaged files TF's decoder rejects (and keeps the rest)."""
+    import tensorflow as tf
+
+    good = _noisy_jpeg(progressive)
+    n = len(good)
+    garbage = bytes(np.random.default_rng(0).integers(0, 256, 600, dtype=np.uint8))
+    cases = {
+        "truncated": good[: n - 300],
+        "truncated_half": good[: n // 2],
+        "garbage_inside": good[: n // 2] + garbage + good[n // 2 + 600:],
+        "zeros_inside": good[: n // 2] + b"\0" * 600 + good[n // 2 + 600:],
+    }
+    for name, data in cases.items():
+        try:
+            tf.io.decode_image(data, channels=3).numpy()
+            tf_ok = True
+        except tf.errors.InvalidArgumentError:
+            tf_ok = False
+        try:
+            records.prepare_image(data)
+            ours = True
+        except records.Rejected as rej:
+            ours = False
+            assert rej.key == "corrupt" and str(rej), name
+        assert ours == tf_ok, f"{name}: TF decodes={tf_ok}, odpipe keeps={ours}"
+        if name.startswith(("truncated", "garbage")):
+            assert not ours, name  # the cases that matter are really rejected, by both modes
+            with pytest.raises(records.Rejected):
+                records.prepare_image(data, "structure")
+
+
+def test_png_chunk_damage_rejected_by_both_modes():
+    buf = io.BytesIO()
+    _rgb(64, 48).save(buf, "PNG")
+    bad = bytearray(buf.getvalue())
+    bad[len(bad) // 2] ^= 0x01
+    for verify in records.VERIFY_MODES:
+        with pytest.raises(records.Rejected, match="CRC mismatch"):
+            records.prepare_image(bytes(bad), verify)
+    assert records.prepare_image(buf.getvalue(), "header")[1] == "png"  # the old mode name still works
+
+
+def test_direct_running_mode_follows_job_size_unless_chosen():
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    def mode(**kw):
+        return records.build_pipeline_options(**kw).view_as(DirectOptions)
+
+    small = mode(estimated_bytes=records.DIRECT_IN_PROCESS_MAX_BYTES / 2)
+    assert (small.direct_running_mode, small.direct_num_workers) == (records.DIRECT_IN_PROCESS_MODE, 0)
+    assert mode(estimated_bytes=records.DIRECT_IN_PROCESS_MAX_BYTES * 2).direct_running_mode == "multi_processing"
+    chosen = mode(beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=3"], estimated_bytes=1)
+    assert (chosen.direct_running_mode, chosen.direct_num_workers) == ("multi_processing", 3)
+    assert mode(beam_args=["--direct_running_mode=in_memory"], estimated_bytes=1e12).direct_running_mode == "in_memory"
