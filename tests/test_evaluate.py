@@ -196,11 +196,20 @@ def test_report_html_is_self_contained():
 
 
 @pytest.fixture(scope="module")
-def evaluated(export_dir, records, tmp_path_factory):
+def detector(export_dir):
+    """The real export, loaded once for this module's in-process runs."""
+    from odpipe.detector import Detector
+
+    with Detector(str(export_dir)) as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="module")
+def evaluated(detector, records, tmp_path_factory):
     from odpipe.evaluate import evaluate
 
     out = tmp_path_factory.mktemp("report")
-    return out, evaluate(str(export_dir), records["eval"], str(out), progress=False)
+    return out, evaluate(detector, records["eval"], str(out), progress=False)
 
 
 def test_evaluate_end_to_end(evaluated, records):
@@ -261,3 +270,33 @@ def test_evaluate_gs_model_records_and_report(export_dir, records, gcs_bucket):
     doc = json.loads(storage.read_text(f"{gcs_bucket}/report/metrics.json"))
     assert doc["mAP"] == metrics["mAP"]
     assert "data:image/jpeg;base64," in storage.read_text(f"{gcs_bucket}/report/report.html")
+
+
+def test_evaluate_refuses_records_of_another_label_map(detector, tmp_path):
+    import tensorflow as tf
+
+    from odpipe.evaluate import evaluate
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, format="JPEG")
+
+    def feature(kind, values):
+        return tf.train.Feature(**{kind: {"float_list": tf.train.FloatList, "int64_list": tf.train.Int64List,
+                                          "bytes_list": tf.train.BytesList}[kind](value=values)})
+
+    example = tf.train.Example(features=tf.train.Features(feature={
+        "image/encoded": feature("bytes_list", [buf.getvalue()]), "image/filename": feature("bytes_list", [b"red.jpg"]),
+        "image/width": feature("int64_list", [64]), "image/height": feature("int64_list", [48]),
+        **{f"image/object/bbox/{k}": feature("float_list", [v]) for k, v in
+           (("xmin", 0.1), ("ymin", 0.1), ("xmax", 0.5), ("ymax", 0.6))},
+        "image/object/class/label": feature("int64_list", [1]),
+        "image/object/class/text": feature("bytes_list", [b"hexagon"]),
+    }))
+    path = tmp_path / "eval-00000-of-00001.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as w:
+        w.write(example.SerializeToString())
+    with pytest.raises(UserError, match=r"class id 1 is 'hexagon' in the records but 'circle'"):
+        evaluate(detector, str(path), str(tmp_path / "r"), progress=False)
+    (tmp_path / "junk-00000-of-00001.tfrecord").write_bytes(b"not a tfrecord at all")
+    with pytest.raises(UserError, match="junk-00000-of-00001.tfrecord: not a readable TFRecord"):
+        evaluate(detector, str(tmp_path / "junk-*.tfrecord"), str(tmp_path / "r"), progress=False)

@@ -107,11 +107,20 @@ def predict_inputs(sample_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def predicted(export_dir, predict_inputs, tmp_path_factory):
+def detector(export_dir):
+    """The real export, loaded once for this module's in-process runs."""
+    from odpipe.detector import Detector
+
+    with Detector(str(export_dir)) as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="module")
+def predicted(detector, predict_inputs, tmp_path_factory):
     from odpipe.predict import predict
 
     out = tmp_path_factory.mktemp("predict_out")
-    summary = predict(str(export_dir), [str(predict_inputs)], str(out), threshold=0.0, voc=True, batch_size=4,
+    summary = predict(detector, [str(predict_inputs)], str(out), threshold=0.0, voc=True, batch_size=4,
                       progress=False)
     return out, summary
 
@@ -164,7 +173,7 @@ def test_predict_voc_round_trip_through_xml_to_csv(predicted, predict_inputs, tm
         assert abs(row["xmax"] - d["box"]["xmax"]) <= 1 and abs(row["ymax"] - d["box"]["ymax"]) <= 1
 
 
-def test_predict_gs_in_and_out(export_dir, predict_inputs, gcs_bucket):
+def test_predict_gs_in_and_out(detector, predict_inputs, gcs_bucket):
     from fixture_gcs import upload_dir
 
     from odpipe import storage
@@ -172,7 +181,7 @@ def test_predict_gs_in_and_out(export_dir, predict_inputs, gcs_bucket):
 
     src = f"{gcs_bucket}/predict-in"
     upload_dir(str(predict_inputs / "sub"), src)
-    summary = predict(str(export_dir), [src + "/"], f"{gcs_bucket}/predict-out", threshold=0.3, voc=True,
+    summary = predict(detector, [src + "/"], f"{gcs_bucket}/predict-out", threshold=0.3, voc=True,
                       progress=False)
     assert summary["images"] == 1 and not summary["unreadable"]
     doc = json.loads(storage.read_text(f"{gcs_bucket}/predict-out/predictions.json"))
