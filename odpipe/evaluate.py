@@ -20,6 +20,7 @@ gs://). Decisions, all stated here so the numbers can be trusted:
   a missed object is (class, background), a false alarm (background, class). Matching is greedy
   by IoU, same-class pairs first, then any class (a box found with the wrong label is a
   confusion, not a miss plus a false alarm). Detections on difficult/crowd boxes are ignored.
+  per_class also gives "precision@threshold" and "recall@threshold" read from that matrix.
 * "blessed": mAP >= --min-map (when given) and mAP >= the --baseline metrics.json's mAP (when
   given); neither given -> blessed, and the reasons say so. Undefined mAP -> not blessed.
 * An image the model cannot decode is skipped, counted and listed under "skipped"; records whose
@@ -457,6 +458,11 @@ def evaluate(
     stats = coco["stats"]
     blessed, reasons = bless(stats["mAP"], min_map, baseline_doc, baseline_path)
     labels = [label_map[cid] for cid in sorted(label_map)] + ["background"]
+    for k, cid in enumerate(sorted(label_map)):  # operating point of the confusion matrix
+        tp, predicted, actual = int(matrix[k, k]), int(matrix[:, k].sum()), int(matrix[k, :].sum())
+        entry = coco["per_class"][label_map[cid]]
+        entry["precision@threshold"] = tp / predicted if predicted else None
+        entry["recall@threshold"] = tp / actual if actual else None
     n_objects = sum(1 for im in images for g in im.ground_truth if not g.ignore)
     metrics = {
         "mAP": stats["mAP"],

@@ -127,11 +127,14 @@ def render_html(metrics: dict, confusion_png: bytes, pr_png: bytes, gallery: lis
     for name, value in metrics["coco"].items():
         out.append(f"<tr><td>{e(name)}</td><td>{_num(value)}</td></tr>")
     out.append("</table><h2>Per class</h2><table><tr><th>class</th><th>AP</th><th>AP@0.5</th>"
-               "<th>AP@0.75</th><th>recall</th><th>objects</th><th>detections</th></tr>")
+               "<th>AP@0.75</th><th>recall</th><th>precision@thr</th><th>recall@thr</th><th>objects</th>"
+               "<th>detections</th></tr>")
     for name, pc in metrics["per_class"].items():
         out.append(
             f"<tr><td>{e(name)}</td><td>{_num(pc['AP'])}</td><td>{_num(pc['AP@0.5'])}</td>"
-            f"<td>{_num(pc['AP@0.75'])}</td><td>{_num(pc['recall'])}</td><td>{pc['ground_truth']}</td>"
+            f"<td>{_num(pc['AP@0.75'])}</td><td>{_num(pc['recall'])}</td>"
+            f"<td>{_num(pc.get('precision@threshold'))}</td><td>{_num(pc.get('recall@threshold'))}</td>"
+            f"<td>{pc['ground_truth']}</td>"
             f"<td>{pc['detections']}</td></tr>"
         )
     cm = metrics["confusion_matrix"]

@@ -225,6 +225,8 @@ def test_evaluate_end_to_end(evaluated, records):
     cm = np.array(metrics["confusion_matrix"]["matrix"])
     assert cm.shape == (4, 4) and cm[3, 3] == 0
     assert cm[:3].sum() == metrics["objects"]  # every object is matched or missed, exactly once
+    for k, pc in enumerate(metrics["per_class"].values()):
+        assert pc["recall@threshold"] == (cm[k, k] / cm[k].sum() if cm[k].sum() else None)
     assert metrics["blessed"] is True and "by default" in metrics["blessing"]["reasons"][0]
     for name in ("confusion_matrix.png", "pr_curves.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
