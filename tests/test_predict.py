@@ -181,9 +181,9 @@ def test_predict_gs_in_and_out(detector, predict_inputs, gcs_bucket):
 
     src = f"{gcs_bucket}/predict-in"
     upload_dir(str(predict_inputs / "sub"), src)
-    summary = predict(detector, [src + "/"], f"{gcs_bucket}/predict-out", threshold=0.3, voc=True,
+    summary = predict(detector, [src + "/", src + "/*.png"], f"{gcs_bucket}/predict-out", threshold=0.3, voc=True,
                       progress=False)
-    assert summary["images"] == 1 and not summary["unreadable"]
+    assert summary["images"] == 1 and not summary["unreadable"]  # folder and glob name one object
     doc = json.loads(storage.read_text(f"{gcs_bucket}/predict-out/predictions.json"))
     assert doc["predictions"][0]["filename"] == f"{src}/rgb.png"
     assert storage.exists(f"{gcs_bucket}/predict-out/images/rgb.jpg")
