@@ -37,7 +37,7 @@ lint: setup ## lint the Dockerfiles
 	$(VENV)/bin/hadolint images/*.Dockerfile
 
 compile: setup ## compile the pipeline to pipeline.yaml
-	$(VENV)/bin/odpipe compile -o pipeline.yaml
+	$(VENV)/bin/odpipe compile -o pipeline.yaml --image $(REGISTRY)/odpipe:$(VERSION) --trainer-image $(REGISTRY)/odpipe-gpu:$(VERSION)
 
 images: ## build and push the component images (needs Docker; REGISTRY=...)
 	docker build -f images/cpu.Dockerfile -t $(REGISTRY)/odpipe:$(VERSION) .
