@@ -4,9 +4,9 @@
 
 writes `records/train-00000-of-0000N.tfrecord` (glob `records/train-*.tfrecord`) and, last,
 `records/train.summary.json`. Paths may be local or `gs://`. Locally it runs on Beam's
-DirectRunner on every core: one worker process per core, or for small jobs (under
-DIRECT_IN_PROCESS_MAX_BYTES of images) threads in one process, which skips the worker processes'
-start-up (`--direct_running_mode`/`--direct_num_workers` choose explicitly); `--runner DataflowRunner --project P --region R
+DirectRunner on every core: in one process whose threads prepare the images, or, for jobs large
+enough to repay their start-up, one worker process per core (`direct_running_mode`;
+`--direct_running_mode`/`--direct_num_workers` choose explicitly); `--runner DataflowRunner --project P --region R
 --temp_location gs://B/tmp --sdk_container_image IMAGE` runs it on Dataflow (other Beam flags go
 last, after `--beam-options`).
 
@@ -21,7 +21,9 @@ How it runs
      grouped by shard (round-robin in filename order); each shard is written by one worker, image
      by image, so memory stays flat however large the dataset. Per image it reads the bytes through
      Beam's file systems, checks and if needed converts them (`prepare_image`), and builds the
-     record (`image_to_example`, pure). Rejected images go to a side output with their reason.
+     record (`image_to_example`, pure), on a few threads at most a small window ahead of the
+     writer (reads, decoding and hashing release the GIL; gs:// latency overlaps). Rejected images
+     go to a side output with their reason.
   3. Shards are written under the temporary folder, then renamed into place (old shards of the same
      prefix removed first); the summary is written last, so a run that dies never leaves a set of
      shards with a summary beside it.
@@ -63,6 +65,7 @@ import argparse
 import functools
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -385,10 +388,38 @@ def _key_field(key: str) -> bytes:
     return _field(1, key.encode("utf-8"))
 
 
+def _header(number: int, length: int) -> bytes:
+    return _varint((number << 3) | 2) + _varint(length)
+
+
+_INLINE_BYTES = 1024
+
+
 def encode_example(features: dict[str, tuple[str, list]]) -> bytes:
-    """Serialized `tf.train.Example` from {key: ("bytes"|"float"|"int64", [values])}."""
-    entries = b"".join(_field(1, _key_field(key) + _field(2, _feature(features[key]))) for key in sorted(features))
-    return _field(1, entries)
+    """Serialized `tf.train.Example` from {key: ("bytes"|"float"|"int64", [values])}.
+
+    Keys in sorted order (as TF's deterministic serialization). A large single bytes value (the
+    image) is copied once, into the result: its enclosing headers are computed from its length.
+    """
+    pieces, total = [], 0
+    for key in sorted(features):
+        kind, vals = features[key]
+        if kind == "bytes" and len(vals) == 1 and len(vals[0]) >= _INLINE_BYTES:
+            value = vals[0]
+            h_list = _header(1, len(value))  # BytesList.value
+            n_list = len(h_list) + len(value)
+            h_feature = _header(1, n_list)  # Feature.bytes_list
+            n_feature = len(h_feature) + n_list
+            head = _key_field(key) + _header(2, n_feature) + h_feature + h_list  # map entry: key, value
+            entry_len = len(head) + len(value)
+            head = _header(1, entry_len) + head  # Features.feature entry
+            pieces += (head, value)
+            total += len(head) + len(value)
+        else:
+            entry = _field(1, _key_field(key) + _field(2, _feature(features[key])))
+            pieces.append(entry)
+            total += len(entry)
+    return b"".join([_header(1, total), *pieces])
 
 
 def image_to_example(item: dict, data: bytes, verify: str = "pixels") -> tuple[bytes, dict]:
@@ -442,18 +473,28 @@ def shard_path(prefix: str, shard: int, num_shards: int) -> str:
     return f"{prefix}-{shard:05d}-of-{num_shards:05d}{SUFFIX}"
 
 
-class _WriteShardFn(beam.DoFn):
-    """(shard, items) -> one TFRecord shard written image by image (flat memory).
+def _read_threads() -> int:
+    """Threads preparing images inside one worker: reads, JPEG decoding and hashing release the GIL,
+    so they use every core even in one process (and overlap the latency of gs:// reads)."""
+    return min(16, (os.cpu_count() or 1) + 2)
 
+
+class _WriteShardFn(beam.DoFn):
+    """(shard, items) -> one TFRecord shard written image by image, in filename order (flat memory).
+
+    Images are read and prepared by a few threads, at most `2 x threads` ahead of the writer, so
+    memory stays flat; counters are updated by the writer (Beam's metrics context is per thread).
     Main output: {"path", "images", "objects"} per shard; `rejected` output: {"file", "reason"}.
     Rewriting a shard on a retried bundle overwrites the same file, so retries are idempotent.
     """
 
-    def __init__(self, images_dir: str, prefix: str, num_shards: int, verify: str = "pixels"):
+    def __init__(self, images_dir: str, prefix: str, num_shards: int, verify: str = "pixels",
+                 threads: int | None = None):
         self._images_dir = images_dir
         self._verify = verify
         self._prefix = prefix
         self._num_shards = num_shards
+        self._threads = threads
         m = beam.metrics.Metrics
         self._images = m.counter(COUNTER_NAMESPACE, "images_written")
         self._objects = m.counter(COUNTER_NAMESPACE, "objects_written")
@@ -469,22 +510,55 @@ class _WriteShardFn(beam.DoFn):
             raise Rejected("missing", f"image file not found at {path}") from None
         return image_to_example(item, data, self._verify)
 
+    def _prepared(self, items):
+        """(item, (serialized, info) or Rejected) in order, prepared by a bounded thread pool."""
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        threads = self._threads or _read_threads()
+        if threads <= 1:
+            for item in items:
+                try:
+                    yield item, self._example(item)
+                except Rejected as rej:
+                    yield item, rej
+            return
+        pending = iter(items)
+        with ThreadPoolExecutor(threads, thread_name_prefix="odpipe-records") as pool:
+            window = deque((item, pool.submit(self._example, item)) for item in itertools.islice(pending, 2 * threads))
+            try:
+                while window:
+                    item, future = window.popleft()
+                    following = next(pending, None)
+                    if following is not None:
+                        window.append((following, pool.submit(self._example, following)))
+                    try:
+                        yield item, future.result()
+                    except Rejected as rej:
+                        yield item, rej
+            finally:
+                for _, future in window:
+                    future.cancel()
+
     def process(self, element):
         from apache_beam.io.tfrecordio import _TFRecordUtil
 
+        crc = _TFRecordUtil._masked_crc32c  # noqa: SLF001 - Beam's TFRecord framing, as WriteToTFRecord uses
         shard, items = element
         path = shard_path(self._prefix, shard, self._num_shards)
         images = objects = 0
         started = time.perf_counter()
         with storage.open_write(path) as out:
-            for item in sorted(items, key=lambda it: it["filename"]):
-                try:
-                    serialized, info = self._example(item)
-                except Rejected as rej:
-                    beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"rejected_{rej.key}").inc()
-                    yield beam.pvalue.TaggedOutput(REJECTED_TAG, {"file": item["filename"], "reason": str(rej)})
+            for item, result in self._prepared(sorted(items, key=lambda it: it["filename"])):
+                if isinstance(result, Rejected):
+                    beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"rejected_{result.key}").inc()
+                    yield beam.pvalue.TaggedOutput(REJECTED_TAG, {"file": item["filename"], "reason": str(result)})
                     continue
-                _TFRecordUtil.write_record(out, serialized)
+                serialized, info = result
+                length = struct.pack("<Q", len(serialized))  # TFRecord framing, the record itself not copied
+                out.write(length + struct.pack("<I", crc(length)))
+                out.write(serialized)
+                out.write(struct.pack("<I", crc(serialized)))
                 images += 1
                 objects += info["objects"]
                 self._images.inc()
@@ -523,20 +597,33 @@ def WriteShards(groups, images_dir: str, prefix: str, num_shards: int, verify: s
 _DATAFLOW_REQUIRED = ("project", "region", "temp_location")
 
 
-# Below this much image data (estimated from a sample of file sizes) a local run is faster in one
-# process: starting Beam's worker processes costs ~5-10 s, more than they save on small jobs
-# (measured with `python -m odpipe.bench records`; see README "Performance").
-DIRECT_IN_PROCESS_MAX_BYTES = 256 * 1024 * 1024
-DIRECT_IN_PROCESS_MODE = "multi_threading"
+# Local runs: one process (Beam's in_memory mode, whose workers prepare images on threads: reads,
+# JPEG decoding and hashing release the GIL) or one worker process per core, which also spreads
+# the GIL-bound Python part but costs a few seconds to start. Figures per MB of images, measured
+# with `python -m odpipe.bench records` (640x480 JPEGs, README "Performance"): all the work of a
+# worker, and the part of it that holds the GIL.
+_WORK_S_PER_MB = {"pixels": 0.0095, "structure": 0.0022}
+_GIL_S_PER_MB = 0.0015
+_WORKER_STARTUP_S = 2.5
+
+
+def direct_running_mode(total_bytes: float, verify: str = "pixels", cores: int | None = None) -> str:
+    """DirectRunner mode for `total_bytes` of images: "multi_processing" only when the worker
+    processes would save more time than they take to start, else "in_memory"."""
+    cores = cores or os.cpu_count() or 1
+    megabytes = total_bytes / 1e6
+    spread = megabytes * _WORK_S_PER_MB[_VERIFY_ALIASES.get(verify, verify)] / cores
+    one_process = max(megabytes * _GIL_S_PER_MB, spread)
+    return "multi_processing" if one_process - spread > _WORKER_STARTUP_S else "in_memory"
 
 
 def build_pipeline_options(runner: str = "DirectRunner", beam_args: list[str] | None = None,
-                           estimated_bytes: float | None = None):
+                           estimated_bytes: float | None = None, verify: str = "pixels"):
     """PipelineOptions for `runner` (+ pass-through Beam flags).
 
-    DirectRunner, unless the flags choose `--direct_running_mode`: multi-process with one worker per
-    core, or in one process (threads) when `estimated_bytes` of images is below
-    DIRECT_IN_PROCESS_MAX_BYTES, where worker start-up would cost more than it saves.
+    DirectRunner, unless the flags choose `--direct_running_mode`: `direct_running_mode(
+    estimated_bytes, verify)` when the size of the images is known, else multi-process with one
+    worker per core.
     DataflowRunner needs --project, --region and --temp_location (UserError otherwise).
     """
     from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
@@ -546,8 +633,7 @@ def build_pipeline_options(runner: str = "DirectRunner", beam_args: list[str] | 
     if runner in ("DirectRunner", "direct"):
         mode = next((a.split("=", 1)[1] for a in args if a.startswith("--direct_running_mode=")), None)
         if "--direct_running_mode" not in flags:
-            small = estimated_bytes is not None and estimated_bytes < DIRECT_IN_PROCESS_MAX_BYTES
-            mode = DIRECT_IN_PROCESS_MODE if small else "multi_processing"
+            mode = "multi_processing" if estimated_bytes is None else direct_running_mode(estimated_bytes, verify)
             args.append(f"--direct_running_mode={mode}")
         if "--direct_num_workers" not in flags and mode in (None, "multi_processing", "multi_threading"):
             args.append("--direct_num_workers=0")
@@ -646,8 +732,8 @@ def convert(
         label_map_path: label map `.pbtxt`; every CSV class must be in it.
         output_prefix: path prefix of the shards and the summary (local or gs://).
         shards: number of shards; default about 128 MiB each.
-        runner: Beam runner, "DirectRunner" (all cores: worker processes, or threads in this process for
-            jobs under DIRECT_IN_PROCESS_MAX_BYTES; `--direct_running_mode` in beam_args overrides) or
+        runner: Beam runner, "DirectRunner" (all cores: threads in this process, or worker processes for
+            large jobs, see `direct_running_mode`; `--direct_running_mode` in beam_args overrides) or
             "DataflowRunner".
         beam_args: further Beam flags, e.g. ["--project=P", "--region=R", "--temp_location=gs://B/tmp"].
         verify: "pixels" (decode kept images: proves they decode) or "structure" (walk markers/chunks to the
@@ -669,7 +755,7 @@ def convert(
     items = plan["items"]
     mean_bytes = mean_image_bytes(items, images_dir)
     num_shards = shards or default_shards(items, images_dir, mean_bytes=mean_bytes)
-    options = build_pipeline_options(runner, beam_args, (mean_bytes or 200_000) * len(items))
+    options = build_pipeline_options(runner, beam_args, (mean_bytes or 200_000) * len(items), verify)
 
     parent, base = (posixpath.split(output_prefix) if storage.is_remote(output_prefix) else os.path.split(output_prefix))
     if not base:

@@ -448,9 +448,49 @@ def test_direct_running_mode_follows_job_size_unless_chosen():
     def mode(**kw):
         return records.build_pipeline_options(**kw).view_as(DirectOptions)
 
-    small = mode(estimated_bytes=records.DIRECT_IN_PROCESS_MAX_BYTES / 2)
-    assert (small.direct_running_mode, small.direct_num_workers) == (records.DIRECT_IN_PROCESS_MODE, 0)
-    assert mode(estimated_bytes=records.DIRECT_IN_PROCESS_MAX_BYTES * 2).direct_running_mode == "multi_processing"
+    assert records.direct_running_mode(100e6, cores=2) == "in_memory"  # start-up would cost more than it saves
+    assert records.direct_running_mode(100e9, "structure", cores=2) == "multi_processing"
+    assert records.direct_running_mode(30e9, cores=16) == "multi_processing"
+    assert records.direct_running_mode(1e12, cores=1) == "in_memory"  # nothing to spread over
+    assert records.direct_running_mode(1e9, "structure", cores=2) == records.direct_running_mode(1e9, "header", cores=2)
+    assert mode(estimated_bytes=100e6).direct_running_mode == "in_memory"
+    assert mode().direct_running_mode == "multi_processing"  # size unknown
     chosen = mode(beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=3"], estimated_bytes=1)
     assert (chosen.direct_running_mode, chosen.direct_num_workers) == ("multi_processing", 3)
-    assert mode(beam_args=["--direct_running_mode=in_memory"], estimated_bytes=1e12).direct_running_mode == "in_memory"
+    assert mode(beam_args=["--direct_running_mode=in_memory"], estimated_bytes=1e15).direct_running_mode == "in_memory"
+    threads = mode(beam_args=["--direct_running_mode=multi_threading"], estimated_bytes=1)
+    assert (threads.direct_running_mode, threads.direct_num_workers) == ("multi_threading", 0)
+
+
+def test_threaded_preparation_keeps_order_and_reports_rejections(tmp_path):
+    names = [f"im{i:02d}.jpg" for i in range(12)]
+    os.makedirs(tmp_path / "images")
+    for i, name in enumerate(names):
+        if i != 5:
+            _rgb(32 + i, 24).save(tmp_path / "images" / name, "JPEG")
+    items = [{"filename": n, "width": 32 + i, "height": 24, "source_id": i + 1, "objects": []} for i, n in enumerate(names)]
+    for threads in (1, 3):
+        fn = records._WriteShardFn(str(tmp_path / "images"), str(tmp_path / "p"), 1, threads=threads)
+        got = list(fn._prepared(items))
+        assert [item["filename"] for item, _ in got] == names
+        assert isinstance(got[5][1], records.Rejected) and got[5][1].key == "missing"
+        assert all(not isinstance(r, records.Rejected) for i, (_, r) in enumerate(got) if i != 5)
+
+
+def test_encode_example_matches_tensorflow_byte_for_byte():
+    import tensorflow as tf
+
+    features = {
+        "image/encoded": ("bytes", [bytes(range(256)) * 600]),  # large: the headers-from-length path
+        "image/format": ("bytes", [b"jpeg"]),
+        "image/key/sha256": ("bytes", [b"ab" * 32]),
+        "image/object/bbox/xmin": ("float", [0.25, 1.0]),
+        "image/object/class/text": ("bytes", [b"q" * 2000, b""]),
+        "image/object/class/label": ("int64", [1, 300, -2]),
+        "image/object/area": ("float", []),
+        "image/object/is_crowd": ("int64", []),
+    }
+    reference = tf.train.Example()
+    for key, (kind, values) in features.items():
+        getattr(reference.features.feature[key], f"{kind}_list").value.extend(values)
+    assert records.encode_example(features) == reference.SerializeToString(deterministic=True)
