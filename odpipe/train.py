@@ -179,13 +179,6 @@ def _schedule(steps: int, learning_rate: float, warmup_fraction: float) -> dict:
     }
 
 
-def _count_records(pattern: str) -> int:
-    import tensorflow as tf
-
-    files = tf.io.gfile.glob(pattern)
-    return sum(1 for f in files for _ in tf.data.TFRecordDataset(f))
-
-
 def _aug_config(aug_type: str | None) -> dict | None:
     if aug_type in (None, "none"):
         return None
@@ -390,6 +383,24 @@ def load_config(model_dir: str):
 # --------------------------------------------------------------------------- training
 
 
+class EarlyStopping:
+    """Stop after `patience` evaluations without a better metric (patience 0 = never stop)."""
+
+    def __init__(self, patience: int = 0, min_delta: float = 1e-6):
+        self.patience = int(patience)
+        self.min_delta = min_delta
+        self.best = -math.inf
+        self.stale = 0
+
+    def update(self, value: float) -> bool:
+        """Record one evaluation; True when training should stop."""
+        if math.isfinite(value) and value > self.best + self.min_delta:
+            self.best, self.stale = value, 0
+        else:
+            self.stale += 1
+        return bool(self.patience) and self.stale >= self.patience
+
+
 class _Progress:
     """Orbit train action: logs step, loss, steps/s and ETA after every loop."""
 
@@ -499,8 +510,6 @@ def run_training(config, model_dir: str, label_map: dict[int, str], model: str =
     from official.core import train_lib
     from official.modeling import performance
 
-    from odpipe.modeling import register  # noqa: F401  (our numpy-2-safe detection task)
-
     model_dir = str(model_dir).rstrip("/")
     tf.io.gfile.makedirs(model_dir)
     save_config(config, model_dir)
@@ -531,13 +540,15 @@ def run_training(config, model_dir: str, label_map: dict[int, str], model: str =
     global_step = trainer.global_step
     total = config.trainer.train_steps
     start = int(global_step.numpy())
-    if start:
+    if start >= total:
+        echo(f"already trained: step {start} >= --steps {total} in {model_dir}; raise --steps to train on")
+    elif start:
         echo(f"resuming from step {start} (latest checkpoint in {model_dir})")
     progress = _Progress(global_step, total, config.task.train_data.global_batch_size, echo)
     controller: orbit.Controller = runner.controller
     controller.train_actions = list(controller.train_actions or []) + [progress]
 
-    best_value, stale, last_eval, stopped_early = -1.0, 0, {}, False
+    stopper, last_eval, stopped_early = EarlyStopping(patience), {}, False
     interval = config.trainer.validation_interval
     t0 = time.monotonic()
     with dist.scope():
@@ -547,19 +558,16 @@ def run_training(config, model_dir: str, label_map: dict[int, str], model: str =
             controller.train(steps=target)
             step = int(global_step.numpy())
             last_eval = _scalar_logs(controller.evaluate(steps=config.trainer.validation_steps))
+            progress.last_time = time.monotonic()  # steps/s and ETA count training time only
             value = last_eval.get(BEST_METRIC, float("nan"))
             echo(
                 f"eval at step {step}: mAP {last_eval.get('AP', float('nan')):.3f}  "
                 f"mAP@0.5 {value:.3f}  loss {last_eval.get('total_loss', float('nan')):.4f}"
             )
-            if value > best_value + 1e-6:
-                best_value, stale = value, 0
-            else:
-                stale += 1
-                if patience and stale >= patience and step < total:
-                    echo(f"early stopping at step {step}: mAP@0.5 has not improved for {stale} evaluations")
-                    stopped_early = True
-                    break
+            if stopper.update(value) and step < total:
+                echo(f"early stopping at step {step}: mAP@0.5 has not improved for {stopper.stale} evaluations")
+                stopped_early = True
+                break
         if controller.checkpoint_manager and step > 0:
             controller.checkpoint_manager.save(checkpoint_number=global_step, check_interval=False)
     best = _read_best(model_dir)
@@ -654,9 +662,10 @@ def run(args: argparse.Namespace) -> int:
         config_overrides=args.config_overrides, strategy=args.strategy, tpu=args.tpu, **options,
     )
     best = result["best"] or {}
+    loss = result["loss"] if result["loss"] is not None else float("nan")
     print(
         f"trained to step {result['step']} in {result['model_dir']} "
-        f"(loss {result['loss']:.4f}; best mAP@0.5 {best.get('value', float('nan')):.3f} at step {best.get('step')})",
+        f"(loss {loss:.4f}; best mAP@0.5 {best.get('value', float('nan')):.3f} at step {best.get('step')})",
         file=sys.stdout,
     )
     return 0

@@ -123,6 +123,15 @@ def test_build_config_errors(kwargs, match):
         build_config("t", "e", LABELS, **kwargs)
 
 
+def test_early_stopping():
+    from odpipe.train import EarlyStopping
+
+    stop = EarlyStopping(patience=2)
+    assert [stop.update(v) for v in (0.1, 0.3, 0.2, 0.3, 0.5, 0.4, 0.4)] == [False, False, False, True, False, False, True]
+    never = EarlyStopping(patience=0)
+    assert not any(never.update(0.0) for _ in range(5))
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     import tensorflow as tf
