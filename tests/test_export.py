@@ -129,3 +129,16 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     rc = main(["export", "--model-dir", str(tmp_path / "nope"), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "nope" in err and "odpipe train" in err
+
+
+def test_cli_export_latest(model_dir, tmp_path, capsys):
+    import tensorflow as tf
+
+    from odpipe.cli import main
+
+    out = tmp_path / "exp"
+    rc = main(["export", "--model-dir", str(model_dir), "-o", str(out), "--checkpoint", "latest"])
+    assert rc == 0 and "(latest, step 100)" in capsys.readouterr().out
+    summary = json.loads((out / "export.json").read_text())
+    assert summary["checkpoint"] == tf.train.latest_checkpoint(str(model_dir)) and summary["tflite"] is None
+    assert (out / "saved_model" / "saved_model.pb").is_file() and not (out / "model.tflite").exists()
