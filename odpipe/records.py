@@ -16,14 +16,14 @@ How it runs
      label map (an unknown class stops the run before Beam starts, naming class and file), boxes
      normalised to [0, 1] by the CSV's width/height (the real image size: the CSV holds pixel
      coordinates in the stored image's frame), clipped to [0, 1] (counted) and dropped when empty
-     after clipping (listed in the summary). The plan is written as JSON lines to a temporary folder.
-  2. Beam (`ReadPlan | GroupIntoShards | WriteShards`): plan entries (never image bytes) are
-     grouped by shard (round-robin in filename order); each shard is written by one worker, image
-     by image, so memory stays flat however large the dataset. Per image it reads the bytes through
-     Beam's file systems, checks and if needed converts them (`prepare_image`), and builds the
-     record (`image_to_example`, pure), on a few threads at most a small window ahead of the
-     writer (reads, decoding and hashing release the GIL; gs:// latency overlaps). Rejected images
-     go to a side output with their reason.
+     after clipping (listed in the summary). The plan is written to a temporary folder as one
+     JSON-lines file per shard (`write_plan`: round-robin in filename order).
+  2. Beam (`ShardIds | WriteShards`): only shard ids go through Beam; each shard is written by one
+     worker, which streams its plan file image by image, so memory stays flat however large the
+     dataset. Per image it reads the bytes through Beam's file systems, checks and if needed
+     converts them (`prepare_image`) and builds the record (`image_to_example`, pure), on a few
+     threads at most a small window ahead of the writer (reads, decoding and hashing release the
+     GIL; gs:// latency overlaps). Rejected images go to a side output with their reason.
   3. Shards are written under the temporary folder, then renamed into place (old shards of the same
      prefix removed first); the summary is written last, so a run that dies never leaves a set of
      shards with a summary beside it.
@@ -480,7 +480,10 @@ def _read_threads() -> int:
 
 
 class _WriteShardFn(beam.DoFn):
-    """(shard, items) -> one TFRecord shard written image by image, in filename order (flat memory).
+    """Shard id -> one TFRecord shard written image by image, in filename order (flat memory).
+
+    The shard's plan entries are streamed from its plan file (`plan_path(plan_prefix, shard)`);
+    an element may also be (shard, items) with the entries themselves.
 
     Images are read and prepared by a few threads, at most `2 x threads` ahead of the writer, so
     memory stays flat; counters are updated by the writer (Beam's metrics context is per thread).
@@ -489,8 +492,9 @@ class _WriteShardFn(beam.DoFn):
     """
 
     def __init__(self, images_dir: str, prefix: str, num_shards: int, verify: str = "pixels",
-                 threads: int | None = None):
+                 threads: int | None = None, plan_prefix: str | None = None):
         self._images_dir = images_dir
+        self._plan_prefix = plan_prefix
         self._verify = verify
         self._prefix = prefix
         self._num_shards = num_shards
@@ -544,12 +548,16 @@ class _WriteShardFn(beam.DoFn):
         from apache_beam.io.tfrecordio import _TFRecordUtil
 
         crc = _TFRecordUtil._masked_crc32c  # noqa: SLF001 - Beam's TFRecord framing, as WriteToTFRecord uses
-        shard, items = element
+        if isinstance(element, tuple):
+            shard, items = element
+            items = sorted(items, key=lambda it: it["filename"])
+        else:
+            shard, items = element, _read_plan(plan_path(self._plan_prefix, element))
         path = shard_path(self._prefix, shard, self._num_shards)
         images = objects = 0
         started = time.perf_counter()
         with storage.open_write(path) as out:
-            for item, result in self._prepared(sorted(items, key=lambda it: it["filename"])):
+            for item, result in self._prepared(items):
                 if isinstance(result, Rejected):
                     beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"rejected_{result.key}").inc()
                     yield beam.pvalue.TaggedOutput(REJECTED_TAG, {"file": item["filename"], "reason": str(result)})
@@ -572,24 +580,41 @@ class _WriteShardFn(beam.DoFn):
         yield {"path": path, "images": images, "objects": objects}
 
 
-@beam.ptransform_fn
-def ReadPlan(pbegin, plan_path: str):  # noqa: N802 - Beam transform naming
-    """JSON-lines plan file -> PCollection of item dicts (each carries its "shard")."""
-    return pbegin | "ReadLines" >> beam.io.ReadFromText(plan_path) | "Parse" >> beam.Map(json.loads)
+def plan_path(plan_prefix: str, shard: int) -> str:
+    return f"{plan_prefix}-{shard:05d}.jsonl"
+
+
+def _read_plan(path: str):
+    """Plan entries of one shard, one JSON line at a time."""
+    with storage.open_read(path) as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def write_plan(items: list[dict], plan_prefix: str, num_shards: int) -> None:
+    """Plan entries -> one JSON-lines file per shard (round-robin in filename order, so every shard
+    has images from the whole dataset and each file is in filename order)."""
+    for shard in range(num_shards):
+        with storage.open_write(plan_path(plan_prefix, shard)) as f:
+            for item in itertools.islice(items, shard, None, num_shards):
+                f.write((json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 @beam.ptransform_fn
-def GroupIntoShards(items):  # noqa: N802
-    """Items -> (shard, [items]); only the small plan entries are shuffled, never image bytes."""
-    return items | "KeyByShard" >> beam.Map(lambda it: (it["shard"], it)) | "Group" >> beam.GroupByKey()
+def ShardIds(pbegin, num_shards: int):  # noqa: N802 - Beam transform naming
+    """0..num_shards-1, spread over the workers (Reshuffle: one shard per work item); only these
+    small ids go through Beam, never plan entries or image bytes."""
+    return pbegin | "Create" >> beam.Create(list(range(num_shards))) | "Spread" >> beam.Reshuffle()
 
 
 @beam.ptransform_fn
-def WriteShards(groups, images_dir: str, prefix: str, num_shards: int, verify: str = "pixels"):  # noqa: N802
-    """(shard, items) -> PREFIX-SSSSS-of-NNNNN.tfrecord files; DoOutputsTuple(written=..., rejected=...)."""
-    return groups | "WriteShard" >> beam.ParDo(_WriteShardFn(images_dir, prefix, num_shards, verify)).with_outputs(
-        REJECTED_TAG, main="written"
-    )
+def WriteShards(shards, images_dir: str, prefix: str, num_shards: int, verify: str = "pixels",  # noqa: N802
+                plan_prefix: str | None = None):
+    """Shard ids (plans under `plan_prefix`) or (shard, items) -> PREFIX-SSSSS-of-NNNNN.tfrecord files;
+    DoOutputsTuple(written=..., rejected=...)."""
+    fn = _WriteShardFn(images_dir, prefix, num_shards, verify, plan_prefix=plan_prefix)
+    return shards | "WriteShard" >> beam.ParDo(fn).with_outputs(REJECTED_TAG, main="written")
 
 
 # ----------------------------------------------------------------------------- driver
@@ -762,16 +787,16 @@ def convert(
         raise UserError(f"-o {output_prefix}: give a file prefix such as records/train, not a folder")
     tmp_dir = storage.join(parent or ".", f".{base}.tmp-{uuid.uuid4().hex[:8]}")
     storage.makedirs(tmp_dir)
-    plan_path = storage.join(tmp_dir, "plan.jsonl")
+    plan_prefix = storage.join(tmp_dir, "plan")
     try:
-        with storage.open_write(plan_path) as f:
-            for index, item in enumerate(items):
-                item["shard"] = index % num_shards
-                f.write((json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8"))
+        write_plan(items, plan_prefix, num_shards)
+        # what the summary needs, not the plan itself (memory: no per-object dicts held while Beam runs)
+        image_classes = {it["filename"]: tuple(o["class"] for o in it["objects"]) for it in items}
+        del items, frame, plan["items"]
         tmp_prefix = storage.join(tmp_dir, "part")
         with beam.Pipeline(options=options) as pipeline:
-            groups = pipeline | "ReadPlan" >> ReadPlan(plan_path) | "GroupIntoShards" >> GroupIntoShards()
-            outputs = groups | "WriteShards" >> WriteShards(images_dir, tmp_prefix, num_shards, verify)
+            shard_ids = pipeline | "ShardIds" >> ShardIds(num_shards)
+            outputs = shard_ids | "WriteShards" >> WriteShards(images_dir, tmp_prefix, num_shards, verify, plan_prefix)
             _ = (
                 outputs[REJECTED_TAG]
                 | "RejectedToJson" >> beam.Map(lambda r: json.dumps(r, ensure_ascii=False))
@@ -785,8 +810,8 @@ def convert(
             rejected += [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
         rejected.sort(key=lambda r: r["file"])
         rejected_files = {r["file"] for r in rejected}
-        written = [it for it in items if it["filename"] not in rejected_files]
-        classes = Counter(o["class"] for it in written for o in it["objects"])
+        classes = Counter(c for name, cs in image_classes.items() if name not in rejected_files for c in cs)
+        written_images = len(image_classes) - len(rejected_files & image_classes.keys())
 
         new_shards = [shard_path(tmp_prefix, i, num_shards) for i in range(num_shards)]
         present = set(storage.glob(f"{tmp_prefix}-*-of-*{SUFFIX}"))
@@ -799,7 +824,7 @@ def convert(
         storage.delete(stale)
         storage.rename(new_shards, finals)
         summary = {
-            "images": len(written),
+            "images": written_images,
             "objects": sum(classes.values()),
             "classes": {name: classes.get(name, 0) for _, name in sorted(label_map.items())},
             "rejected": rejected,
@@ -807,8 +832,8 @@ def convert(
             "clipped_objects": plan["clipped"],
             "converted": {k[len("converted_"):]: v for k, v in sorted(counters.items()) if k.startswith("converted_")},
             "exif_orientation_ignored": counters.get("exif_orientation_ignored", 0),
-            "csv": {"path": csv_path, "rows": plan["rows"], "images": len(items),
-                    "objects": sum(len(it["objects"]) for it in items) + len(plan["dropped"])},
+            "csv": {"path": csv_path, "rows": plan["rows"], "images": len(image_classes),
+                    "objects": sum(map(len, image_classes.values())) + len(plan["dropped"])},
             "shards": finals,
             "counters": counters,
             "note": (
