@@ -6,8 +6,8 @@
    -> COCO evaluation -> gated publish; outputs under OUTDIR/work/;
 3. prints the mAP and the path of report.html.
 
-The defaults are sized to finish in under 15 minutes on 2 CPU cores with the CPU preset's own
-training schedule; `--steps`, `--images`, `--image-size` and `--batch-size` override them.
+The defaults (200 images, 800 steps of the CPU preset) are sized to finish well under 15 minutes
+on 2 CPU cores; `--steps`, `--images`, `--image-size` and `--batch-size` override them.
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ import time
 
 from odpipe.errors import UserError
 
-DEMO_IMAGES = 300
+DEMO_IMAGES = 200
+DEMO_STEPS = 800  # mAP@0.5 ~0.97 on the sample data, ~5 min of CPU training
 DEMO_SEED = 0
 
 
 def demo(
     outdir: str,
     images: int = DEMO_IMAGES,
-    steps: int | None = None,
+    steps: int | None = DEMO_STEPS,
     image_size: int | None = None,
     batch_size: int | None = None,
     tflite: bool = False,
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m odpipe.demo", description=__doc__.splitlines()[0])
     parser.add_argument("outdir", nargs="?", default="demo-output", help="output folder (default demo-output)")
     parser.add_argument("--images", type=int, default=DEMO_IMAGES, help=f"sample images (default {DEMO_IMAGES})")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the CPU preset's)")
+    parser.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"training steps (default {DEMO_STEPS})")
     parser.add_argument("--image-size", type=int, default=None, help="input size (default: the CPU preset's)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: the CPU preset's)")
     parser.add_argument("--tflite", action="store_true", help="also export model.tflite (adds a few minutes)")
