@@ -519,7 +519,10 @@ class _WriteShardFn(beam.DoFn):
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
-        threads = self._threads or _read_threads()
+        # Threads pay where GIL-free work dominates: JPEG decoding (verify pixels) or waiting on gs://;
+        # a local structure-only check is mostly Python, where they cost more than they overlap.
+        threads = self._threads or (_read_threads() if self._verify == "pixels" or storage.is_remote(self._images_dir)
+                                    else 1)
         if threads <= 1:
             for item in items:
                 try:
@@ -554,7 +557,8 @@ class _WriteShardFn(beam.DoFn):
         else:
             shard, items = element, _read_plan(plan_path(self._plan_prefix, element))
         path = shard_path(self._prefix, shard, self._num_shards)
-        images = objects = 0
+        images = objects = size = exif = 0
+        conversions: Counter = Counter()
         started = time.perf_counter()
         with storage.open_write(path) as out:
             for item, result in self._prepared(items):
@@ -569,13 +573,18 @@ class _WriteShardFn(beam.DoFn):
                 out.write(struct.pack("<I", crc(serialized)))
                 images += 1
                 objects += info["objects"]
-                self._images.inc()
-                self._objects.inc(info["objects"])
-                self._bytes.inc(info["bytes"])
+                size += info["bytes"]
+                exif += info["exif_rotated"]
                 if info["conversion"]:
-                    beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"converted_{info['conversion']}").inc()
-                if info["exif_rotated"]:
-                    self._exif.inc()
+                    conversions[info["conversion"]] += 1
+        # counted once per shard (the shard is rewritten whole on a retry)
+        self._images.inc(images)
+        self._objects.inc(objects)
+        self._bytes.inc(size)
+        if exif:
+            self._exif.inc(exif)
+        for conversion, count in conversions.items():
+            beam.metrics.Metrics.counter(COUNTER_NAMESPACE, f"converted_{conversion}").inc(count)
         self._busy.inc(int((time.perf_counter() - started) * 1000))
         yield {"path": path, "images": images, "objects": objects}
 
@@ -622,12 +631,12 @@ def WriteShards(shards, images_dir: str, prefix: str, num_shards: int, verify: s
 _DATAFLOW_REQUIRED = ("project", "region", "temp_location")
 
 
-# Local runs: one process (Beam's in_memory mode, whose workers prepare images on threads: reads,
-# JPEG decoding and hashing release the GIL) or one worker process per core, which also spreads
-# the GIL-bound Python part but costs a few seconds to start. Figures per MB of images, measured
-# with `python -m odpipe.bench records` (640x480 JPEGs, README "Performance"): all the work of a
-# worker, and the part of it that holds the GIL.
-_WORK_S_PER_MB = {"pixels": 0.0095, "structure": 0.0022}
+# Local runs: one process (Beam's in_memory mode; with --verify pixels its workers prepare images
+# on threads, as JPEG decoding, reads and hashing release the GIL) or one worker process per core,
+# which also spreads the Python (GIL-bound) part but costs seconds to start. Seconds per MB of
+# images, measured with `python -m odpipe.bench records` (640x480 JPEGs, README "Performance"):
+# one worker's whole work, the GIL-bound part of it, and the extra start-up of worker processes.
+_WORK_S_PER_MB = {"pixels": 0.0105, "structure": 0.0024}
 _GIL_S_PER_MB = 0.0015
 _WORKER_STARTUP_S = 2.5
 
@@ -636,10 +645,11 @@ def direct_running_mode(total_bytes: float, verify: str = "pixels", cores: int |
     """DirectRunner mode for `total_bytes` of images: "multi_processing" only when the worker
     processes would save more time than they take to start, else "in_memory"."""
     cores = cores or os.cpu_count() or 1
+    verify = _VERIFY_ALIASES.get(verify, verify)
     megabytes = total_bytes / 1e6
-    spread = megabytes * _WORK_S_PER_MB[_VERIFY_ALIASES.get(verify, verify)] / cores
-    one_process = max(megabytes * _GIL_S_PER_MB, spread)
-    return "multi_processing" if one_process - spread > _WORKER_STARTUP_S else "in_memory"
+    work = megabytes * _WORK_S_PER_MB[verify]
+    one_process = max(megabytes * _GIL_S_PER_MB, work / cores) if verify == "pixels" else work
+    return "multi_processing" if one_process - work / cores > _WORKER_STARTUP_S else "in_memory"
 
 
 def build_pipeline_options(runner: str = "DirectRunner", beam_args: list[str] | None = None,
