@@ -368,19 +368,25 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+_LEN_TAGS = {n: bytes(((n << 3) | 2,)) for n in (1, 2, 3)}  # length-delimited field tags 1-3
+
+
 def _field(number: int, payload: bytes) -> bytes:
-    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
+    size = len(payload)
+    return _LEN_TAGS[number] + (_SMALL_VARINTS[size] if size < 128 else _varint(size)) + payload
 
 
 def _feature(values) -> bytes:
     kind, vals = values
     if kind == "bytes":
-        return _field(1, b"".join(_field(1, v) for v in vals))
+        return _field(1, b"".join([_field(1, v) for v in vals]))
+    if not vals:
+        return _field(2 if kind == "float" else 3, b"")
     if kind == "float":
-        packed = struct.pack(f"<{len(vals)}f", *vals)
-        return _field(2, _field(1, packed) if vals else b"")
-    packed = b"".join(_varint(int(v)) for v in vals)
-    return _field(3, _field(1, packed) if vals else b"")
+        return _field(2, _field(1, struct.pack(f"<{len(vals)}f", *vals)))
+    ints = [int(v) for v in vals]
+    packed = bytes(ints) if min(ints) >= 0 and max(ints) < 128 else b"".join([_varint(v) for v in ints])
+    return _field(3, _field(1, packed))
 
 
 @functools.lru_cache(maxsize=256)
