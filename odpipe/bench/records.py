@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         parallel = (os.cpu_count() or 1) if modes[verify] != "in_memory" else 1
         busy = counters.get("shard_write_ms", 0) / 1000 / parallel
         if busy > 0:
-            print(line("  inside the workers (all cores)", full, n, busy))
+            print(line("  inside the workers", full, n, busy))
         ratios[f"{verify}_in_workers"] = raw["seconds"] / busy if busy > 0 else None
         ratios[f"{verify}_end_to_end"] = raw["seconds"] / full["seconds"]
         ratios[f"{verify}_steady"] = (raw["seconds"] / n) / (extra / (n - small_n)) if extra > 0 and n > small_n else None
