@@ -4,7 +4,7 @@
                                    [--direct-running-mode MODE] [--workdir DIR]
 
 1. Generates N sample images (in parallel, one process per core; reused when already there) and
-   their labels CSV / label map: by default 640x480 camera-like JPEGs (~80 KB, textured), the size
+   their labels CSV / label map: by default 640x480 camera-like JPEGs (mean ~85 KB, textured), the size
    of downscaled real photos (`--image-kind tiny`: the 192-320 px ~15 KB sample-data images).
 2. Raw bound: a plain sequential read of every image file and write of the same bytes into one
    file in the same folder (a subprocess, after a warm-up read so both runs see a warm page cache).
@@ -70,7 +70,7 @@ def _make_chunk(args) -> list[list]:
     """Images start..stop-1 (seeded per image, so any chunking gives the same data) -> CSV rows.
 
     kind "photo": 640x480 (some 480x640, 640x360) camera-like JPEGs, quality 90, textured so that
-    they weigh ~50-170 KB (mean ~80 KB) like downscaled real photos; "tiny": the sample data's
+    they weigh 35-190 KB (median ~50, mean ~85 KB) like downscaled real photos; "tiny": the sample data's
     192-320 px flat-coloured JPEGs (~10-25 KB).
     """
     import numpy as np
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=10_000, help="images to generate and convert (default 10000)")
     parser.add_argument("--small", type=int, default=1_000, help="smaller run for the memory comparison (0: skip)")
     parser.add_argument("--image-kind", choices=IMAGE_KINDS, default="photo",
-                        help="photo: 640x480 camera-like JPEGs of ~50-170 KB (default); tiny: 192-320 px ~15 KB")
+                        help="photo: 640x480 camera-like JPEGs of 35-190 KB, mean ~85 KB (default); tiny: 192-320 px ~15 KB")
     parser.add_argument("--direct-running-mode", choices=["in_memory", "multi_threading", "multi_processing"],
                         help="force a DirectRunner mode (default: odpipe chooses by job size)")
     parser.add_argument("--workdir", help="scratch folder (default bench-output/records, records-tiny for tiny)")
