@@ -243,8 +243,10 @@ def _jpeg_structure_problem(data: bytes) -> str | None:
     """
     pos, size, scans = 2, len(data), 0
     while pos < size:
-        if data[pos] != 0xFF:
-            return f"bad JPEG segment at byte {pos}"
+        if data[pos] != 0xFF:  # stray bytes between segments: libjpeg skips them (with a warning), so do we
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                break
         while pos < size and data[pos] == 0xFF:
             pos += 1
         if pos >= size:

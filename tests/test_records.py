@@ -411,6 +411,7 @@ def test_verification_agrees_with_tensorflow_on_damaged_jpegs(progressive):
         "truncated_half": good[: n // 2],
         "garbage_inside": good[: n // 2] + garbage + good[n // 2 + 600:],
         "zeros_inside": good[: n // 2] + b"\0" * 600 + good[n // 2 + 600:],
+        "stray_bytes_before_scan": good[: good.index(b"\xff\xda")] + b"\0\0\0" + good[good.index(b"\xff\xda"):],
     }
     for name, data in cases.items():
         try:
@@ -425,6 +426,8 @@ def test_verification_agrees_with_tensorflow_on_damaged_jpegs(progressive):
             ours = False
             assert rej.key == "corrupt" and str(rej), name
         assert ours == tf_ok, f"{name}: TF decodes={tf_ok}, odpipe keeps={ours}"
+        if name.startswith("stray"):
+            assert ours and tf_ok, name  # a real-world quirk that libjpeg tolerates is kept
         if name.startswith(("truncated", "garbage")):
             assert not ours, name  # the cases that matter are really rejected, by both modes
             with pytest.raises(records.Rejected):
