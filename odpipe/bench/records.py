@@ -8,7 +8,9 @@
    of downscaled real photos (`--image-kind tiny`: the 192-320 px ~15 KB sample-data images).
 2. Raw bound: a plain sequential read of every image file and write of the same bytes into one
    file in the same folder (a subprocess, after a warm-up read so both runs see a warm page cache).
-   Neither it nor the conversion fsyncs its output; `sync` runs before each measured run.
+   Neither it nor the conversion fsyncs its output; `sync` runs before each measured run. The
+   images are in the page cache (warm, default: reads are memory copies, the strictest bound) or,
+   with --cold, evicted from it before every measured run (both read from the disk).
 3. Conversion: `odpipe tfrecord` as a user runs it (DirectRunner in the mode odpipe picks for the
    size, or --direct-running-mode), timed end to end including Python/Beam start-up, with
    --verify pixels (default) and structure.
@@ -196,6 +198,16 @@ def _files(csv_path: str, images_dir: str) -> list[str]:
     return [os.path.join(images_dir, n) for n in names]
 
 
+def _evict(paths: list[str]) -> None:
+    """Drop these files' pages from the page cache (posix_fadvise; only these files, clean pages)."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def _convert_cmd(csv_path, data, prefix, verify="pixels", mode=None):
     cmd = [sys.executable, "-m", "odpipe", "tfrecord", csv_path, "--images-dir", data["images_dir"],
            "--label-map", data["label_map"], "-o", prefix, "--verify", verify]
@@ -210,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="photo: 640x480 camera-like JPEGs of 35-190 KB, mean ~85 KB (default); tiny: 192-320 px ~15 KB")
     parser.add_argument("--direct-running-mode", choices=["in_memory", "multi_threading", "multi_processing"],
                         help="force a DirectRunner mode (default: odpipe chooses by job size)")
+    parser.add_argument("--cold", action="store_true",
+                        help="evict the images from the page cache before every measured run (raw bound included), "
+                             "so that both read from the disk (default: warm cache, reads are memory copies)")
     parser.add_argument("--workdir", help="scratch folder (default bench-output/records, records-tiny for tiny)")
     args = parser.parse_args(argv)
     args.workdir = args.workdir or os.path.join(
@@ -236,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     run_measured([sys.executable, "-c", _RAW_COPY, list_path, copy_out])  # warm-up: page cache for both runs
     os.remove(copy_out)
     os.sync()  # every measured run starts with no dirty pages; none of them syncs its own writes
+    if args.cold:
+        _evict(files)
     raw = run_measured([sys.executable, "-c", _RAW_COPY, list_path, copy_out])
     os.remove(copy_out)
 
@@ -244,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def convert(csv_path, name, verify="pixels", mode=None):
         os.sync()
+        if args.cold:
+            _evict(files)
         res = run_measured(_convert_cmd(csv_path, data, os.path.join(out_dir, name), verify, mode), env)
         if res["returncode"] != 0:
             print(res["output"][-3000:], file=sys.stderr)
@@ -252,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def line(label, res, n, seconds=None):
         seconds = res["seconds"] if seconds is None else seconds
-        return (f"{label:<34} {seconds:8.2f} s  {n / seconds:9.1f} images/s  "
+        return (f"{label:<42} {seconds:8.2f} s  {n / seconds:9.1f} images/s  "
                 f"{mb / seconds * n / len(files):8.2f} MB/s  peak {res['peak_rss'] / 2**20:8.1f} MiB")
 
     n = len(files)
@@ -278,9 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = json.load(open(os.path.join(out_dir, "full_pixels.summary.json")))
     assert summary["images"] + len(summary["rejected"]) == n, "summary does not add up"
 
-    print(line("raw read+write (1 process)", raw, n))
+    print(line(f"raw read+write (1 process, {'cold' if args.cold else 'warm'} cache)", raw, n))
     ratios = {}
     result = {"images": n, "megabytes": mb, "cores": os.cpu_count(), "image_kind": args.image_kind, "modes": modes,
+              "cache": "cold" if args.cold else "warm",
               "raw": {k: raw[k] for k in ("seconds", "peak_rss")}, "runs": {}}
     for verify in ("pixels", "structure"):
         full, small = runs[verify], runs[f"{verify}_small"]
