@@ -12,6 +12,10 @@ import os
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Never look for a GCE metadata server (it is not there; any probe must stay on loopback and fail fast).
+os.environ["NO_GCE_CHECK"] = "True"
+os.environ["GCE_METADATA_HOST"] = "127.0.0.1:9"
+os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
 
 pytest_plugins = ["fixture_gcs", "fixture_model"]
 
