@@ -24,6 +24,11 @@ DEMO_STEPS = 800  # mAP@0.5 ~0.97 on the sample data, ~5 min of CPU training
 DEMO_SEED = 0
 
 
+def _num(value) -> str:
+    """A metric as printed: 3 decimals, "n/a" when undefined (null: no labelled eval object) or missing."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def demo(
     outdir: str,
     images: int = DEMO_IMAGES,
@@ -60,8 +65,8 @@ def demo(
     minutes = (time.monotonic() - start) / 60
     metrics = summary.get("metrics") or {}
     echo("")
-    echo(f"odpipe demo finished in {minutes:.1f} min: mAP {metrics.get('mAP', float('nan')):.3f}, "
-         f"mAP@0.5 {metrics.get('mAP@0.5', float('nan')):.3f}")
+    echo(f"odpipe demo finished in {minutes:.1f} min: mAP {_num(metrics.get('mAP'))}, "
+         f"mAP@0.5 {_num(metrics.get('mAP@0.5'))}")
     echo(f"report.html: {summary.get('report')}")
     summary["minutes"] = minutes
     return summary

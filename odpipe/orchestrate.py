@@ -304,7 +304,7 @@ def print_result(summary: dict[str, Any], echo: Callable[[str], None] = print) -
     if metrics:
         shown = {k: metrics[k] for k in ("mAP", "mAP@0.5", "mAP@0.75", "recall") if k in metrics}
         echo("metrics: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
-        reasons = metrics.get("reasons") or metrics.get("blessed_reasons")
+        reasons = (metrics.get("blessing") or {}).get("reasons")  # metrics.json of `odpipe evaluate`
         echo(f"blessed: {summary.get('blessed')}" + (f" ({'; '.join(map(str, reasons))})" if isinstance(reasons, list) and reasons else ""))
     if summary.get("report"):
         echo(f"report:  {summary['report']}")

@@ -340,3 +340,22 @@ def test_demo_generates_data_and_runs_the_pipeline_locally(tmp_path, monkeypatch
     assert seen["work_dir"] == str(tmp_path / "demo" / "work")
     out = capsys.readouterr().out
     assert "mAP 0.610, mAP@0.5 0.930" in out and "report.html: " + str(tmp_path / "demo" / "work") in out
+
+
+def test_demo_prints_undefined_map_as_na(tmp_path, monkeypatch, capsys):
+    """mAP is null in metrics.json when the eval data holds no labelled object: no crash, "n/a"."""
+    from odpipe import demo
+
+    def fake_run_locally(params, work_dir, echo=print):
+        return {"tasks": {}, "metrics": {"mAP": None, "mAP@0.5": None, "blessed": False}, "blessed": False}
+
+    monkeypatch.setattr(orchestrate, "run_locally", fake_run_locally)
+    assert demo.main([str(tmp_path / "demo"), "--images", "2"]) == 0
+    assert "mAP n/a, mAP@0.5 n/a" in capsys.readouterr().out
+
+
+def test_print_result_shows_the_blessing_reasons():
+    metrics = {"mAP": 0.42, "blessed": False, "blessing": {"reasons": ["mAP 0.4200 < --min-map 0.5"]}}
+    lines = []
+    orchestrate.print_result({"metrics": metrics, "blessed": False}, echo=lines.append)
+    assert "blessed: False (mAP 0.4200 < --min-map 0.5)" in lines
