@@ -62,7 +62,7 @@ from collections import Counter
 import pandas as pd
 
 from odpipe import storage
-from odpipe.errors import UserError
+from odpipe.errors import UserError, first_line
 
 CSV_COLUMNS = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax", "difficult", "truncated"]
 _REQUIRED = CSV_COLUMNS[:8]
@@ -85,7 +85,7 @@ def read_labels_csv(path: str) -> pd.DataFrame:
     except FileNotFoundError:
         raise UserError(f"{path}: CSV not found; check the path") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not a readable CSV ({str(err).splitlines()[0]}); write it with `odpipe csv`") from None
+        raise UserError(f"{path}: not a readable CSV ({first_line(err)}); write it with `odpipe csv`") from None
     except pd.errors.EmptyDataError:
         raise UserError(f"{path}: CSV is empty; write it with `odpipe csv`") from None
     missing = [c for c in _REQUIRED if c not in frame.columns]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from odpipe import storage
-from odpipe.errors import UserError
+from odpipe.errors import UserError, first_line
 from odpipe.label_map import read_label_map
 
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
@@ -98,8 +98,9 @@ class Detector:
         try:
             self._model = tf.saved_model.load(saved_model)
         except (OSError, ValueError, tf.errors.OpError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"{saved_model}: cannot load the SavedModel ({first}); re-export with `odpipe export`") from None
+            raise UserError(
+                f"{saved_model}: cannot load the SavedModel ({first_line(err)}); re-export with `odpipe export`"
+            ) from None
         signatures = self._model.signatures
         if "serving_default" not in signatures:
             raise UserError(

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from odpipe import storage
-from odpipe.errors import UserError
+from odpipe.errors import UserError, first_line
 
 IOU_THRESHOLD = 0.5
 COCO_STAT_NAMES = (
@@ -306,7 +306,7 @@ def _serialized_batches(path: str, batch_size: int):
         for batch in ds.as_numpy_iterator():
             yield [bytes(b) for b in batch]
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, ValueError) as err:
-        raise UserError(f"{path}: not a readable TFRecord file ({str(err).splitlines()[0]}); rewrite it with `odpipe tfrecord`") from None
+        raise UserError(f"{path}: not a readable TFRecord file ({first_line(err)}); rewrite it with `odpipe tfrecord`") from None
 
 
 def _feature(example, key):

@@ -23,7 +23,7 @@ import argparse
 import json
 import os
 
-from odpipe.errors import UserError
+from odpipe.errors import UserError, first_line
 
 SIGNATURE_BYTES = "serving_default"
 SIGNATURE_TENSOR = "serving_image_tensor"
@@ -201,7 +201,7 @@ def export_model(model_dir: str, export_dir: str, checkpoint: str = "best", tfli
     except (AssertionError, ValueError, tf.errors.OpError) as err:
         raise UserError(
             f"{prefix}: checkpoint does not match the model in {model_dir}/config.yaml "
-            f"({str(err).splitlines()[0][:160]}); pick a checkpoint of this model dir"
+            f"({first_line(err, 160)}); pick a checkpoint of this model dir"
         ) from None
     step = _checkpoint_step(prefix)
     module = _module(detector)

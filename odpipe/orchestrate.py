@@ -32,7 +32,7 @@ import warnings
 from typing import Any, Callable
 
 from odpipe import storage
-from odpipe.errors import UserError
+from odpipe.errors import UserError, first_line
 
 PIPELINE_YAML = "pipeline.yaml"
 DEFAULT_WORK_DIR = "odpipe-work"
@@ -243,7 +243,7 @@ def run_locally(
         try:
             pipeline_orchestrator.run_local_pipeline(spec, parameters)
         except RuntimeError as err:
-            error = re.sub(r"\x1b\[[0-9;]*m", "", str(err).strip().splitlines()[0] if str(err).strip() else repr(err))
+            error = re.sub(r"\x1b\[[0-9;]*m", "", first_line(err))
     new = sorted(set(os.listdir(runs_root)) - before)
     run_dir = os.path.join(runs_root, new[-1]) if new else None
     summary = collect_outputs(run_dir, _task_dirs(spec_dict)) if run_dir else {"tasks": {}}

@@ -32,7 +32,7 @@ import sys
 from collections import Counter
 
 from odpipe import storage
-from odpipe.errors import UserError
+from odpipe.errors import UserError, first_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _GLOB_CHARS = set("*?[")
@@ -124,7 +124,7 @@ def _read_or_reason(path) -> tuple[bytes, bytes]:
     try:
         return storage.read_bytes(path), b""
     except Exception as err:  # noqa: BLE001 - any read failure is reported per file, not a crash
-        return b"", f"cannot read the file ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})".encode()
+        return b"", f"cannot read the file ({type(err).__name__}: {first_line(err)})".encode()
 
 
 def read_batches(paths: list[str], batch_size: int):

@@ -100,3 +100,11 @@ def test_command_modules_exist():
     for command, (module, _) in COMMANDS.items():
         assert importlib.util.find_spec(module) is not None, f"{command}: module {module} is missing"
     assert cli.build_parser().prog == "odpipe"
+
+
+def test_first_line_of_library_errors():
+    from odpipe.errors import first_line
+
+    assert first_line(ValueError("\n  bad value  \nTraceback ...")) == "bad value"
+    assert first_line(AssertionError()) == "AssertionError"  # an empty message is not an IndexError
+    assert first_line(OSError("x" * 50), limit=10) == "x" * 10
