@@ -50,16 +50,11 @@ class Detection:
 
 def _copy_remote_dir(uri: str) -> str:
     """Copy every object under `uri` to a new local temp folder; returns that folder."""
-    uri = uri.rstrip("/")
-    paths = storage.glob(uri + "/**")
-    if not paths:
+    files = storage.list_files(uri)
+    if not files:
         raise UserError(f"{uri}: no files there; point --model at the folder `odpipe export -o` wrote")
     local = tempfile.mkdtemp(prefix="odpipe-export-")
-    for path in paths:
-        rel = path[len(uri) + 1 :]
-        if not rel or rel.endswith("/"):
-            continue
-        storage.write_bytes(os.path.join(local, *rel.split("/")), storage.read_bytes(path))
+    storage.copy_tree(uri, local, files)
     return local
 
 

@@ -597,21 +597,10 @@ def _schedule(args: argparse.Namespace, scratch: str) -> int:
 
 def publish_export(export_dir: str, destinations: list[str]) -> dict[str, Any]:
     """Copies an export directory (local or gs://) to each destination folder; returns what was copied."""
-    source = str(export_dir).rstrip("/")
-    import shutil
-
-    files = [p for p in storage.glob(source + "/**") if storage.is_remote(p) or os.path.isfile(p)]
+    files = storage.list_files(export_dir)
     if not files:
         raise UserError(f"{export_dir}: export folder is empty or missing; run `odpipe export` first")
-    copied = 0
-    for dest in destinations:
-        dest = str(dest).rstrip("/")
-        for path in files:
-            rel = path[len(source) + 1:]
-            target = storage.join(dest, *rel.split("/")) if storage.is_remote(dest) else os.path.join(dest, rel)
-            with storage.open_read(path) as src, storage.open_write(target) as dst:
-                shutil.copyfileobj(src, dst, 1 << 22)
-            copied += 1
+    copied = sum(storage.copy_tree(export_dir, str(dest).rstrip("/"), files) for dest in destinations)
     return {"source": export_dir, "destinations": list(destinations), "files": len(files), "copied": copied}
 
 

@@ -119,6 +119,30 @@ def glob(pattern: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
+def list_files(folder: str) -> list[str]:
+    """Relative paths (with `/`) of every file under `folder`, recursively, sorted."""
+    root = str(folder).rstrip("/")
+    found = []
+    for path in glob(root + "/**"):
+        rel = path[len(root) + 1 :]
+        if rel and not rel.endswith("/") and (is_remote(path) or os.path.isfile(path)):
+            found.append(rel if is_remote(path) else rel.replace(os.sep, "/"))
+    return found
+
+
+def copy_tree(source: str, destination: str, files: list[str] | None = None) -> int:
+    """Copy the files under `source` (`files`, relative paths; default all) to the same relative
+    paths under `destination`, streaming (local or `gs://` on either side); returns the count."""
+    import shutil
+
+    source = str(source).rstrip("/")
+    files = list_files(source) if files is None else files
+    for rel in files:
+        with open_read(join(source, *rel.split("/"))) as src, open_write(join(destination, *rel.split("/"))) as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+    return len(files)
+
+
 def makedirs(path: str) -> None:
     """Create a local folder (buckets have no folders; nothing to do there)."""
     if not is_remote(path):

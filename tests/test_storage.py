@@ -47,3 +47,15 @@ def test_labels_csv_and_label_map_from_bucket(gcs_bucket):
     assert read_label_map(f"{gcs_bucket}/storage-test/m.pbtxt") == {1: "NA"}
     with pytest.raises(UserError, match="not found"):
         read_labels_csv(f"{gcs_bucket}/storage-test/missing.csv")
+
+
+def test_list_files_and_copy_tree(base, tmp_path):
+    for rel in ("saved_model/saved_model.pb", "saved_model/variables/v.index", "label_map.pbtxt"):
+        storage.write_text(storage.join(base, "src", *rel.split("/")), rel)
+    files = storage.list_files(storage.join(base, "src"))
+    assert files == ["label_map.pbtxt", "saved_model/saved_model.pb", "saved_model/variables/v.index"]
+    for dest in (storage.join(base, "dest"), str(tmp_path / "local-dest")):
+        assert storage.copy_tree(storage.join(base, "src") + "/", dest) == 3
+        assert storage.list_files(dest) == files
+        assert storage.read_text(storage.join(dest, "saved_model", "variables", "v.index")) == "saved_model/variables/v.index"
+    assert storage.list_files(storage.join(base, "missing")) == []
