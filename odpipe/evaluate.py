@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import heapq
 import io
+import itertools
 import json
 import math
 import sys
@@ -272,36 +273,20 @@ def bless(map_value: float | None, min_map: float | None = None, baseline: dict 
 # -- reading the eval records --------------------------------------------------------------------
 
 
-def _tfrecord_frames(stream):
-    """Serialized records from a TFRecord byte stream (length, crc, data, crc framing)."""
-    import struct
-
-    while True:
-        header = stream.read(12)
-        if not header:
-            return
-        if len(header) < 12:
-            raise ValueError("truncated record header")
-        (length,) = struct.unpack("<Q", header[:8])
-        data = stream.read(length)
-        if len(data) < length or len(stream.read(4)) < 4:
-            raise ValueError("truncated record")
-        yield data
-
-
 def _serialized_batches(path: str, batch_size: int):
-    """Lists of serialized tf.train.Example from one TFRecord file, read ahead with tf.data."""
+    """Lists of serialized tf.train.Example from one TFRecord file: a local file read ahead with
+    tf.data; a `gs://` one through odpipe.storage (TensorFlow's gs:// ignores the storage emulator),
+    batched here, so that a corrupt file is a UserError rather than a wrapped tf.data error."""
     import tensorflow as tf
 
     if storage.is_remote(path):
-        def gen():
-            with storage.open_read(path) as f:
-                yield from _tfrecord_frames(f)
+        from odpipe.inspect_records import read_record_file
 
-        ds = tf.data.Dataset.from_generator(gen, output_signature=tf.TensorSpec([], tf.string))
-    else:
-        ds = tf.data.TFRecordDataset(path)
-    ds = ds.batch(batch_size).prefetch(2)
+        records = read_record_file(path)
+        while batch := list(itertools.islice(records, batch_size)):
+            yield batch
+        return
+    ds = tf.data.TFRecordDataset(path).batch(batch_size).prefetch(2)
     try:
         for batch in ds.as_numpy_iterator():
             yield [bytes(b) for b in batch]

@@ -18,29 +18,39 @@ import sys
 from collections import Counter
 
 from odpipe import storage
-from odpipe.errors import UserError
+from odpipe.errors import UserError, first_line
 
 TOLERANCE = 1e-5
 _MAX_LISTED = 20
 
 
-def read_records(pattern: str):
-    """Yield (path, serialized record) for every record in the files matching `pattern`."""
+def read_record_file(path: str):
+    """Yield the serialized records of one TFRecord file (local or `gs://`), framing CRCs checked;
+    a corrupt or truncated file is a UserError."""
     from apache_beam.io.tfrecordio import _TFRecordUtil
 
-    paths = storage.glob(pattern)
+    with storage.open_read(path) as f:
+        while True:
+            try:
+                record = _TFRecordUtil.read_record(f)
+            except ValueError as err:  # Beam's message ends with the bad bytes in hex: keep its start
+                raise UserError(
+                    f"{path}: corrupt TFRecord file ({first_line(err, 100)}); rewrite it with `odpipe tfrecord`"
+                ) from None
+            if record is None:
+                return
+            yield record
+
+
+def read_records(pattern: str, paths: list[str] | None = None):
+    """Yield (path, serialized record) for every record in the files matching `pattern` (or `paths`,
+    when the caller has listed them already)."""
+    paths = storage.glob(pattern) if paths is None else paths
     if not paths:
         raise UserError(f"{pattern}: no TFRecord files match; check the pattern (e.g. 'records/train-*.tfrecord')")
     for path in paths:
-        with storage.open_read(path) as f:
-            while True:
-                try:
-                    record = _TFRecordUtil.read_record(f)
-                except ValueError as err:
-                    raise UserError(f"{path}: corrupt TFRecord file ({err}); rewrite it with `odpipe tfrecord`") from None
-                if record is None:
-                    break
-                yield path, record
+        for record in read_record_file(path):
+            yield path, record
 
 
 def parse_example(serialized: bytes) -> dict:
@@ -140,7 +150,7 @@ def inspect_records(pattern: str, label_map_path: str | None = None, csv_path: s
     source_ids: dict[str, str] = {}
     files = storage.glob(pattern)
     n_records = n_objects = empty = 0
-    for path, serialized in read_records(pattern):
+    for path, serialized in read_records(pattern, files):
         rec = parse_example(serialized)
         n_records += 1
         name = rec["filename"]

@@ -16,7 +16,6 @@ from odpipe.errors import UserError
 from odpipe.evaluate import (
     EvalImage,
     GroundTruth,
-    _tfrecord_frames,
     bless,
     coco_metrics,
     confusion_matrix,
@@ -154,19 +153,21 @@ def test_read_baseline_errors(tmp_path):
 
 
 def test_tfrecord_framing_matches_tensorflow(tmp_path):
+    """The reader evaluate uses for gs:// records (odpipe.inspect_records.read_record_file)."""
     import tensorflow as tf
+
+    from odpipe.inspect_records import read_record_file
 
     path = str(tmp_path / "x.tfrecord")
     payloads = [b"", b"a", b"\x00" * 1000, "é".encode()]
     with tf.io.TFRecordWriter(path) as w:
         for p in payloads:
             w.write(p)
+    assert list(read_record_file(path)) == payloads
     with open(path, "rb") as f:
-        assert list(_tfrecord_frames(f)) == payloads
-    with open(path, "rb") as f:
-        truncated = io.BytesIO(f.read()[:-3])
-    with pytest.raises(ValueError):
-        list(_tfrecord_frames(truncated))
+        (tmp_path / "truncated.tfrecord").write_bytes(f.read()[:-3])
+    with pytest.raises(UserError, match="truncated.tfrecord: corrupt TFRecord"):
+        list(read_record_file(str(tmp_path / "truncated.tfrecord")))
 
 
 def test_report_html_is_self_contained():
@@ -302,3 +303,24 @@ def test_evaluate_refuses_records_of_another_label_map(detector, tmp_path):
     (tmp_path / "junk-00000-of-00001.tfrecord").write_bytes(b"not a tfrecord at all")
     with pytest.raises(UserError, match="junk-00000-of-00001.tfrecord: not a readable TFRecord"):
         evaluate(detector, str(tmp_path / "junk-*.tfrecord"), str(tmp_path / "r"), progress=False)
+
+
+def test_gs_records_read_through_storage_and_a_truncated_one_is_one_line(records, gcs_bucket):
+    """gs:// eval records go through odpipe.storage (the emulator); damage is a short UserError, not a
+    tf.data UnknownError traceback."""
+    import glob
+
+    from odpipe import storage
+    from odpipe.evaluate import _serialized_batches
+
+    local = sorted(glob.glob(records["eval"]))[0]
+    data = open(local, "rb").read()
+    uri = f"{gcs_bucket}/evaluate-test/eval-00000-of-00001.tfrecord"
+    storage.write_bytes(uri, data)
+    remote = [r for batch in _serialized_batches(uri, 3) for r in batch]
+    assert remote and remote == [r for batch in _serialized_batches(local, 3) for r in batch]
+    junk = f"{gcs_bucket}/evaluate-test/junk-00000-of-00001.tfrecord"
+    storage.write_bytes(junk, data[:-10])
+    with pytest.raises(UserError, match="junk-00000-of-00001.tfrecord: corrupt TFRecord") as info:
+        list(_serialized_batches(junk, 3))
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300
