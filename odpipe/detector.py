@@ -24,9 +24,8 @@ import numpy as np
 
 from odpipe import storage
 from odpipe.errors import UserError, first_line
+from odpipe.export import OUTPUT_KEYS, SIGNATURE_BYTES, SIGNATURE_TENSOR  # the contract, defined by its producer
 from odpipe.label_map import read_label_map
-
-OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 
 
 @dataclass
@@ -97,13 +96,13 @@ class Detector:
                 f"{saved_model}: cannot load the SavedModel ({first_line(err)}); re-export with `odpipe export`"
             ) from None
         signatures = self._model.signatures
-        if "serving_default" not in signatures:
+        if SIGNATURE_BYTES not in signatures:
             raise UserError(
-                f"{saved_model}: no `serving_default` signature (has: {', '.join(signatures) or 'none'}); "
+                f"{saved_model}: no `{SIGNATURE_BYTES}` signature (has: {', '.join(signatures) or 'none'}); "
                 "re-export with `odpipe export`"
             )
-        self._bytes_fn = signatures["serving_default"]
-        self._tensor_fn = signatures.get("serving_image_tensor")
+        self._bytes_fn = signatures[SIGNATURE_BYTES]
+        self._tensor_fn = signatures.get(SIGNATURE_TENSOR)
         self._warned_fallback = False
 
     def close(self) -> None:
@@ -144,7 +143,7 @@ class Detector:
         import tensorflow as tf
 
         if self._tensor_fn is None:
-            raise UserError(f"{self.export_dir}: no `serving_image_tensor` signature; re-export with `odpipe export`")
+            raise UserError(f"{self.export_dir}: no `{SIGNATURE_TENSOR}` signature; re-export with `odpipe export`")
         return self._outputs(self._tensor_fn(inputs=tf.convert_to_tensor(images, dtype=tf.uint8)))
 
     def detect_bytes(self, encoded: list[bytes]) -> list[dict[str, np.ndarray] | str]:

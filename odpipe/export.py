@@ -28,7 +28,7 @@ from odpipe.errors import UserError, first_line
 SIGNATURE_BYTES = "serving_default"
 SIGNATURE_TENSOR = "serving_image_tensor"
 SIGNATURE_TFLITE = "serving_default"  # the one signature of model.tflite
-OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")  # read by odpipe.detector
 
 
 def resolve_export_checkpoint(model_dir: str, checkpoint: str = "best") -> tuple[str, str]:
@@ -69,7 +69,7 @@ def normalize_boxes(boxes, image_info):
     return tf.clip_by_value(boxes, 0.0, 1.0)
 
 
-class Detector:
+class ServingModel:
     """Builds the RetinaNet of a config, restores a checkpoint and defines the serving functions."""
 
     def __init__(self, config, checkpoint_prefix: str):
@@ -149,7 +149,7 @@ class Detector:
         return self.detect(processed[tf.newaxis], info[tf.newaxis])
 
 
-def _module(detector: Detector):
+def _module(detector: ServingModel):
     import tensorflow as tf
 
     module = tf.Module()
@@ -163,7 +163,7 @@ def _module(detector: Detector):
     return module
 
 
-def _write_tflite(detector: Detector, path: str) -> dict:
+def _write_tflite(detector: ServingModel, path: str) -> dict:
     """model.tflite from a one-signature SavedModel, so its signature keeps the output names."""
     import tempfile
 
@@ -197,7 +197,7 @@ def export_model(model_dir: str, export_dir: str, checkpoint: str = "best", tfli
     label_map = read_label_map(f"{model_dir}/label_map.pbtxt")
     prefix, chosen = resolve_export_checkpoint(model_dir, checkpoint)
     try:
-        detector = Detector(config, prefix)
+        detector = ServingModel(config, prefix)
     except (AssertionError, ValueError, tf.errors.OpError) as err:
         raise UserError(
             f"{prefix}: checkpoint does not match the model in {model_dir}/config.yaml "
