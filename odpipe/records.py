@@ -121,8 +121,9 @@ def plan_images(frame, label_map: dict[int, str], csv_path: str = "<csv>") -> di
     items: dict[str, dict] = {}
     dropped: list[dict] = []
     clipped = 0
-    columns = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax", "difficult", "truncated"]
-    for name, width, height, cls, xmin, ymin, xmax, ymax, difficult, truncated in zip(*(frame[c] for c in columns)):
+    from odpipe.annotations import CSV_COLUMNS
+
+    for name, width, height, cls, xmin, ymin, xmax, ymax, difficult, truncated in zip(*(frame[c] for c in CSV_COLUMNS)):
         name = str(name)
         width, height = int(width), int(height)
         parts = name.replace("\\", "/").split("/")
@@ -702,12 +703,7 @@ def mean_image_bytes(items: list[dict], images_dir: str, sample: int = 32) -> fl
     sizes = []
     for path in paths:
         try:
-            if storage.is_remote(path):
-                from apache_beam.io.filesystems import FileSystems
-
-                sizes.append(FileSystems.match([path])[0].metadata_list[0].size_in_bytes)
-            else:
-                sizes.append(os.path.getsize(path))
+            sizes.append(storage.size(path))
         except Exception:  # noqa: BLE001 - a missing image is reported by the pipeline itself
             continue
     return sum(sizes) / len(sizes) if sizes else None
@@ -725,8 +721,6 @@ def default_shards(items: list[dict], images_dir: str, sample: int = 32, mean_by
 
 
 def _shard_paths(prefix: str) -> list[str]:
-    import re
-
     pattern = re.compile(re.escape(posixpath.basename(prefix.replace(os.sep, "/"))) + r"-\d{5}-of-\d{5}" + re.escape(SUFFIX) + "$")
     return [p for p in storage.glob(f"{prefix}-*-of-*{SUFFIX}") if pattern.search(p.replace(os.sep, "/"))]
 

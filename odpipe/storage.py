@@ -108,6 +108,17 @@ def exists(path: str) -> bool:
     return _fs().exists(path)
 
 
+def size(path: str) -> int:
+    """Size in bytes of a file or object; FileNotFoundError when there is none."""
+    path = str(path)
+    if not is_remote(path):
+        return os.path.getsize(path)
+    found = _fs().match([path])[0].metadata_list
+    if not found:
+        raise FileNotFoundError(f"{path}: not found")
+    return found[0].size_in_bytes
+
+
 def glob(pattern: str) -> list[str]:
     """Sorted paths matching a glob pattern (local or `gs://`)."""
     pattern = str(pattern)

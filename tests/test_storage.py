@@ -22,6 +22,9 @@ def test_write_read_glob_rename_delete(base):
     assert storage.read_text(a) == "héllo\n"
     assert storage.read_bytes(b) == bytes(range(256)) * 1000
     assert storage.exists(a) and not storage.exists(storage.join(base, "d", "nope"))
+    assert storage.size(b) == 256_000 and storage.size(a) == len("héllo\n".encode())
+    with pytest.raises(FileNotFoundError):
+        storage.size(storage.join(base, "d", "nope"))
     assert storage.glob(storage.join(base, "d", "*.txt")) == [a]
     assert storage.glob(storage.join(base, "d", "*")) == sorted([a, b])
     c = storage.join(base, "d", "c.txt")

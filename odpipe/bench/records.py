@@ -37,8 +37,6 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-HEADER = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax", "difficult", "truncated"]
-
 _RAW_COPY = r"""
 import os, sys
 src_list, out = sys.argv[1], sys.argv[2]
@@ -104,6 +102,7 @@ def _make_chunk(args) -> list[list]:
 
 def generate(workdir: str, images: int, seed: int = 0, kind: str = "photo") -> dict:
     """Sample images + labels.csv + label_map.pbtxt under workdir (reused if the CSV matches)."""
+    from odpipe.annotations import CSV_COLUMNS
     from odpipe.label_map import format_label_map
     from odpipe.sample_data import CLASSES
 
@@ -122,7 +121,7 @@ def generate(workdir: str, images: int, seed: int = 0, kind: str = "photo") -> d
         chunks = list(pool.map(_make_chunk, tasks))
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(HEADER)
+        w.writerow(CSV_COLUMNS)
         for rows in chunks:
             w.writerows(rows)
     map_path = os.path.join(workdir, "label_map.pbtxt")
