@@ -30,7 +30,7 @@ Conventions (the records stage relies on them):
   The image is looked up in `IMAGES_DIR/<the XML's sub-folder>/` then `IMAGES_DIR/` (with
   `--images-dir`), or in the XML's own folder (without it); an exact name first, then the same name
   in another letter case (annotations made on Windows), then an image with the XML's stem and any of
-  .jpg .jpeg .png .bmp .gif .webp (any case) -- each fallback with a warning. No image: the image
+  .jpg .jpeg .png .bmp .gif .webp .tif .tiff (any case) -- each fallback with a warning. No image: the image
   and its objects are dropped and reported.
 * Drops. Objects with an empty <name>, no <bndbox>, a non-numeric coordinate, a box that is
   inverted or has zero area after clipping, or the exact same class and box as an earlier object
@@ -67,7 +67,8 @@ from odpipe.errors import UserError, first_line
 CSV_COLUMNS = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax", "difficult", "truncated"]
 _REQUIRED = CSV_COLUMNS[:8]
 _BOX = ["xmin", "ymin", "xmax", "ymax"]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+# Image files odpipe reads (the records stage converts all but JPEG/PNG): the annotations' look-up and predict's folders.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CLIP_TOLERANCE = 1.0  # pixels; smaller clips are the usual 1-based off-by-one, only counted
 

@@ -32,9 +32,9 @@ import sys
 from collections import Counter
 
 from odpipe import storage
+from odpipe.annotations import IMAGE_EXTENSIONS
 from odpipe.errors import UserError, first_line
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _GLOB_CHARS = set("*?[")
 
 PALETTE = [

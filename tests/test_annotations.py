@@ -329,3 +329,12 @@ def test_bucket_paths_through_the_emulator(tmp_path, gcs_bucket):
     summary = split_csv(prefix + "/labels.csv", prefix + "/split", eval_fraction=0.3, images_dir=prefix + "/images")
     assert summary["duplicates_by"] == "sha256"
     assert storage.read_text(prefix + "/split/eval.csv") == (tmp_path / "split/eval.csv").read_text()
+
+
+def test_stem_fallback_finds_tiff_images(tmp_path):
+    """labelImg opens TIFF scans and the records stage converts them, so the look-up finds them too."""
+    image(tmp_path / "ann/scan4.TIFF", fmt="TIFF")
+    xml(tmp_path / "ann/scan4.xml", "scan4", [("x", (1, 1, 5, 5))])  # <filename> without extension
+    report, frame = convert(tmp_path)
+    assert list(frame["filename"]) == ["scan4.TIFF"] and report["objects"] == 1
+    assert "using 'scan4.TIFF'" in report["warnings"][0]["message"]
