@@ -387,7 +387,7 @@ class _Run:
             return
         self.seen[image_rel] = rel_xml
         xml_w, xml_h = _number(_text(root, "size/width")), _number(_text(root, "size/height"))
-        if xml_w is not None and xml_h is not None and (xml_w, xml_h) != (width, height):
+        if xml_w and xml_h and xml_w > 0 and xml_h > 0 and (xml_w, xml_h) != (width, height):  # 0: size not recorded
             message = f"<size> says {format_number(xml_w)}x{format_number(xml_h)} but {image_rel} is {width}x{height}; using the image's size"
             if orientation in (5, 6, 7, 8) and (xml_w, xml_h) == (height, width):
                 message += (

@@ -338,3 +338,11 @@ def test_stem_fallback_finds_tiff_images(tmp_path):
     report, frame = convert(tmp_path)
     assert list(frame["filename"]) == ["scan4.TIFF"] and report["objects"] == 1
     assert "using 'scan4.TIFF'" in report["warnings"][0]["message"]
+
+
+def test_zero_size_in_xml_means_not_recorded(tmp_path):
+    """Some tools write <width>0</width> when they did not record the size: no resize warning."""
+    image(tmp_path / "ann/a.jpg", size=(40, 30))
+    xml(tmp_path / "ann/a.xml", "a.jpg", [("a", (1, 1, 5, 5))], size=(0, 0))
+    report, frame = convert(tmp_path, strict=True)
+    assert report["warnings"] == [] and (frame["width"].iloc[0], frame["height"].iloc[0]) == (40, 30)
