@@ -137,15 +137,13 @@ def records(
         dataflow_image: SDK container image for Dataflow workers; added as
             --sdk_container_image when the runner is Dataflow and none is given.
     """
-    import os
-
+    from odpipe import storage
     from odpipe.records import convert
 
     args = list(beam_args or [])
     if runner == "DataflowRunner" and dataflow_image and not any("sdk_container_image" in a for a in args):
         args.append(f"--sdk_container_image={dataflow_image}")
-    if "://" not in records.uri:
-        os.makedirs(records.path, exist_ok=True)
+    storage.makedirs(records.uri)  # a local folder is created; a bucket needs none
     prefix = records.uri.rstrip("/") + "/records"
     summary = convert(
         splits.uri.rstrip("/") + f"/{side}.csv",
