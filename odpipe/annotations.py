@@ -106,7 +106,7 @@ def read_labels_csv(path: str) -> pd.DataFrame:
         for col in ("difficult", "truncated"):
             frame[col] = pd.to_numeric(frame[col].replace("", "0"), errors="raise").astype("int64")
     except (ValueError, TypeError) as err:
-        raise UserError(f"{path}: a numeric column holds text ({err}); fix or regenerate the CSV") from None
+        raise UserError(f"{path}: a numeric column holds text ({first_line(err)}); fix or regenerate the CSV") from None
     has_class = frame["class"] != ""
     has_box = frame[_BOX].notna().all(axis=1)
     bad = frame[has_class != has_box]

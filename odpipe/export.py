@@ -88,7 +88,10 @@ class ServingModel:
         )
         self.keep_aspect_ratio = config.task.train_data.parser.keep_aspect_ratio
         if not hasattr(params, "anchor") or not hasattr(params, "head"):
-            raise UserError("export supports RetinaNet experiments; this model dir holds another model type")
+            raise UserError(
+                f"{checkpoint_prefix}: its config is not a RetinaNet experiment, the only kind export supports; "
+                "train with a RetinaNet preset (retinanet-mobilenetv2, retinanet-resnet50fpn)"
+            )
         params.detection_generator.nms_version = "v2" if params.detection_generator.nms_version not in (
             "v2", "batched", "v3") else params.detection_generator.nms_version
         input_specs = tf_keras.layers.InputSpec(shape=[None, *self.padded_size, 3])
