@@ -63,12 +63,6 @@ PARAMETERS: list[tuple[str, str, Any, str]] = [
 # compile
 
 
-def build_pipeline(image: str | None = None, trainer_image: str | None = None, **resources: str):
-    from pipelines.training import build_pipeline as build
-
-    return build(image, trainer_image, **resources)
-
-
 def compile_pipeline(
     output: str = PIPELINE_YAML,
     image: str | None = None,
@@ -78,6 +72,8 @@ def compile_pipeline(
 ) -> str:
     """Compiles the training pipeline to KFP v2 IR YAML at `output` (local path); returns it."""
     from kfp import compiler
+
+    from pipelines.training import build_pipeline
 
     pipeline = build_pipeline(image, trainer_image, trainer_memory=trainer_memory, trainer_cpu=trainer_cpu)
     parent = os.path.dirname(os.path.abspath(output))
