@@ -81,7 +81,7 @@ from collections import Counter
 import apache_beam as beam
 
 from odpipe import storage
-from odpipe.errors import UserError
+from odpipe.errors import UserError, first_line
 
 COUNTER_NAMESPACE = "odpipe.records"
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
@@ -521,6 +521,10 @@ class _WriteShardFn(beam.DoFn):
             data = storage.read_bytes(path)
         except (FileNotFoundError, IsADirectoryError):
             raise Rejected("missing", f"image file not found at {path}") from None
+        except OSError as err:
+            if storage.is_remote(path):
+                raise  # a bucket error may be transient: the runner retries the shard
+            raise Rejected("unreadable", f"cannot read the image file {path} ({type(err).__name__}: {first_line(err)})") from None
         return image_to_example(item, data, self._verify)
 
     def _prepared(self, items):

@@ -497,3 +497,23 @@ def test_encode_example_matches_tensorflow_byte_for_byte():
     for key, (kind, values) in features.items():
         getattr(reference.features.feature[key], f"{kind}_list").value.extend(values)
     assert records.encode_example(features) == reference.SerializeToString(deterministic=True)
+
+
+def test_an_unreadable_local_image_is_rejected_not_a_crash(tmp_path, monkeypatch):
+    """A local read error other than "not found" (permissions, I/O error) rejects that image with its reason."""
+    os.makedirs(tmp_path / "images")
+    for name in ("a.jpg", "b.jpg"):
+        _rgb(32, 24).save(tmp_path / "images" / name, "JPEG")
+    real = records.storage.read_bytes
+
+    def read_bytes(path):
+        if path.endswith("b.jpg"):
+            raise PermissionError(13, "Permission denied", path)
+        return real(path)
+
+    monkeypatch.setattr(records.storage, "read_bytes", read_bytes)
+    items = [{"filename": n, "width": 32, "height": 24, "source_id": i + 1, "objects": []} for i, n in enumerate(("a.jpg", "b.jpg"))]
+    got = list(records._WriteShardFn(str(tmp_path / "images"), str(tmp_path / "p"), 1, threads=1)._prepared(items))
+    assert not isinstance(got[0][1], records.Rejected)
+    assert isinstance(got[1][1], records.Rejected) and got[1][1].key == "unreadable"
+    assert "b.jpg" in str(got[1][1]) and "PermissionError" in str(got[1][1])
