@@ -27,7 +27,7 @@ import numpy as np
 
 from odpipe import storage
 from odpipe.annotations import read_labels_csv, write_labels_csv
-from odpipe.errors import UserError
+from odpipe.errors import UserError, first_line
 
 SIDES = ("train", "eval")
 
@@ -42,6 +42,8 @@ def _sha256(path: str) -> str:
         raise UserError(
             f"{path}: image listed in the CSV not found; pass as --images-dir the folder the CSV's filenames are relative to"
         ) from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the image ({type(err).__name__}: {first_line(err)}); fix its permissions or remove it from the CSV") from None
     return digest.hexdigest()
 
 

@@ -169,6 +169,17 @@ def test_too_few_images_and_missing_image(tmp_path):
         split_csv(str(src), str(tmp_path / "out"), images_dir=str(images))
 
 
+def test_unreadable_image_is_a_user_error(tmp_path):
+    src = tmp_path / "labels.csv"
+    src.write_text(format_labels_csv([["a.jpg", 9, 9, "x", 1, 1, 5, 5, 0, 0], ["b.jpg", 9, 9, "x", 1, 1, 5, 5, 0, 0]]))
+    images = tmp_path / "images"
+    images.mkdir()
+    make_image(images / "a.jpg", (1, 2, 3))
+    (images / "b.jpg").mkdir()  # read error other than "not found" (as permissions would be, for non-root)
+    with pytest.raises(UserError, match=r"b\.jpg: cannot read the image \(IsADirectoryError"):
+        split_csv(str(src), str(tmp_path / "out"), images_dir=str(images))
+
+
 def test_cli_prints_per_class_counts(tmp_path, capsys):
     src = synthetic_csv(tmp_path / "labels.csv", n=60)
     assert main(["split", str(src), "-o", str(tmp_path / "out"), "--eval-fraction", "0.25", "--seed", "3"]) == 0
