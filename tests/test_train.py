@@ -165,6 +165,34 @@ def test_resolve_checkpoint_forms(tiny_checkpoint):
         resolve_checkpoint(str(empty))
 
 
+def test_small_training_set_cached_decoded_and_augmented_every_epoch(records, label_map_path, monkeypatch):
+    from odpipe.label_map import read_label_map
+    from odpipe.modeling import detection
+    from odpipe.train import build_config
+
+    config = build_config(records["train"], records["eval"], read_label_map(str(label_map_path)), image_size=128,
+                          batch_size=4, steps=10)
+    task = detection.build_task(config.task)
+    files = detection._input_files(config.task.train_data)
+    assert detection.decoded_bytes(files) > 0
+    assert detection.decoded_bytes(files, scan_limit=1) is None  # too big to scan: streamed as before
+    assert detection._cacheable_training_files(task, config.task.train_data, None) == files
+    assert detection._cacheable_training_files(task, config.task.validation_data, None) is None
+    cached = task.build_inputs(config.task.train_data)
+    monkeypatch.setattr(detection, "DECODED_CACHE_BYTES", 0)
+    assert detection._cacheable_training_files(task, config.task.train_data, None) is None
+    streamed = task.build_inputs(config.task.train_data)
+    assert cached.element_spec == streamed.element_spec  # the same batches as Model Garden's pipeline
+    # ~4 passes over the (~19) training images: each one's scale jitter is drawn anew every time it comes round.
+    scales: dict[tuple, set] = {}
+    for _, labels in cached.take(20):
+        for info in labels["image_info"].numpy():
+            scales.setdefault(tuple(info[0]), set()).add(round(float(info[2][0]), 5))
+    seen_again = [s for s in scales.values() if len(s) > 1]
+    assert len(scales) >= 10
+    assert len(seen_again) > len(scales) // 2, scales
+
+
 # -- real training ----------------------------------------------------------------------------
 
 
