@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from odpipe import storage
-from odpipe.errors import UserError
+from odpipe.errors import UserError, first_line
 from odpipe.label_map import read_label_map
 
 log = logging.getLogger("odpipe.train")
@@ -333,11 +333,11 @@ def build_config(
             key = str(err).strip("'\"")
             raise UserError(f"{source}: {key}; fix the key (see MODEL_DIR/config.yaml for valid names)") from None
         except (ValueError, TypeError, AttributeError) as err:
-            raise UserError(f"{source}: cannot apply override ({str(err).splitlines()[0]}); fix that value") from None
+            raise UserError(f"{source}: cannot apply override ({first_line(err)}); fix that value") from None
     try:
         config.validate()
     except (KeyError, ValueError, AssertionError) as err:
-        raise UserError(f"config for --model {model}: invalid ({str(err).splitlines()[0]}); fix the override") from None
+        raise UserError(f"config for --model {model}: invalid ({first_line(err)}); fix the override") from None
     config.lock()
     return config
 
@@ -457,7 +457,7 @@ def _check_patterns(train_pattern: str, eval_pattern: str) -> None:
         try:
             files = tf.io.gfile.glob(pattern)
         except tf.errors.OpError as err:
-            raise UserError(f"{flag} {pattern}: cannot list ({err.message.splitlines()[0]}); check the path") from None
+            raise UserError(f"{flag} {pattern}: cannot list ({first_line(err)}); check the path") from None
         if not files:
             raise UserError(f"{flag} {pattern}: no files match; write records with `odpipe tfrecord` or fix the pattern")
 
