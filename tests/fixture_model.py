@@ -38,3 +38,12 @@ def export_dir(model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     export_model(str(model_dir), str(out), checkpoint="best", tflite=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def detector(export_dir):
+    """The real export, loaded once for every in-process evaluate/predict run."""
+    from odpipe.detector import Detector
+
+    with Detector(str(export_dir)) as loaded:
+        yield loaded

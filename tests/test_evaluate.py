@@ -197,15 +197,6 @@ def test_report_html_is_self_contained():
 
 
 @pytest.fixture(scope="module")
-def detector(export_dir):
-    """The real export, loaded once for this module's in-process runs."""
-    from odpipe.detector import Detector
-
-    with Detector(str(export_dir)) as loaded:
-        yield loaded
-
-
-@pytest.fixture(scope="module")
 def evaluated(detector, records, tmp_path_factory):
     from odpipe.evaluate import evaluate
 

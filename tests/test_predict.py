@@ -107,15 +107,6 @@ def predict_inputs(sample_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def detector(export_dir):
-    """The real export, loaded once for this module's in-process runs."""
-    from odpipe.detector import Detector
-
-    with Detector(str(export_dir)) as loaded:
-        yield loaded
-
-
-@pytest.fixture(scope="module")
 def predicted(detector, predict_inputs, tmp_path_factory):
     from odpipe.predict import predict
 
