@@ -103,11 +103,12 @@ def label_map(
         existing_label_map: A previous label map (local path or gs:// URI) whose ids are kept, so that
             ids stay stable across retraining; new classes get new ids. Empty for a fresh map.
     """
-    from odpipe.label_map import write_label_map
+    from odpipe.label_map import num_classes, write_label_map
 
     classes = write_label_map(labels.path, label_map.path, extend=existing_label_map or None)
     label_map.metadata["classes"] = {str(k): v for k, v in sorted(classes.items())}
-    label_map.metadata["num_classes"] = len(classes)
+    label_map.metadata["num_classes"] = num_classes(classes)
+    label_map.metadata["class_count"] = len(classes)
     label_map.metadata["extended_from"] = existing_label_map
 
 

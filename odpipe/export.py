@@ -191,7 +191,7 @@ def export_model(model_dir: str, export_dir: str, checkpoint: str = "best", tfli
     """Export the model in `model_dir` (config.yaml + checkpoint) to `export_dir`; returns a summary."""
     import tensorflow as tf
 
-    from odpipe.label_map import format_label_map, read_label_map
+    from odpipe.label_map import format_label_map, num_classes, read_label_map
     from odpipe.train import config_to_yaml, load_config
 
     model_dir = str(model_dir).rstrip("/")
@@ -230,7 +230,8 @@ def export_model(model_dir: str, export_dir: str, checkpoint: str = "best", tfli
         "step": step,
         "signatures": [SIGNATURE_BYTES, SIGNATURE_TENSOR],
         "image_size": detector.image_size,
-        "num_classes": len(label_map),
+        "num_classes": num_classes(label_map),
+        "classes": len(label_map),
         "label_map": {str(k): v for k, v in sorted(label_map.items())},
         "tflite": None,
     }

@@ -123,6 +123,13 @@ def parse_label_map(text: str, source: str = "<label map>") -> dict[int, str]:
     return label_map
 
 
+def num_classes(label_map: dict[int, str]) -> int:
+    """The number of classes, in the one meaning odpipe uses everywhere (Model Garden's
+    `num_classes`): the highest label id + 1, since id 0 is the background and an extended label
+    map may have gaps. `len(label_map)` is the count of named classes, reported as `classes`."""
+    return max(label_map) + 1 if label_map else 1
+
+
 def read_label_map(path: str) -> dict[int, str]:
     """{id: name} from a `.pbtxt` file (local or `gs://`)."""
     try:

@@ -28,7 +28,7 @@ from typing import Any
 
 from odpipe import storage
 from odpipe.errors import UserError, first_line
-from odpipe.label_map import read_label_map
+from odpipe.label_map import num_classes, read_label_map
 
 log = logging.getLogger("odpipe.train")
 
@@ -104,11 +104,6 @@ AUG_TYPES = {"none": None, "autoaugment": "autoaug", "randaugment": "randaug"}
 
 
 # --------------------------------------------------------------------------- pure helpers
-
-
-def num_classes_for(label_map: dict[int, str]) -> int:
-    """Model Garden's `num_classes`: the highest label id + 1 (id 0 is background)."""
-    return max(label_map) + 1
 
 
 def select_runtime(strategy: str = "auto", tpu: str | None = None, num_gpus: int = 0) -> dict:
@@ -261,7 +256,7 @@ def build_config(
         raise UserError(f"--aug-scale-min {smin} / --aug-scale-max {smax}: need 0 < min <= max (e.g. 0.8 and 1.25)")
     aug = _aug_config(aug_type if aug_type is not None else (preset.aug_type if preset else None))
     task = {
-        "model": {"num_classes": num_classes_for(label_map), "input_size": [image_size, image_size, 3]},
+        "model": {"num_classes": num_classes(label_map), "input_size": [image_size, image_size, 3]},
         "annotation_file": None,
         "use_coco_metrics": True,
         "per_category_metrics": True,

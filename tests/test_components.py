@@ -118,7 +118,8 @@ def test_data_stage_components_on_real_artifacts(comps, tiny_data, tmp_path):
     comps.label_map.python_func(labels=labels, label_map=label_map, existing_label_map=str(old))
     classes = label_map.metadata["classes"]
     assert classes["7"] == "square"
-    assert label_map.metadata["num_classes"] == len(classes) == len(set(classes.values()))
+    assert label_map.metadata["class_count"] == len(classes) == len(set(classes.values()))
+    assert label_map.metadata["num_classes"] == max(map(int, classes)) + 1  # one meaning: max id + 1
 
     records = artifact(Dataset, tmp_path / "rec" / "records")
     comps.records.python_func(splits=splits, label_map=label_map, images=str(tiny_data / "images"),
