@@ -2,7 +2,7 @@
 exported model (the thing that gets deployed) on eval TFRecords.
 
     odpipe evaluate --model EXPORT_DIR --data 'records/eval-*.tfrecord' -o REPORT_DIR \\
-        [--min-map 0.5] [--baseline OLD/metrics.json]
+        [--min-map 0.5] [--champion SERVING_EXPORT_DIR [--margin 0.01]]
 
 Writes REPORT_DIR/metrics.json, confusion_matrix.png, pr_curves.png and report.html (local or
 gs://). Decisions, all stated here so the numbers can be trusted:
@@ -21,8 +21,12 @@ gs://). Decisions, all stated here so the numbers can be trusted:
   by IoU, same-class pairs first, then any class (a box found with the wrong label is a
   confusion, not a miss plus a false alarm). Detections on difficult/crowd boxes are ignored.
   per_class also gives "precision@threshold" and "recall@threshold" read from that matrix.
-* "blessed": mAP >= --min-map (when given) and mAP >= the --baseline metrics.json's mAP (when
-  given); neither given -> blessed, and the reasons say so. Undefined mAP -> not blessed.
+* "blessed": mAP >= --min-map (when given) and mAP >= the --champion's mAP + --margin (when
+  given); neither given -> blessed, and the reasons say so. Undefined mAP -> not blessed. The
+  champion (the model in service) is scored here, by the same code on the same records with the
+  same ignore rules, over the new model's classes: its detections are matched to the new label
+  map by class name, and a class it never saw scores AP 0 for it. Comparing with an mAP computed
+  on another eval set would not be fair once the data grows.
 * An image the model cannot decode is skipped, counted and listed under "skipped"; records whose
   class ids disagree with the model's label map are an error (rebuild the records).
 """
@@ -37,6 +41,7 @@ import itertools
 import json
 import math
 import sys
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -227,47 +232,60 @@ def image_errors(cells, background: int) -> int:
 # -- blessing ------------------------------------------------------------------------------------
 
 
-def read_baseline(path: str) -> dict:
-    try:
-        doc = json.loads(storage.read_text(path))
-    except FileNotFoundError:
-        raise UserError(f"{path}: baseline metrics not found; give the metrics.json of a previous `odpipe evaluate`") from None
-    except (ValueError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: baseline is not JSON ({err}); give the metrics.json of a previous `odpipe evaluate`") from None
-    if not isinstance(doc, dict) or "mAP" not in doc:
-        raise UserError(f"{path}: baseline has no \"mAP\"; give the metrics.json of a previous `odpipe evaluate`")
-    value = doc["mAP"]
-    if value is not None and not isinstance(value, (int, float)):
-        raise UserError(f"{path}: baseline \"mAP\" is {value!r}, not a number; give a metrics.json from `odpipe evaluate`")
-    return doc
-
-
-def bless(map_value: float | None, min_map: float | None = None, baseline: dict | None = None,
-          baseline_path: str | None = None) -> tuple[bool, list[str]]:
-    """(blessed, reasons): mAP >= min_map (when given) and mAP >= baseline["mAP"] (when given)."""
+def bless(map_value: float | None, min_map: float | None = None, champion: dict | None = None,
+          margin: float = 0.0) -> tuple[bool, list[str]]:
+    """(blessed, reasons): mAP >= min_map (when given) and mAP >= the champion's mAP + margin (when
+    a champion was evaluated on the same records). Neither -> blessed, and the reasons say so."""
     reasons: list[str] = []
     blessed = True
     if map_value is None:
         return False, ["mAP is undefined (the eval data holds no labelled object): not blessed"]
-    if min_map is None and baseline is None:
-        return True, [f"mAP {map_value:.4f}; no --min-map and no --baseline given: blessed by default"]
+    if min_map is None and champion is None:
+        return True, [f"mAP {map_value:.4f}; no --min-map and no champion: blessed by default"]
     if min_map is not None:
         if map_value >= min_map:
             reasons.append(f"mAP {map_value:.4f} >= --min-map {min_map:g}")
         else:
             blessed = False
             reasons.append(f"mAP {map_value:.4f} < --min-map {min_map:g}")
-    if baseline is not None:
-        old = baseline.get("mAP")
-        where = f" ({baseline_path})" if baseline_path else ""
+    if champion is not None:
+        old = champion.get("mAP")
+        who = f"the champion's ({champion['version']})" if champion.get("version") else "the champion's"
+        bar = f" + margin {margin:g}" if margin else ""
         if old is None:
-            reasons.append(f"baseline{where} has mAP null: nothing to compare against")
-        elif map_value >= float(old) - 1e-9:
-            reasons.append(f"mAP {map_value:.4f} is not worse than the baseline's {float(old):.4f}{where}")
+            reasons.append(f"{who} mAP is undefined on these records: nothing to compare against")
+        elif map_value >= float(old) + margin - 1e-9:
+            reasons.append(f"mAP {map_value:.4f} >= {who} {float(old):.4f}{bar} on the same eval records")
         else:
             blessed = False
-            reasons.append(f"mAP {map_value:.4f} is worse than the baseline's {float(old):.4f}{where}")
+            reasons.append(f"mAP {map_value:.4f} < {who} {float(old):.4f}{bar} on the same eval records")
     return blessed, reasons
+
+
+def champion_summary(coco: dict, detector, label_map: dict[int, str], version: str | None) -> dict:
+    """The champion's block of metrics.json: its figures on the challenger's records and classes.
+    A class the champion's label map does not have scores AP 0 (it can never be detected)."""
+    stats = coco["stats"]
+    known = set(detector.label_map.values())
+    return {
+        "version": version,
+        "model": str(getattr(detector, "export_dir", "")),
+        "mAP": stats["mAP"],
+        "mAP@0.5": stats["mAP@0.5"],
+        "mAP@0.75": stats["mAP@0.75"],
+        "recall": stats["AR@100"],
+        "per_class": {name: {k: pc[k] for k in ("AP", "AP@0.5", "AP@0.75", "recall", "detections")}
+                      for name, pc in coco["per_class"].items()},
+        "unseen_classes": sorted(n for n in label_map.values() if n not in known),
+        "coco": stats,
+    }
+
+
+def to_label_map_ids(detections: list, label_map: dict[int, str]) -> list:
+    """The champion's detections with class ids of the challenger's label map (matched by name);
+    a name the challenger's map lacks cannot match any ground truth and is dropped."""
+    ids = {name: cid for cid, name in label_map.items()}
+    return [dataclasses.replace(d, class_id=ids[d.name]) for d in detections if d.name in ids]
 
 
 # -- reading the eval records --------------------------------------------------------------------
@@ -354,7 +372,9 @@ def evaluate(
     data,
     report_dir: str,
     min_map: float | None = None,
-    baseline: str | dict | None = None,
+    champion=None,
+    margin: float = 0.0,
+    champion_version: str | None = None,
     score_threshold: float = 0.5,
     batch_size: int = 8,
     report_images: int = 24,
@@ -362,6 +382,10 @@ def evaluate(
 ) -> dict:
     """Evaluate the export at `model` on the TFRecords matching `data` (a pattern or a list);
     write metrics.json, confusion_matrix.png, pr_curves.png, report.html to `report_dir`.
+
+    `champion` (an export folder or Detector: the model in service) is scored by the same code on
+    the same images, ground truth and ignore rules, over the challenger's classes, and the model is
+    blessed only if its mAP >= the champion's + `margin` (and >= `min_map`).
     Returns the metrics.json content."""
     from tqdm import tqdm
 
@@ -374,15 +398,17 @@ def evaluate(
         raise UserError(f"{' '.join(patterns)}: no TFRecord file matches; check the pattern (e.g. records/eval-*.tfrecord)")
     if min_map is not None and (not isinstance(min_map, (int, float)) or math.isnan(min_map)):
         raise UserError(f"--min-map {min_map!r}: must be a number (e.g. 0.5)")
-    if baseline == "":
-        baseline = None  # an empty pipeline parameter means no baseline
-    baseline_path = baseline if isinstance(baseline, str) else None
-    baseline_doc = read_baseline(baseline) if isinstance(baseline, str) else baseline
+    if champion == "":
+        champion = None  # an empty pipeline parameter means no champion
+    if not isinstance(margin, (int, float)) or math.isnan(margin) or margin < 0:
+        raise UserError(f"--margin {margin!r}: must be a number >= 0 (e.g. 0.01)")
     if not 0.0 <= score_threshold <= 1.0:
         raise UserError(f"--score-threshold {score_threshold}: must be between 0 and 1")
 
     detector = model if isinstance(model, Detector) else Detector(model)
+    rival = None if champion is None else champion if isinstance(champion, Detector) else Detector(champion)
     label_map = detector.label_map
+    rival_detections: list[list] = []  # the champion's detections, image by image
     class_index = {cid: k for k, cid in enumerate(sorted(label_map))}
     background = len(class_index)
     images: list[EvalImage] = []
@@ -396,7 +422,8 @@ def evaluate(
             for batch in _serialized_batches(path, batch_size):
                 parsed = [parse_example(s, path) for s in batch]
                 results = detector.detect_bytes([p["encoded"] for p in parsed])
-                for rec, raw in zip(parsed, results):
+                rival_results = rival.detect_bytes([p["encoded"] for p in parsed]) if rival else [None] * len(parsed)
+                for rec, raw, rival_raw in zip(parsed, results, rival_results):
                     where = f"{path}: {rec['filename'] or 'record'}"
                     if isinstance(raw, str):
                         skipped.append({"file": where, "reason": f"the model cannot decode the image: {raw}"})
@@ -421,6 +448,9 @@ def evaluate(
                         detections=detector.to_detections(raw, width, height, 0.0),
                     )
                     images.append(image)
+                    if rival is not None:  # an image the champion cannot decode: no detections from it
+                        rival_detections.append([] if isinstance(rival_raw, str) else to_label_map_ids(
+                            rival.to_detections(rival_raw, width, height, 0.0), label_map))
                     cells = match_image(image, class_index, score_threshold)
                     for r, c in cells:
                         matrix[r, c] += 1
@@ -436,12 +466,18 @@ def evaluate(
         bar.close()
         if detector is not model:
             detector.close()
+        if rival is not None and rival is not champion:
+            rival.close()
     if not images:
         raise UserError(f"{' '.join(patterns)}: no image could be evaluated ({len(skipped)} skipped); check the records")
 
     coco = coco_metrics(images, label_map)
     stats = coco["stats"]
-    blessed, reasons = bless(stats["mAP"], min_map, baseline_doc, baseline_path)
+    rival_summary = None
+    if rival is not None:
+        rival_images = [dataclasses.replace(im, detections=d) for im, d in zip(images, rival_detections)]
+        rival_summary = champion_summary(coco_metrics(rival_images, label_map), rival, label_map, champion_version)
+    blessed, reasons = bless(stats["mAP"], min_map, rival_summary, margin)
     labels = [label_map[cid] for cid in sorted(label_map)] + ["background"]
     for k, cid in enumerate(sorted(label_map)):  # operating point of the confusion matrix
         tp, predicted, actual = int(matrix[k, k]), int(matrix[:, k].sum()), int(matrix[k, :].sum())
@@ -458,9 +494,10 @@ def evaluate(
         "blessing": {
             "reasons": reasons,
             "min_map": min_map,
-            "baseline": baseline_path if baseline_path else ("given" if baseline_doc is not None else None),
-            "baseline_mAP": baseline_doc.get("mAP") if baseline_doc is not None else None,
+            "margin": margin,
+            "champion_mAP": rival_summary["mAP"] if rival_summary else None,
         },
+        "champion": rival_summary,
         "per_class": coco["per_class"],
         "coco": stats,
         "images": len(images),
@@ -502,7 +539,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="eval TFRecords pattern, e.g. 'records/eval-*.tfrecord' (local or gs://; repeatable)")
     parser.add_argument("-o", "--output", required=True, help="report folder (metrics.json, report.html, PNGs)")
     parser.add_argument("--min-map", type=float, help="bless only if mAP (0.5:0.95) is at least this")
-    parser.add_argument("--baseline", help="metrics.json of the current model; bless only if not worse")
+    parser.add_argument("--champion", help="export folder of the model in service: scored on the same records; "
+                        "bless only if not worse")
+    parser.add_argument("--margin", type=float, default=0.0,
+                        help="with --champion: the new mAP must beat the champion's by this much (default 0)")
     parser.add_argument("--score-threshold", type=float, default=0.5,
                         help="minimum score for the confusion matrix and drawn images (default 0.5)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
@@ -515,7 +555,7 @@ def _fmt(value) -> str:
 
 def run(args: argparse.Namespace) -> int:
     metrics = evaluate(
-        args.model, args.data, args.output, min_map=args.min_map, baseline=args.baseline,
+        args.model, args.data, args.output, min_map=args.min_map, champion=args.champion, margin=args.margin,
         score_threshold=args.score_threshold, batch_size=args.batch_size, report_images=args.report_images,
     )
     print(f"evaluated {metrics['images']} images, {metrics['objects']} objects "
@@ -526,6 +566,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:<20} AP {_fmt(pc['AP'])}  AP@0.5 {_fmt(pc['AP@0.5'])}  ({pc['ground_truth']} objects)")
     for item in metrics["skipped"][:20]:
         print(f"skipped {item['file']}: {item['reason']}")
+    if metrics["champion"]:
+        champ = metrics["champion"]
+        print(f"champion mAP {_fmt(champ['mAP'])}  mAP@0.5 {_fmt(champ['mAP@0.5'])} on the same records"
+              + (f" (never saw: {', '.join(champ['unseen_classes'])})" if champ["unseen_classes"] else ""))
     print(f"blessed: {str(metrics['blessed']).lower()} ({'; '.join(metrics['blessing']['reasons'])})")
     print(f"wrote {metrics['files']['metrics']} and {metrics['files']['report']}")
     return 0

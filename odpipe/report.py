@@ -137,8 +137,24 @@ def render_html(metrics: dict, confusion_png: bytes, pr_png: bytes, gallery: lis
             f"<td>{pc['ground_truth']}</td>"
             f"<td>{pc['detections']}</td></tr>"
         )
+    out.append("</table>")
+    champion = metrics.get("champion")
+    if champion:
+        out.append(f"<h2>Challenger vs champion (same eval records)</h2><p>champion "
+                   f"<code>{e(str(champion.get('version') or champion['model']))}</code>"
+                   + (f"; classes it never saw (AP 0): {e(', '.join(champion['unseen_classes']))}"
+                      if champion["unseen_classes"] else "") + "</p>"
+                   "<table><tr><th></th><th>challenger AP</th><th>champion AP</th>"
+                   "<th>challenger AP@0.5</th><th>champion AP@0.5</th></tr>")
+        out.append(f"<tr><th>all (mAP)</th><td>{_num(metrics['mAP'])}</td><td>{_num(champion['mAP'])}</td>"
+                   f"<td>{_num(metrics['mAP@0.5'])}</td><td>{_num(champion['mAP@0.5'])}</td></tr>")
+        for name, pc in metrics["per_class"].items():
+            old = champion["per_class"].get(name, {})
+            out.append(f"<tr><td>{e(name)}</td><td>{_num(pc['AP'])}</td><td>{_num(old.get('AP'))}</td>"
+                       f"<td>{_num(pc['AP@0.5'])}</td><td>{_num(old.get('AP@0.5'))}</td></tr>")
+        out.append("</table>")
     cm = metrics["confusion_matrix"]
-    out.append(f"</table><h2>Confusion matrix</h2><p>IoU ≥ {cm['iou']}, score ≥ {cm['score_threshold']}; "
+    out.append(f"<h2>Confusion matrix</h2><p>IoU ≥ {cm['iou']}, score ≥ {cm['score_threshold']}; "
                "rows ground truth, columns predicted.</p><table><tr><th></th>")
     out += [f"<th>{e(label)}</th>" for label in cm["labels"]]
     out.append("</tr>")

@@ -20,7 +20,6 @@ from odpipe.evaluate import (
     coco_metrics,
     confusion_matrix,
     iou_matrix,
-    read_baseline,
 )
 
 LABELS = {1: "circle", 2: "square", 3: "triangle"}
@@ -129,27 +128,16 @@ def test_bless_rules():
     assert bless(0.5, min_map=0.5)[0] is True
     ok, reasons = bless(0.49, min_map=0.5)
     assert not ok and "< --min-map" in reasons[0]
-    assert bless(0.6, baseline={"mAP": 0.6})[0] is True
-    ok, reasons = bless(0.59, baseline={"mAP": 0.6}, baseline_path="old.json")
-    assert not ok and "worse" in reasons[0] and "old.json" in reasons[0]
-    ok, reasons = bless(0.7, min_map=0.5, baseline={"mAP": 0.8})
+    assert bless(0.6, champion={"mAP": 0.6})[0] is True
+    ok, reasons = bless(0.59, champion={"mAP": 0.6, "version": "0003"})
+    assert not ok and "< the champion's (0003) 0.6000" in reasons[0] and "same eval records" in reasons[0]
+    ok, reasons = bless(0.7, min_map=0.5, champion={"mAP": 0.8})
     assert not ok and len(reasons) == 2
-    assert bless(0.7, baseline={"mAP": None})[0] is True
+    assert bless(0.7, champion={"mAP": None})[0] is True
+    assert bless(0.61, champion={"mAP": 0.6}, margin=0.02)[0] is False  # must beat it by the margin
+    assert bless(0.62, champion={"mAP": 0.6}, margin=0.02)[0] is True
     assert bless(None)[0] is False
     assert bless(0.9, min_map=1.01)[0] is False
-
-
-def test_read_baseline_errors(tmp_path):
-    good = tmp_path / "m.json"
-    good.write_text(json.dumps({"mAP": 0.3}))
-    assert read_baseline(str(good))["mAP"] == 0.3
-    for text in ("{not json", json.dumps({"map": 1}), json.dumps({"mAP": "high"})):
-        bad = tmp_path / "bad.json"
-        bad.write_text(text)
-        with pytest.raises(UserError, match="bad.json"):
-            read_baseline(str(bad))
-    with pytest.raises(UserError, match="not found"):
-        read_baseline(str(tmp_path / "missing.json"))
 
 
 def test_tfrecord_framing_matches_tensorflow(tmp_path):
@@ -228,22 +216,54 @@ def test_evaluate_end_to_end(evaluated, records):
 
 
 def test_evaluate_cli_blessing_and_errors(evaluated, export_dir, records, tmp_path, capsys):
+    """The champion is scored on the same records by the same code: the same model as its own
+    champion gets identical figures, so a margin > 0 refuses it and margin 0 blesses it."""
     from odpipe.cli import main
 
     _, metrics = evaluated
-    baseline = tmp_path / "old.json"
-    baseline.write_text(json.dumps({"mAP": (metrics["mAP"] or 0.0) + 0.01}))
     out = tmp_path / "r"
     rc = main(["evaluate", "--model", str(export_dir), "--data", records["eval"], "-o", str(out),
-               "--min-map", "0", "--baseline", str(baseline), "--report-images", "2"])
+               "--min-map", "0", "--champion", str(export_dir), "--margin", "0.01", "--report-images", "2"])
     assert rc == 0
     doc = json.loads((out / "metrics.json").read_text())
-    assert doc["blessed"] is False and any("worse than the baseline" in r for r in doc["blessing"]["reasons"])
+    assert doc["champion"]["mAP"] == pytest.approx(doc["mAP"]) and doc["champion"]["mAP@0.5"] == pytest.approx(doc["mAP@0.5"])
+    assert {n: pc["AP"] for n, pc in doc["champion"]["per_class"].items()} == pytest.approx(
+        {n: pc["AP"] for n, pc in doc["per_class"].items()})
+    assert doc["blessed"] is False and any("< the champion's" in r for r in doc["blessing"]["reasons"])
     assert doc["mAP"] == pytest.approx(metrics["mAP"])  # deterministic
+    assert "Challenger vs champion" in (out / "report.html").read_text()
+    assert "champion mAP" in capsys.readouterr().out
+    rc = main(["evaluate", "--model", str(export_dir), "--data", records["eval"], "-o", str(out),
+               "--champion", str(export_dir), "--report-images", "0"])
+    assert rc == 0 and json.loads((out / "metrics.json").read_text())["blessed"] is True
     capsys.readouterr()
     rc = main(["evaluate", "--model", str(export_dir), "--data", str(tmp_path / "nothing-*.tfrecord"), "-o", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "no TFRecord file matches" in err[0]
+
+
+def test_a_class_the_champion_never_saw_scores_ap_zero_for_it(export_dir, records, tmp_path):
+    """A champion whose label map lacks a class (the data grew a new class since) is scored over
+    the challenger's classes: that class is AP 0 for it, and its detections are matched by name."""
+    import shutil
+
+    from odpipe.evaluate import evaluate
+    from odpipe.label_map import format_label_map, read_label_map
+
+    champion = tmp_path / "champion"
+    shutil.copytree(export_dir, champion)
+    labels = read_label_map(str(champion / "label_map.pbtxt"))
+    gone_id = max(labels)
+    gone = labels.pop(gone_id)
+    (champion / "label_map.pbtxt").write_text(format_label_map(labels), encoding="utf-8")
+    doc = evaluate(str(export_dir), records["eval"], str(tmp_path / "r"), champion=str(champion),
+                   champion_version="0007", report_images=0, progress=False)
+    champ = doc["champion"]
+    assert champ["version"] == "0007" and champ["unseen_classes"] == [gone]
+    if doc["per_class"][gone]["ground_truth"]:
+        assert champ["per_class"][gone]["AP"] == 0.0 and champ["per_class"][gone]["detections"] == 0
+    for name in labels.values():  # the classes both know: the same detections, the same AP
+        assert champ["per_class"][name]["AP"] == pytest.approx(doc["per_class"][name]["AP"])
 
 
 def test_evaluate_gs_model_records_and_report(export_dir, records, gcs_bucket):
