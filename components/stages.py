@@ -15,7 +15,7 @@ with those base images. Nothing here reads the environment.
 The bodies are serialised by KFP on their own, so every import lives inside the body.
 """
 
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
@@ -28,6 +28,42 @@ DEFAULT_IMAGE = f"{IMAGE_NAME}:{odpipe.__version__}"
 DEFAULT_TRAINER_IMAGE = f"{TRAINER_IMAGE_NAME}:{odpipe.__version__}"
 
 
+def fingerprint(
+    annotations: str,
+    images: str,
+    model_home: str = "",
+    force: bool = False,
+) -> NamedTuple("Plan", [("fingerprint", str), ("data_fingerprint", str), ("changed", bool), ("message", str), ("champion", str),
+                         ("champion_version", str), ("champion_label_map", str), ("champion_checkpoint", str)]):
+    """Fingerprints the data (folder listings, no file read) and the model in service; never cached.
+
+    Args:
+        annotations: Folder of labelImg XML files (local path or gs:// URI).
+        images: Folder of the images.
+        model_home: The model home (versions/ and current.json); empty for none.
+        force: Train even when the data and the model in service are unchanged.
+
+    Returns:
+        fingerprint: Hash of the listings and the current model version (every later task's input).
+        data_fingerprint: Hash of the listings alone.
+        changed: Whether the run must train (False: the data is unchanged since the last run).
+        message: One line saying what was found.
+        champion: Export folder of the model in service ("" when none).
+        champion_version: Its version ("" when none).
+        champion_label_map: Its label map ("" when none).
+        champion_checkpoint: Its checkpoint prefix ("" when none).
+    """
+    from collections import namedtuple
+
+    from odpipe.fingerprint import plan
+
+    result = plan(annotations, images, model_home, force=force)
+    print(f"fingerprint: {result['message']}")
+    fields = ("fingerprint", "data_fingerprint", "changed", "message", "champion", "champion_version", "champion_label_map",
+              "champion_checkpoint")
+    return namedtuple("Plan", fields)(*(result[f] for f in fields))
+
+
 def annotations_to_csv(
     annotations: str,
     images: str,
@@ -35,6 +71,7 @@ def annotations_to_csv(
     report: Output[Dataset],
     stats: Output[Metrics],
     strict: bool = False,
+    fingerprint: str = "",
 ):
     """Converts a folder of labelImg (Pascal VOC XML) annotations to one labels CSV.
 
@@ -45,6 +82,7 @@ def annotations_to_csv(
         report: The conversion report (report.json): counts, classes, dropped boxes, warnings.
         stats: Image, object and dropped counts as metrics.
         strict: Treat every warning or dropped box as an error.
+        fingerprint: The data fingerprint of this run (recorded; it keys the cache).
     """
     import json
 
@@ -60,6 +98,7 @@ def annotations_to_csv(
     labels.metadata.update(counts)
     labels.metadata["classes"] = json.loads(json.dumps(result.get("classes", {})))
     labels.metadata["source"] = {"annotations": annotations, "images": images}
+    labels.metadata["fingerprint"] = fingerprint
     report.metadata.update(counts)
 
 
@@ -87,13 +126,15 @@ def split(
     os.makedirs(splits.path, exist_ok=True)
     result = split_csv(labels.path, splits.path, eval_fraction=eval_fraction, seed=seed, images_dir=images or None)
     splits.metadata.update(json.loads(json.dumps(result, default=str)))
-    splits.metadata.update({"eval_fraction": eval_fraction, "seed": seed})
+    splits.metadata.update({"eval_fraction": eval_fraction, "seed": seed,
+                            "fingerprint": labels.metadata.get("fingerprint", "")})
 
 
 def label_map(
     labels: Input[Dataset],
     label_map: Output[Dataset],
     existing_label_map: str = "",
+    champion_label_map: str = "",
 ):
     """Writes the label map (label_map.pbtxt) for the classes of the labels CSV.
 
@@ -102,14 +143,17 @@ def label_map(
         label_map: The label map in TF Object Detection API pbtxt format.
         existing_label_map: A previous label map (local path or gs:// URI) whose ids are kept, so that
             ids stay stable across retraining; new classes get new ids. Empty for a fresh map.
+        champion_label_map: The label map of the model in service, used when no existing_label_map is
+            given, so old classes keep their ids and new classes are appended.
     """
     from odpipe.label_map import num_classes, write_label_map
 
-    classes = write_label_map(labels.path, label_map.path, extend=existing_label_map or None)
+    extend = existing_label_map or champion_label_map or None
+    classes = write_label_map(labels.path, label_map.path, extend=extend)
     label_map.metadata["classes"] = {str(k): v for k, v in sorted(classes.items())}
     label_map.metadata["num_classes"] = num_classes(classes)
     label_map.metadata["class_count"] = len(classes)
-    label_map.metadata["extended_from"] = existing_label_map
+    label_map.metadata["extended_from"] = extend or ""
 
 
 def records(
@@ -157,7 +201,8 @@ def records(
     )
     rejected = summary.get("rejected", [])
     records.metadata.update({k: v for k, v in summary.items() if k != "rejected"})
-    records.metadata.update({"side": side, "pattern": prefix + "-*.tfrecord", "rejected": len(rejected), "runner": runner})
+    records.metadata.update({"side": side, "pattern": prefix + "-*.tfrecord", "rejected": len(rejected), "runner": runner,
+                             "fingerprint": splits.metadata.get("fingerprint", "")})
 
 
 def train(
@@ -172,6 +217,8 @@ def train(
     image_size: int = 0,
     init_checkpoint: str = "",
     config_overrides: str = "",
+    warm_start: bool = False,
+    champion_checkpoint: str = "",
 ):
     """Trains a detector on TF Model Garden; keeps checkpoints, the best one and the config.
 
@@ -188,10 +235,17 @@ def train(
         image_size: Square input size in pixels; 0 uses the preset's default.
         init_checkpoint: Checkpoint to start from (folder, prefix or .index/.data file); empty for none.
         config_overrides: Model Garden config overrides (a YAML file path or YAML text), applied strictly.
+        warm_start: Start from the checkpoint of the model in service (when there is one and no
+            init_checkpoint is given), so retraining fine-tunes instead of starting over.
+        champion_checkpoint: Checkpoint prefix of the model in service ("" when none).
     """
     import json
 
     from odpipe.train import train as train_model
+
+    if warm_start and champion_checkpoint and not init_checkpoint:
+        init_checkpoint = champion_checkpoint
+        print(f"warm start from the model in service: {champion_checkpoint}")
 
     result = train_model(
         train_records.uri.rstrip("/") + "/records-*.tfrecord",
@@ -244,26 +298,38 @@ def evaluate(
     evaluation: Output[Dataset],
     report: Output[HTML],
     min_map: float = 0.0,
-    baseline: str = "",
+    champion: str = "",
+    champion_version: str = "",
+    margin: float = 0.0,
+    model_home: str = "",
+    fingerprint: str = "",
 ) -> bool:
-    """Computes COCO metrics of an exported model on the eval records and decides whether to bless it.
+    """Scores the new export and the model in service on the same eval records; decides the blessing.
 
     Args:
-        exported: The export directory from the export component.
+        exported: The export directory from the export component (the challenger).
         eval_records: Evaluation TFRecords from the records component.
-        metrics: mAP, mAP@0.5, mAP@0.75 and AR@100 as metrics.
+        metrics: mAP, mAP@0.5, mAP@0.75 and AR@100 as metrics (and the champion's mAP).
         evaluation: Folder with metrics.json, the confusion matrix and PR curves.
-        report: The self-contained HTML report.
+        report: The self-contained HTML report (challenger and champion side by side).
         min_map: Bless only if mAP (0.5:0.95) is at least this; 0 for no threshold.
-        baseline: metrics.json of the current model (local path or gs:// URI); bless only if not worse.
+        champion: Export folder of the model in service; empty for none (first run).
+        champion_version: Its version in the model home.
+        margin: The challenger's mAP must be at least the champion's plus this.
+        model_home: The model home; a challenger that is not blessed is noted there, so an
+            unchanged rerun is skipped.
+        fingerprint: The run's data fingerprint (recorded in metrics.json).
 
     Returns:
-        Whether the model is blessed (passed the threshold and the baseline).
+        Whether the model is blessed (mAP >= min_map and >= the champion's + margin).
     """
     import json
     import os
     import shutil
+
+    from odpipe import storage
     from odpipe.evaluate import evaluate as evaluate_model
+    from odpipe.model_home import record_attempt
 
     os.makedirs(evaluation.path, exist_ok=True)
     result = evaluate_model(
@@ -271,41 +337,126 @@ def evaluate(
         eval_records.uri.rstrip("/") + "/records-*.tfrecord",
         evaluation.path,
         min_map=min_map or None,
-        baseline=baseline or None,
+        champion=champion or None,
+        champion_version=champion_version or None,
+        margin=margin,
     )
+    result["fingerprint"] = fingerprint
+    storage.write_text(result["files"]["metrics"], json.dumps(result, indent=1) + "\n")
     shutil.copyfile(os.path.join(evaluation.path, "report.html"), report.path)
     for key, name in (("mAP", "mAP"), ("mAP@0.5", "mAP_50"), ("mAP@0.75", "mAP_75"), ("recall", "AR_100")):
         if isinstance(result.get(key), (int, float)):
             metrics.log_metric(name, float(result[key]))
+    if result.get("champion") and isinstance(result["champion"].get("mAP"), (int, float)):
+        metrics.log_metric("champion_mAP", float(result["champion"]["mAP"]))
     metrics.log_metric("blessed", 1.0 if result["blessed"] else 0.0)
     summary = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
     evaluation.metadata.update(json.loads(json.dumps(summary, default=str)))
+    evaluation.metadata["champion_version"] = champion_version
     report.metadata["blessed"] = bool(result["blessed"])
+    print("blessing: " + "; ".join(result["blessing"]["reasons"]))
+    if model_home and fingerprint and not result["blessed"]:
+        record_attempt(model_home, fingerprint, {"mAP": result["mAP"], "champion_version": champion_version,
+                                                 "reasons": result["blessing"]["reasons"]})
     return bool(result["blessed"])
 
 
 def publish(
     exported: Input[Model],
+    model: Input[Model],
+    evaluation: Input[Dataset],
     published: Output[Model],
-    destination: str = "",
-):
-    """Publishes a blessed export: copies it to the pipeline's output (and to `destination`).
+    model_home: str = "",
+    fingerprint: str = "",
+    data_fingerprint: str = "",
+    run: str = "",
+) -> NamedTuple("Published", [("version", str), ("saved_model", str)]):
+    """Publishes a blessed export as a new version of the model home and makes it current.
 
     Args:
         exported: The export directory that passed evaluation.
-        published: The published copy of the export (what serving should pick up).
-        destination: Optional extra folder (local path or gs:// URI) to copy the export to, e.g. a
-            stable "models/current" location; empty for none.
+        model: The model directory it was exported from (its training summary is recorded).
+        evaluation: The evaluation folder (its metrics.json goes with the version).
+        published: What was published: the version's record (or, with no model home, the export).
+        model_home: The model home (local or gs://); empty to publish to this run's output only.
+        fingerprint: The run's fingerprint (recorded in the version).
+        data_fingerprint: The fingerprint of the data alone (an unchanged rerun is skipped).
+        run: The pipeline run that made it.
+
+    Returns:
+        version: The new version ("" without a model home).
+        saved_model: URI of the published SavedModel folder.
     """
-    from odpipe.orchestrate import publish_export
+    import json
+    import os
+    from collections import namedtuple
 
-    targets = [published.uri] + ([destination] if destination else [])
-    result = publish_export(exported.uri, targets)
-    published.metadata.update(result)
-    published.metadata.update(dict(exported.metadata))
+    from odpipe import model_home as home
+    from odpipe import storage
+
+    Published = namedtuple("Published", ("version", "saved_model"))
+    if not model_home:
+        copied = storage.copy_tree(exported.uri, published.uri)
+        published.metadata.update({"files": copied, "source": exported.uri})
+        return Published("", storage.join(published.uri, "saved_model"))
+    metrics = json.loads(storage.read_text(os.path.join(evaluation.path, "metrics.json")))
+    provenance = {
+        "fingerprint": fingerprint,
+        "data_fingerprint": data_fingerprint,
+        "run": run,
+        "config": "export/config.yaml",
+        "training": {k: v for k, v in dict(model.metadata).items() if not isinstance(v, (dict, list))},
+        "export": {k: v for k, v in dict(exported.metadata).items() if not isinstance(v, (dict, list))},
+        "champion": (metrics.get("champion") or {}).get("version"),
+    }
+    current = home.publish(model_home, exported.uri, metrics, provenance, checkpoint=exported.metadata.get("checkpoint"))
+    record = {**current, "home": model_home}
+    storage.makedirs(os.path.dirname(published.path))
+    with open(published.path, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+    published.metadata.update(record)
+    print(f"published version {current['version']} to {model_home} (current.json updated)")
+    return Published(current["version"], storage.join(home.version_dir(model_home, current["version"]), "export", "saved_model"))
 
 
-STAGES = (annotations_to_csv, split, label_map, records, train, export, evaluate, publish)
+def register(
+    saved_model: str,
+    version: str,
+    evaluation: Input[Dataset],
+    registry_model: str,
+    project: str,
+    location: str,
+    fingerprint: str = "",
+    serving_image: str = "",
+) -> str:
+    """Uploads the published model as a new version of a Vertex AI Model Registry model.
+
+    Args:
+        saved_model: gs:// URI of the published SavedModel folder.
+        version: Its model-home version (becomes the alias odpipe-vNNNN).
+        evaluation: The evaluation folder (mAP for the labels).
+        registry_model: Registry model id or resource name; created on the first upload.
+        project: Google Cloud project of the registry.
+        location: Vertex AI region of the registry.
+        fingerprint: The run's fingerprint (a label).
+        serving_image: Prebuilt serving container; empty for TensorFlow 2 CPU.
+
+    Returns:
+        The registry model version's resource name.
+    """
+    import json
+    import os
+
+    from odpipe import registry
+
+    metrics = json.loads(open(os.path.join(evaluation.path, "metrics.json"), encoding="utf-8").read())
+    result = registry.upload_version(registry_model, saved_model, project, location, version or "0", metrics,
+                                     fingerprint, serving_image=serving_image or registry.SERVING_IMAGE)
+    print(f"registered {result['model']}@{result['version_id']} (aliases {', '.join(result['aliases'])})")
+    return f"{result['model']}@{result['version_id']}"
+
+
+STAGES = (fingerprint, annotations_to_csv, split, label_map, records, train, export, evaluate, publish, register)
 TRAINER_STAGES = ("train",)
 
 

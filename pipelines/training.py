@@ -1,7 +1,9 @@
 """The training pipeline: wiring only.
 
-annotations -> CSV -> split -> label map -> TFRecords (train, eval; Beam) -> train -> export
--> evaluate -> [blessed] publish
+fingerprint (never cached) -> [data changed] annotations -> CSV -> split -> label map (the model
+in service's ids kept) -> TFRecords (train, eval; Beam) -> train -> export -> evaluate (challenger
+and champion on the same records) -> [blessed] publish (model home version + current.json)
+-> [registry_model] Vertex Model Registry version
 
 `build_pipeline(image, trainer_image)` returns the pipeline with those component images; images
 are chosen there (by `odpipe compile --image ...`), never read from the environment.
@@ -14,6 +16,8 @@ from kfp import dsl
 from components import stages
 
 PIPELINE_NAME = "odpipe-training"
+TRAINER_RETRIES = 3  # preemptions and transient errors; training resumes from its last checkpoint
+DATA_RETRIES = 2  # Beam stages rewrite their output atomically, so a retry is safe
 
 
 def build_pipeline(
@@ -36,11 +40,13 @@ def build_pipeline(
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
-        description="labelImg annotations -> TFRecords -> Model Garden detector -> COCO evaluation -> gated export.",
+        description="labelImg annotations -> TFRecords -> Model Garden detector -> champion vs challenger -> model home.",
     )
     def training_pipeline(
         annotations: str,
         images: str,
+        model_home: str = "",
+        force: bool = False,
         eval_fraction: float = 0.2,
         seed: int = 0,
         existing_label_map: str = "",
@@ -50,90 +56,132 @@ def build_pipeline(
         batch_size: int = 0,
         image_size: int = 0,
         init_checkpoint: str = "",
+        warm_start: bool = False,
         config_overrides: str = "",
         min_map: float = 0.0,
-        baseline: str = "",
+        margin: float = 0.0,
         tflite: bool = True,
-        publish_to: str = "",
+        registry_model: str = "",
+        registry_project: str = "",
+        registry_location: str = "",
         beam_runner: str = "DirectRunner",
         beam_args: List[str] = [],  # noqa: B006 (a KFP default, never mutated)
         shards: int = 0,
         accelerator_type: str = "NVIDIA_TESLA_T4",
         accelerator_count: int = 1,
     ):
-        """Trains, evaluates and (if blessed) publishes a detector from labelImg annotations.
+        """Retrains a detector when the labelImg data changed; publishes it only if it beats the model in service.
 
         Args:
             annotations: Folder of labelImg XML files (gs:// URI or local path).
             images: Folder of the images the XML files name (gs:// URI or local path).
+            model_home: Where published models live (versions/NNNN/, current.json; gs:// or local); empty for none.
+            force: Retrain even when the data and the model in service are unchanged since the last run.
             eval_fraction: Fraction of images held out for evaluation.
             seed: Seed of the train/eval split.
-            existing_label_map: Label map of the previous model, to keep class ids stable; empty for none.
+            existing_label_map: Label map whose class ids to keep; empty for the model in service's (or a new one).
             strict: Fail on any annotation warning or dropped box instead of reporting it.
             model: Model preset ("retinanet-mobilenetv2", "retinanet-resnet50fpn") or Model Garden experiment.
             steps: Training steps; 0 for the preset's default.
             batch_size: Global batch size; 0 for the preset's default.
             image_size: Input size in pixels; 0 for the preset's default.
-            init_checkpoint: Checkpoint to initialise from; empty for none.
+            init_checkpoint: Checkpoint to initialise from; empty for the preset's default.
+            warm_start: Fine-tune from the model in service's checkpoint (when there is one).
             config_overrides: Model Garden config overrides (YAML path or text); empty for none.
             min_map: Minimum mAP (0.5:0.95) to bless the model; 0 for no threshold.
-            baseline: metrics.json of the current model; the new one must not be worse. Empty for none.
+            margin: The new mAP must beat the model in service's, on the same eval records, by this much.
             tflite: Also export model.tflite.
-            publish_to: Extra folder to copy a blessed export to (e.g. gs://B/models/current); empty for none.
+            registry_model: Vertex AI Model Registry model (id or resource name) to add blessed versions to; empty for none.
+            registry_project: Google Cloud project of the registry model.
+            registry_location: Vertex AI region of the registry model, e.g. us-central1.
             beam_runner: Beam runner of the TFRecord stage ("DirectRunner" or "DataflowRunner").
             beam_args: Extra Beam options, e.g. ["--project=P", "--region=R", "--temp_location=gs://B/tmp"].
             shards: TFRecord shards per side; 0 to size them from the data.
             accelerator_type: Trainer accelerator, e.g. NVIDIA_TESLA_T4, NVIDIA_L4, NVIDIA_TESLA_A100.
             accelerator_count: Number of trainer accelerators.
         """
-        csv_task = ops.annotations_to_csv(annotations=annotations, images=images, strict=strict)
-        split_task = ops.split(
-            labels=csv_task.outputs["labels"], images=images, eval_fraction=eval_fraction, seed=seed
-        )
-        label_map_task = ops.label_map(labels=csv_task.outputs["labels"], existing_label_map=existing_label_map)
-
-        record_tasks = {}
-        for side in ("train", "eval"):
-            task = ops.records(
-                splits=split_task.outputs["splits"],
-                label_map=label_map_task.outputs["label_map"],
-                images=images,
-                side=side,
-                shards=shards,
-                runner=beam_runner,
-                beam_args=beam_args,
-                dataflow_image=ops.image,
+        plan = ops.fingerprint(annotations=annotations, images=images, model_home=model_home, force=force)
+        plan.set_caching_options(False)  # it must look at the folders every run
+        found = plan.outputs
+        with dsl.If(found["changed"] == True, name="data-changed"):  # noqa: E712 (a KFP condition)
+            csv_task = ops.annotations_to_csv(
+                annotations=annotations, images=images, strict=strict, fingerprint=found["fingerprint"]
             )
-            task.set_display_name(f"records-{side}").set_memory_limit(beam_memory)
-            record_tasks[side] = task
+            split_task = ops.split(
+                labels=csv_task.outputs["labels"], images=images, eval_fraction=eval_fraction, seed=seed
+            )
+            label_map_task = ops.label_map(
+                labels=csv_task.outputs["labels"],
+                existing_label_map=existing_label_map,
+                champion_label_map=found["champion_label_map"],
+            )
+            record_tasks = {}
+            for side in ("train", "eval"):
+                task = ops.records(
+                    splits=split_task.outputs["splits"],
+                    label_map=label_map_task.outputs["label_map"],
+                    images=images,
+                    side=side,
+                    shards=shards,
+                    runner=beam_runner,
+                    beam_args=beam_args,
+                    dataflow_image=ops.image,
+                )
+                task.set_display_name(f"records-{side}").set_memory_limit(beam_memory).set_retry(DATA_RETRIES)
+                record_tasks[side] = task
 
-        train_task = ops.train(
-            train_records=record_tasks["train"].outputs["records"],
-            eval_records=record_tasks["eval"].outputs["records"],
-            label_map=label_map_task.outputs["label_map"],
-            model_preset=model,
-            steps=steps,
-            batch_size=batch_size,
-            image_size=image_size,
-            init_checkpoint=init_checkpoint,
-            config_overrides=config_overrides,
-        )
-        (
-            train_task.set_accelerator_type(accelerator_type)
-            .set_accelerator_limit(accelerator_count)
-            .set_memory_limit(trainer_memory)
-            .set_cpu_limit(trainer_cpu)
-        )
+            train_task = ops.train(
+                train_records=record_tasks["train"].outputs["records"],
+                eval_records=record_tasks["eval"].outputs["records"],
+                label_map=label_map_task.outputs["label_map"],
+                model_preset=model,
+                steps=steps,
+                batch_size=batch_size,
+                image_size=image_size,
+                init_checkpoint=init_checkpoint,
+                config_overrides=config_overrides,
+                warm_start=warm_start,
+                champion_checkpoint=found["champion_checkpoint"],
+            )
+            (
+                train_task.set_accelerator_type(accelerator_type)
+                .set_accelerator_limit(accelerator_count)
+                .set_memory_limit(trainer_memory)
+                .set_cpu_limit(trainer_cpu)
+                .set_retry(TRAINER_RETRIES, backoff_duration="60s")  # it resumes from its last checkpoint
+            )
 
-        export_task = ops.export(model=train_task.outputs["model"], checkpoint="best", tflite=tflite)
-        eval_task = ops.evaluate(
-            exported=export_task.outputs["exported"],
-            eval_records=record_tasks["eval"].outputs["records"],
-            min_map=min_map,
-            baseline=baseline,
-        )
-        with dsl.If(eval_task.outputs["Output"] == True, name="blessed"):  # noqa: E712 (a KFP condition)
-            ops.publish(exported=export_task.outputs["exported"], destination=publish_to)
+            export_task = ops.export(model=train_task.outputs["model"], checkpoint="best", tflite=tflite)
+            eval_task = ops.evaluate(
+                exported=export_task.outputs["exported"],
+                eval_records=record_tasks["eval"].outputs["records"],
+                min_map=min_map,
+                champion=found["champion"],
+                champion_version=found["champion_version"],
+                margin=margin,
+                model_home=model_home,
+                fingerprint=found["fingerprint"],
+            )
+            with dsl.If(eval_task.outputs["Output"] == True, name="blessed"):  # noqa: E712 (a KFP condition)
+                publish_task = ops.publish(
+                    exported=export_task.outputs["exported"],
+                    model=train_task.outputs["model"],
+                    evaluation=eval_task.outputs["evaluation"],
+                    model_home=model_home,
+                    fingerprint=found["fingerprint"],
+                    data_fingerprint=found["data_fingerprint"],
+                    run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                )
+                with dsl.If(registry_model != "", name="registry"):
+                    ops.register(
+                        saved_model=publish_task.outputs["saved_model"],
+                        version=publish_task.outputs["version"],
+                        evaluation=eval_task.outputs["evaluation"],
+                        registry_model=registry_model,
+                        project=registry_project,
+                        location=registry_location,
+                        fingerprint=found["fingerprint"],
+                    )
 
     return training_pipeline
 
