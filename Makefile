@@ -28,7 +28,7 @@ test: setup ## run the whole test suite (slow tests included)
 	  if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 demo: setup ## generate sample data and run the whole pipeline locally
-	$(PY) -m odpipe.demo $(DEMO_DIR)
+	$(PY) -m launch.demo $(DEMO_DIR)
 
 bench: setup ## benchmarks (records, train input, predict); figures go to the README
 	$(PY) -m odpipe.bench

@@ -32,5 +32,6 @@ COPY pyproject.toml README.md ./
 COPY odpipe ./odpipe
 COPY components ./components
 COPY pipelines ./pipelines
+COPY launch ./launch
 RUN pip install --no-cache-dir --no-deps . \
     && python -c "import odpipe, components, pipelines, apache_beam, tensorflow, kfp; print('odpipe', odpipe.__version__)"

@@ -28,5 +28,6 @@ COPY pyproject.toml README.md ./
 COPY odpipe ./odpipe
 COPY components ./components
 COPY pipelines ./pipelines
+COPY launch ./launch
 RUN python3 -m pip install --no-cache-dir --no-deps . \
     && python3 -c "import odpipe, components, pipelines, official.vision, tensorflow as tf; assert tf.__version__ == '2.20.0', tf.__version__; print('odpipe', odpipe.__version__)"

@@ -24,10 +24,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("odpipe.export", "checkpoint -> SavedModel (+ TFLite)"),
     "evaluate": ("odpipe.evaluate", "COCO metrics + HTML report for an exported model"),
     "predict": ("odpipe.predict", "run an exported model on images"),
-    "compile": ("odpipe.orchestrate", "compile the KFP pipeline to YAML"),
-    "run": ("odpipe.orchestrate", "run the whole pipeline locally (kfp local runner)"),
-    "submit": ("odpipe.orchestrate", "submit the pipeline to Vertex AI or Kubeflow"),
-    "schedule": ("odpipe.orchestrate", "schedule recurring retraining on Vertex AI or Kubeflow"),
+    "models": ("odpipe.model_home", "list the versions of a model home; promote one (rollback)"),
+    # The KFP front end sits above pipelines/ and components/ (launch -> pipelines -> components -> odpipe).
+    "compile": ("launch.spec", "compile the KFP pipeline to YAML"),
+    "run": ("launch.local", "run the whole pipeline locally (kfp local runner)"),
+    "submit": ("launch.cloud", "submit the pipeline to Vertex AI or Kubeflow"),
+    "schedule": ("launch.cloud", "schedule recurring retraining on Vertex AI or Kubeflow"),
 }
 
 

@@ -14,11 +14,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from odpipe import orchestrate
+from launch import kubeflow, local, spec, vertex
 from odpipe.cli import main
 from odpipe.errors import UserError
 
 GS_INPUTS = ["--annotations", "gs://bucket/data/annotations", "--images", "gs://bucket/data/images"]
+IMAGES = ["--image", "reg.example/odpipe:1", "--trainer-image", "reg.example/odpipe-gpu:1"]
 
 
 # ------------------------------------------------------------------------------------------ compile
@@ -47,44 +48,66 @@ def test_only_given_parameters_are_sent(tmp_path):
     args = parse(["submit", "--kfp-host", "http://x", *GS_INPUTS, "--steps", "500", "--min-map", "0.3",
                   "--beam-arg=--region=europe-west4", "--beam-arg=--max_num_workers=4", "--no-tflite",
                   "--param", "shards=8", "--param", "model=retinanet-resnet50fpn"])
-    assert orchestrate.pipeline_parameters(args) == {
+    assert spec.pipeline_parameters(args) == {
         "annotations": "gs://bucket/data/annotations", "images": "gs://bucket/data/images",
         "steps": 500, "min_map": 0.3, "tflite": False, "shards": 8, "model": "retinanet-resnet50fpn",
         "beam_args": ["--region=europe-west4", "--max_num_workers=4"],
     }
     run_args = parse(["run", "--annotations", "rel/ann", "--images", str(tmp_path)])
-    params = orchestrate.pipeline_parameters(run_args)
+    params = spec.pipeline_parameters(run_args, local=True)
     assert params["annotations"].startswith("/") and params["annotations"].endswith("rel/ann")
 
 
 def test_every_parameter_flag_reaches_the_pipeline():
-    for flag, name, kind, _ in orchestrate.PARAMETERS:
-        value = {int: "3", float: "0.5", str: "gs://b/x"}[kind]
-        params = orchestrate.pipeline_parameters(parse(["submit", "--kfp-host", "h", *GS_INPUTS, flag, value]))
-        assert params[name] == kind(value), flag
-        orchestrate.check_parameters(params)  # a name the pipeline has
+    """The flags are made from the pipeline's own inputDefinitions: every parameter has one, typed."""
+    samples = {"STRING": ("gs://b/x", "gs://b/x"), "NUMBER_INTEGER": ("3", 3), "NUMBER_DOUBLE": ("0.5", 0.5)}
+    declared = spec.parameters()
+    assert {"model_home", "force", "margin", "warm_start", "registry_model"} <= set(declared)
+    for name, param in declared.items():
+        flag = "--" + name.replace("_", "-")
+        kind = param["parameterType"]
+        if kind == "BOOLEAN":
+            argv, expected = [flag], True
+        elif kind == "LIST":
+            argv, expected = [f"{flag}=--x=1"], ["--x=1"]
+        else:
+            argv, expected = [flag, samples[kind][0]], samples[kind][1]
+        params = spec.pipeline_parameters(parse(["submit", "--kfp-host", "h", *GS_INPUTS, *argv]))
+        assert params[name] == expected, flag
+        spec.check_parameters(params)  # a name the pipeline has
+    assert spec.pipeline_parameters(parse(["submit", "--kfp-host", "h", *GS_INPUTS, "--no-force"]))["force"] is False
+
+
+def test_help_and_order_come_from_the_pipeline(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "-h"])
+    text = capsys.readouterr().out
+    assert "Where published models live" in text and "--model-home" in text  # the pipeline's docstring
+    order = spec.task_order()
+    assert order[0] == "fingerprint" and order.index("train") < order.index("export") < order.index("evaluate")
+    assert order.index("evaluate") < order.index("publish") < order.index("register")
 
 
 def test_parameter_errors_are_one_line(capsys):
     with pytest.raises(UserError, match="unknown pipeline parameter.*stepz"):
-        orchestrate.check_parameters({"annotations": "a", "images": "b", "stepz": 1})
+        spec.check_parameters({"annotations": "a", "images": "b", "stepz": 1})
     with pytest.raises(UserError, match="missing --images"):
-        orchestrate.check_parameters({"annotations": "a"})
+        spec.check_parameters({"annotations": "a"})
     assert main(["submit", "--kfp-host", "http://x", *GS_INPUTS, "--param", "oops"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "expected NAME=VALUE" in err and "Traceback" not in err
 
 
 def test_cron_translation():
-    assert orchestrate.vertex_cron("0 3 * * 1") == "0 3 * * 1"
-    assert orchestrate.vertex_cron("TZ=Europe/Berlin 0 3 * * 1") == "TZ=Europe/Berlin 0 3 * * 1"
-    assert orchestrate.kubeflow_cron("0 3 * * 1") == "0 0 3 * * 1"  # seconds field first
-    assert orchestrate.kubeflow_cron("30 0 3 * * 1") == "30 0 3 * * 1"
+    assert vertex.vertex_cron("0 3 * * 1") == "0 3 * * 1"
+    assert vertex.vertex_cron("TZ=Europe/Berlin 0 3 * * 1") == "TZ=Europe/Berlin 0 3 * * 1"
+    assert kubeflow.kubeflow_cron("0 3 * * 1") == "0 0 3 * * 1"  # seconds field first
+    assert kubeflow.kubeflow_cron("30 0 3 * * 1") == "30 0 3 * * 1"
     for bad in ("0 3 * *", "every monday"):
         with pytest.raises(UserError, match="5 fields"):
-            orchestrate.vertex_cron(bad)
+            vertex.vertex_cron(bad)
     with pytest.raises(UserError, match="time-zone"):
-        orchestrate.kubeflow_cron("TZ=Europe/Berlin 0 3 * * 1")
+        kubeflow.kubeflow_cron("TZ=Europe/Berlin 0 3 * * 1")
 
 
 @pytest.mark.parametrize(
@@ -101,11 +124,15 @@ def test_cron_translation():
           *GS_INPUTS], "5 fields"),
         (["run", "--annotations", "/no/such/dir", "--images", "/no/such/dir"], "folder not found"),
         (["submit", "--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r", *GS_INPUTS,
-          "--baseline", "old/metrics.json"], "--baseline old/metrics.json: a cloud run cannot read local files"),
+          *IMAGES, "--model-home", "old/home"], "--model-home old/home: a cloud run cannot read local files"),
+        (["submit", "--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r", *GS_INPUTS],
+         "--image odpipe:"),
+        (["schedule", "--cron", "0 3 * * 1", "--kfp-host", "http://x", *GS_INPUTS, "--image", "reg.example/o:1"],
+         "--trainer-image odpipe-gpu:"),
     ],
 )
 def test_usage_errors(argv, message, capsys, monkeypatch):
-    monkeypatch.setattr(orchestrate, "vertex_job", _refuse_network(orchestrate.vertex_job))
+    monkeypatch.setattr(vertex, "vertex_job", _refuse_network(vertex.vertex_job))
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and err.count("\n") == 0, err
@@ -141,7 +168,7 @@ def test_run_names_the_failing_task(tmp_path, capsys):
 
 
 @pytest.fixture
-def vertex(monkeypatch):
+def vertex_api(monkeypatch):
     """Records the requests google-cloud-aiplatform sends; anonymous credentials; no network."""
     import google.auth
     from google.auth.credentials import AnonymousCredentials
@@ -175,12 +202,12 @@ def vertex(monkeypatch):
 VERTEX = ["--vertex", "--project", "my-proj", "--region", "europe-west4", "--pipeline-root", "gs://my-bucket/root"]
 
 
-def test_submit_vertex_request(vertex, capsys):
+def test_submit_vertex_request(vertex_api, capsys):
     argv = ["submit", *VERTEX, "--service-account", "runner@my-proj.iam.gserviceaccount.com", *GS_INPUTS,
             "--steps", "300", "--accelerator-type", "NVIDIA_L4", "--label", "team=vision", "--name", "nightly",
-            "--image", "reg.example/odpipe:1", "--trainer-image", "reg.example/odpipe-gpu:1"]
+            *IMAGES]
     assert main(argv) == 0
-    request = vertex["pipeline_job"]
+    request = vertex_api["pipeline_job"]
     assert request["parent"] == "projects/my-proj/locations/europe-west4"
     job = request["pipeline_job"]
     assert job.display_name == "nightly"
@@ -192,17 +219,19 @@ def test_submit_vertex_request(vertex, capsys):
     assert dict(job.labels)["team"] == "vision"
     spec = json.dumps(type(job).to_dict(job)["pipeline_spec"])
     assert "reg.example/odpipe-gpu:1" in spec and "my-proj" not in spec  # project only in the request
-    assert "submitted Vertex AI pipeline job projects/my-proj/locations/europe-west4/pipelineJobs/" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "submitted Vertex AI pipeline job projects/my-proj/locations/europe-west4/pipelineJobs/" in out
+    assert "console: https://console.cloud.google.com/vertex-ai/locations/europe-west4/pipelines/runs/" in out
 
 
-def test_schedule_vertex_request(vertex, capsys, tmp_path):
+def test_schedule_vertex_request(vertex_api, capsys, tmp_path):
     overrides = tmp_path / "overrides.yaml"
     overrides.write_text("task:\n  model:\n    num_classes: 4", encoding="utf-8")
     argv = ["schedule", "--cron", "TZ=Europe/Amsterdam 0 3 * * 1", "--max-runs", "10", *VERTEX, *GS_INPUTS,
-            "--min-map", "0.4", "--no-cache", "--config", str(overrides)]
+            "--min-map", "0.4", "--no-cache", "--config", str(overrides), *IMAGES]
     assert main(argv) == 0
-    schedule = vertex["schedule"]["schedule"]
-    assert vertex["schedule"]["parent"] == "projects/my-proj/locations/europe-west4"
+    schedule = vertex_api["schedule"]["schedule"]
+    assert vertex_api["schedule"]["parent"] == "projects/my-proj/locations/europe-west4"
     assert schedule.cron == "TZ=Europe/Amsterdam 0 3 * * 1"
     assert schedule.max_run_count == 10 and schedule.max_concurrent_run_count == 1
     job = schedule.create_pipeline_job_request.pipeline_job
@@ -210,7 +239,7 @@ def test_schedule_vertex_request(vertex, capsys, tmp_path):
     assert job.runtime_config.parameter_values["min_map"] == 0.4
     # a local overrides file is sent inline, as YAML text
     assert job.runtime_config.parameter_values["config_overrides"] == "task:\n  model:\n    num_classes: 4\n"
-    tasks = type(job).to_dict(job)["pipeline_spec"]["root"]["dag"]["tasks"]
+    tasks = type(job).to_dict(job)["pipeline_spec"]["components"]["comp-condition-1"]["dag"]["tasks"]
     assert tasks["train"]["cachingOptions"].get("enableCache") in (None, False)  # --no-cache
     assert "created Vertex AI schedule" in capsys.readouterr().out
 
@@ -220,6 +249,7 @@ def test_schedule_vertex_request(vertex, capsys, tmp_path):
 
 class _FakeKfp(BaseHTTPRequestHandler):
     requests: list = []
+    final_state = "SUCCEEDED"
 
     def log_message(self, *args):  # keep test output clean
         pass
@@ -238,6 +268,8 @@ class _FakeKfp(BaseHTTPRequestHandler):
             return self._reply({"multi_user": False})
         if self.path.startswith("/apis/v2beta1/experiments"):
             return self._reply({})  # no experiment yet: the client creates one
+        if self.path.startswith("/apis/v2beta1/runs/run-1"):
+            return self._reply({"run_id": "run-1", "display_name": "r", "state": self.final_state})
         self.send_error(404)
 
     def do_POST(self):
@@ -272,7 +304,7 @@ def _posted(requests, path):
 def test_submit_kubeflow_request(kfp_host, tmp_path, capsys):
     host, requests = kfp_host
     pipeline = tmp_path / "p.yaml"
-    assert main(["compile", "-o", str(pipeline), "--image", "reg.example/odpipe:2"]) == 0
+    assert main(["compile", "-o", str(pipeline), "--image", "reg.example/odpipe:2", "--trainer-image", "reg.example/g:2"]) == 0
     argv = ["submit", "--kfp-host", host, "--pipeline", str(pipeline), "--experiment", "retrain",
             "--pipeline-root", "gs://kfp-bucket/root", *GS_INPUTS, "--eval-fraction", "0.25",
             "--beam-runner", "DataflowRunner", "--beam-arg=--project=data-proj", "--no-cache"]
@@ -292,10 +324,21 @@ def test_submit_kubeflow_request(kfp_host, tmp_path, capsys):
     assert "submitted Kubeflow run run-1" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("state, rc", [("SUCCEEDED", 0), ("FAILED", 1)])
+def test_submit_wait_follows_the_run_and_fails_with_it(kfp_host, capsys, monkeypatch, state, rc):
+    host, requests = kfp_host
+    monkeypatch.setattr(_FakeKfp, "final_state", state)
+    assert main(["submit", "--kfp-host", host, *GS_INPUTS, *IMAGES, "--wait"]) == rc
+    captured = capsys.readouterr()
+    assert f"console: {host}/#/runs/details/run-1" in captured.out and f"run finished: {state}" in captured.out
+    assert ("the run ended FAILED" in captured.err) == (rc == 1) and captured.err.count("\n") <= 1
+    assert any(method == "GET" and path.startswith("/apis/v2beta1/runs/run-1") for method, path, _ in requests)
+
+
 def test_schedule_kubeflow_request(kfp_host, capsys):
     host, requests = kfp_host
     argv = ["schedule", "--cron", "0 3 * * 1", "--max-concurrent-runs", "2", "--kfp-host", host, "--name", "weekly",
-            *GS_INPUTS, "--existing-label-map", "gs://bucket/models/current/label_map.pbtxt"]
+            *GS_INPUTS, "--existing-label-map", "gs://bucket/models/current/label_map.pbtxt", *IMAGES]
     assert main(argv) == 0
     recurring = _posted(requests, "/apis/v2beta1/recurringruns")
     assert recurring["display_name"] == "weekly"
@@ -303,16 +346,8 @@ def test_schedule_kubeflow_request(kfp_host, capsys):
     assert recurring["max_concurrency"] == "2" or recurring["max_concurrency"] == 2
     assert recurring["mode"] == "ENABLE" and recurring["no_catchup"] is True
     assert recurring["runtime_config"]["parameters"]["existing_label_map"] == "gs://bucket/models/current/label_map.pbtxt"
-    assert recurring["pipeline_spec"]["root"]["dag"]["tasks"]["train"]
+    assert recurring["pipeline_spec"]["components"]["comp-condition-1"]["dag"]["tasks"]["train"]
     assert "created Kubeflow recurring run rr-1 (0 0 3 * * 1)" in capsys.readouterr().out
-
-
-# ------------------------------------------------------------------------------------------ publish
-
-
-def test_publish_export_refuses_missing_source(tmp_path):
-    with pytest.raises(UserError, match="export folder is empty or missing"):
-        orchestrate.publish_export(str(tmp_path / "missing"), [str(tmp_path / "dest")])
 
 
 # ------------------------------------------------------------------------------------------ demo
@@ -320,7 +355,7 @@ def test_publish_export_refuses_missing_source(tmp_path):
 
 def test_demo_generates_data_and_runs_the_pipeline_locally(tmp_path, monkeypatch, capsys):
     """The demo's wiring (the real local run is tests/test_pipeline.py's): data, parameters, output."""
-    from odpipe import demo
+    from launch import demo
 
     seen = {}
 
@@ -329,12 +364,13 @@ def test_demo_generates_data_and_runs_the_pipeline_locally(tmp_path, monkeypatch
         return {"tasks": {}, "metrics": {"mAP": 0.61, "mAP@0.5": 0.93, "blessed": True}, "blessed": True,
                 "report": f"{work_dir}/runs/x/evaluate/evaluation/report.html", "export": f"{work_dir}/e"}
 
-    monkeypatch.setattr(orchestrate, "run_locally", fake_run_locally)
+    monkeypatch.setattr(local, "run_locally", fake_run_locally)
     assert demo.main([str(tmp_path / "demo"), "--images", "4", "--steps", "7"]) == 0
     assert len(list((tmp_path / "demo" / "data" / "annotations").glob("*.xml"))) == 4
     assert seen["params"] == {
         "annotations": str(tmp_path / "demo" / "data" / "annotations"),
         "images": str(tmp_path / "demo" / "data" / "images"), "model": "retinanet-mobilenetv2",
+        "model_home": str(tmp_path / "demo" / "models"),
         "tflite": False, "steps": 7,
     }
     assert seen["work_dir"] == str(tmp_path / "demo" / "work")
@@ -344,12 +380,12 @@ def test_demo_generates_data_and_runs_the_pipeline_locally(tmp_path, monkeypatch
 
 def test_demo_prints_undefined_map_as_na(tmp_path, monkeypatch, capsys):
     """mAP is null in metrics.json when the eval data holds no labelled object: no crash, "n/a"."""
-    from odpipe import demo
+    from launch import demo
 
     def fake_run_locally(params, work_dir, echo=print):
         return {"tasks": {}, "metrics": {"mAP": None, "mAP@0.5": None, "blessed": False}, "blessed": False}
 
-    monkeypatch.setattr(orchestrate, "run_locally", fake_run_locally)
+    monkeypatch.setattr(local, "run_locally", fake_run_locally)
     assert demo.main([str(tmp_path / "demo"), "--images", "2"]) == 0
     assert "mAP n/a, mAP@0.5 n/a" in capsys.readouterr().out
 
@@ -357,5 +393,5 @@ def test_demo_prints_undefined_map_as_na(tmp_path, monkeypatch, capsys):
 def test_print_result_shows_the_blessing_reasons():
     metrics = {"mAP": 0.42, "blessed": False, "blessing": {"reasons": ["mAP 0.4200 < --min-map 0.5"]}}
     lines = []
-    orchestrate.print_result({"metrics": metrics, "blessed": False}, echo=lines.append)
+    local.print_result({"metrics": metrics, "blessed": False}, echo=lines.append)
     assert "blessed: False (mAP 0.4200 < --min-map 0.5)" in lines

@@ -1,9 +1,10 @@
-"""`python -m odpipe.demo OUTDIR` (what `make demo` runs): the whole pipeline, locally, end to end.
+"""`python -m launch.demo OUTDIR` (what `make demo` runs): the whole pipeline, locally, end to end.
 
 1. writes the synthetic labelImg dataset (`odpipe.sample_data`) to OUTDIR/data/;
 2. runs the compiled training pipeline with the kfp local runner (`odpipe run`'s code path):
    annotations -> CSV -> split -> label map -> TFRecords (Beam) -> train (CPU preset) -> export
-   -> COCO evaluation -> gated publish; outputs under OUTDIR/work/;
+   -> COCO evaluation -> gated publish to the model home OUTDIR/models/; outputs under OUTDIR/work/
+   (run it again: the data is unchanged, so it says so in seconds and publishes nothing);
 3. prints the mAP and the path of report.html.
 
 The defaults (200 images, 800 steps of the CPU preset) are sized to finish well under 15 minutes
@@ -40,7 +41,7 @@ def demo(
     echo=print,
 ) -> dict:
     """Generate the sample data in OUTDIR/data and run the whole pipeline locally in OUTDIR/work."""
-    from odpipe.orchestrate import print_result, run_locally
+    from launch.local import print_result, run_locally
     from odpipe.sample_data import write_sample_data
 
     start = time.monotonic()
@@ -54,6 +55,7 @@ def demo(
     params: dict = {
         "annotations": os.path.join(data, "annotations"),
         "images": os.path.join(data, "images"),
+        "model_home": os.path.join(outdir, "models"),
         "model": "retinanet-mobilenetv2",
         "tflite": tflite,
     }
@@ -73,7 +75,7 @@ def demo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m odpipe.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m launch.demo", description=__doc__.splitlines()[0])
     parser.add_argument("outdir", nargs="?", default="demo-output", help="output folder (default demo-output)")
     parser.add_argument("--images", type=int, default=DEMO_IMAGES, help=f"sample images (default {DEMO_IMAGES})")
     parser.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"training steps (default {DEMO_STEPS})")

@@ -1,0 +1,191 @@
+"""`odpipe run`: the whole pipeline on this machine with the kfp local runner.
+
+    odpipe run --annotations DIR --images DIR [--model-home DIR] [--work-dir DIR] [parameters]
+
+The pipeline is compiled into the work dir (pipeline.yaml, for the record) and run through kfp's
+public local API (`kfp.local.init` with `SubprocessRunner(use_venv=False)`, then calling the
+pipeline): every lightweight component runs in this Python environment. Each task's status is
+printed, then the fingerprint's verdict, the metrics (challenger and champion), and where the
+report, the model home version and the export are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import warnings
+from typing import Any, Callable
+
+from launch import spec
+from odpipe import storage
+from odpipe.errors import UserError, first_line
+
+DEFAULT_WORK_DIR = "odpipe-work"
+
+
+def _task_dirs(spec_dict: dict) -> dict[str, str]:
+    """Display name -> local task folder name, for every container task of the compiled spec."""
+    dirs: dict[str, str] = {}
+    components = spec_dict.get("components", {})
+
+    def walk(tasks: dict) -> None:
+        for name, task in tasks.items():
+            ref = task["componentRef"]["name"]
+            dag = components.get(ref, {}).get("dag")
+            if dag:
+                walk(dag.get("tasks", {}))
+            else:
+                dirs[task.get("taskInfo", {}).get("name", name)] = ref[len("comp-"):]
+
+    walk(spec_dict["root"]["dag"]["tasks"])
+    return dirs
+
+
+def run_locally(
+    parameters: dict[str, Any],
+    work_dir: str = DEFAULT_WORK_DIR,
+    image: str | None = None,
+    trainer_image: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Compiles the pipeline into `work_dir` and runs it with the kfp local runner.
+
+    Returns a summary: {"run_dir", "pipeline", "tasks": {display name: status}, "plan",
+    "metrics", "blessed", "published", "export", "report", "records", "model", ...}.
+    A failing task raises UserError naming the task (its log is above it on stdout).
+    """
+    import yaml
+    from kfp import local
+
+    spec.check_parameters(parameters)
+    for name in spec.INPUT_FOLDERS:
+        value = parameters[name]
+        if not storage.is_remote(value) and not os.path.isdir(value):
+            raise UserError(f"--{name} {value}: folder not found; pass the folder of your labelImg {name}")
+    work_dir = os.path.abspath(work_dir)
+    os.makedirs(work_dir, exist_ok=True)
+    pipeline_yaml = spec.compile_pipeline(os.path.join(work_dir, spec.PIPELINE_YAML), image, trainer_image)
+    with open(pipeline_yaml, encoding="utf-8") as f:
+        spec_dict = yaml.safe_load(f)
+    runs_root = os.path.join(work_dir, "runs")
+    os.makedirs(runs_root, exist_ok=True)
+    before = set(os.listdir(runs_root))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=runs_root, raise_on_error=True)
+    echo(f"odpipe run: pipeline {pipeline_yaml}, outputs under {runs_root}")
+    error = None
+    with warnings.catch_warnings():
+        # The image names are for the cluster; locally every task runs in this environment.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        # Resources (accelerators, memory) and retries are for the cluster; the local runner ignores them.
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+        warnings.filterwarnings("ignore", message=".*not supported by the local runner.*")
+        try:
+            spec.build(image, trainer_image)(**parameters)
+        except RuntimeError as err:
+            error = re.sub(r"\x1b\[[0-9;]*m", "", first_line(err))
+    new = sorted(set(os.listdir(runs_root)) - before)
+    run_dir = os.path.join(runs_root, new[-1]) if new else None
+    summary = collect_outputs(run_dir, _task_dirs(spec_dict), spec.task_order(spec_dict)) if run_dir else {"tasks": {}}
+    summary.update({"run_dir": run_dir, "pipeline": pipeline_yaml})
+    echo("")
+    echo("task status:")
+    for name, state in summary["tasks"].items():
+        echo(f"  {name:<20} {state}")
+    if error:
+        raise UserError(f"local pipeline run failed: {error}; see that task's log above (outputs so far: {run_dir})")
+    return summary
+
+
+def _read_json(path: str | None) -> Any:
+    return json.loads(storage.read_text(path)) if path else None
+
+
+def collect_outputs(run_dir: str, task_dirs: dict[str, str], order: list[str]) -> dict[str, Any]:
+    """Where a local run put each artifact, the fingerprint's verdict and the evaluation metrics."""
+
+    def out(task: str, name: str) -> str | None:
+        path = os.path.join(run_dir, task_dirs.get(task, task), name)
+        return path if os.path.exists(path) else None
+
+    plan = (_read_json(out("fingerprint", "executor_output.json")) or {}).get("parameterValues")
+    metrics = _read_json(out("evaluate", os.path.join("evaluation", "metrics.json")))
+    rank = {name: i for i, name in enumerate(order)}
+    tasks = {}
+    for display in sorted(task_dirs, key=lambda name: (rank.get(name, len(rank)), name)):
+        if os.path.isfile(os.path.join(run_dir, task_dirs[display], "executor_output.json")):
+            tasks[display] = "done"
+        elif os.path.isdir(os.path.join(run_dir, task_dirs[display])):
+            tasks[display] = "failed"
+        elif plan is not None and plan.get("changed") is False:
+            tasks[display] = "skipped (data unchanged)"
+        elif display in ("publish", "register") and metrics is not None and not metrics.get("blessed"):
+            tasks[display] = "skipped (model not blessed)"
+        elif display == "register" and "publish" in tasks and tasks["publish"] == "done":
+            tasks[display] = "skipped (no registry model)"
+        else:
+            tasks[display] = "not run"
+    published = out("publish", "published")
+    record = None
+    if published and os.path.isfile(published):
+        record = _read_json(published)
+    return {
+        "tasks": tasks,
+        "plan": plan,
+        "labels": out("annotations-to-csv", "labels"),
+        "label_map": out("label-map", "label_map"),
+        "records": {"train": out("records-train", "records"), "eval": out("records-eval", "records")},
+        "model": out("train", "model"),
+        "candidate_export": out("export", "exported"),
+        "evaluation": out("evaluate", "evaluation"),
+        "report": out("evaluate", os.path.join("evaluation", "report.html")),
+        "metrics": metrics,
+        "blessed": None if metrics is None else bool(metrics.get("blessed")),
+        "published": record,
+        "export": (storage.join(record["home"], record["path"], "export") if record else published),
+    }
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=f"local outputs (default ./{DEFAULT_WORK_DIR})")
+    spec.add_parameter_arguments(parser)
+
+
+def _num(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def print_result(summary: dict[str, Any], echo: Callable[[str], None] = print) -> None:
+    plan = summary.get("plan") or {}
+    metrics = summary.get("metrics") or {}
+    echo("")
+    if plan.get("message"):
+        echo(f"data:    {plan['message']}")
+    if plan.get("changed") is False:
+        return
+    if metrics:
+        shown = {k: metrics[k] for k in ("mAP", "mAP@0.5", "mAP@0.75", "recall") if k in metrics}
+        echo("metrics: " + ", ".join(f"{k} {_num(v)}" for k, v in shown.items()))
+        champion = metrics.get("champion")
+        if champion:
+            echo(f"champion: version {champion.get('version')}: mAP {_num(champion.get('mAP'))}, "
+                 f"mAP@0.5 {_num(champion.get('mAP@0.5'))} on the same eval records")
+        reasons = (metrics.get("blessing") or {}).get("reasons")
+        echo(f"blessed: {summary.get('blessed')}" + (f" ({'; '.join(map(str, reasons))})" if reasons else ""))
+    if summary.get("report"):
+        echo(f"report:  {summary['report']}")
+    record = summary.get("published")
+    if record:
+        echo(f"published: version {record['version']} in {record['home']} (now current)")
+    if summary.get("export"):
+        echo(f"export:  {summary['export']}")
+    else:
+        echo(f"export:  none published (not blessed); candidate export at {summary.get('candidate_export')}")
+    echo(f"model:   {summary.get('model')}")
+
+
+def run_run(args: argparse.Namespace) -> int:
+    summary = run_locally(spec.pipeline_parameters(args, local=True), args.work_dir)
+    print_result(summary)
+    return 0
