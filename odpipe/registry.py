@@ -48,6 +48,8 @@ def upload_version(
         raise UserError(f"--registry-model {registry_model}: needs the Vertex project and region "
                         "(pipeline parameters registry_project, registry_location)")
     model_id = registry_model.rsplit("/", 1)[-1]
+    # the SDK's global project: else it looks the project up from the environment on every call
+    aiplatform.init(project=project, location=location, credentials=credentials)
     try:
         parent = aiplatform.Model(model_name=registry_model, project=project, location=location,
                                   credentials=credentials).resource_name
