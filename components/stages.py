@@ -241,11 +241,14 @@ def train(
     """
     import json
 
+    from odpipe.model_home import warm_start_modules
     from odpipe.train import train as train_model
 
+    options = {}
     if warm_start and champion_checkpoint and not init_checkpoint:
         init_checkpoint = champion_checkpoint
-        print(f"warm start from the model in service: {champion_checkpoint}")
+        options["init_checkpoint_modules"] = warm_start_modules(champion_checkpoint, label_map.uri)
+        print(f"warm start from the model in service: {champion_checkpoint} ({options['init_checkpoint_modules']})")
 
     result = train_model(
         train_records.uri.rstrip("/") + "/records-*.tfrecord",
@@ -258,6 +261,7 @@ def train(
         steps=steps or None,
         init_checkpoint=init_checkpoint or None,
         config_overrides=config_overrides or None,
+        **options,
     )
     result = json.loads(json.dumps(result, default=str))
     for name, value in {"step": result.get("step"), "loss": result.get("loss"), **(result.get("metrics") or {})}.items():

@@ -103,6 +103,16 @@ def champion(home: str) -> dict | None:
             "checkpoint": storage.join(folder, doc["checkpoint"]) if doc.get("checkpoint") else ""}
 
 
+def warm_start_modules(checkpoint: str, label_map_path: str) -> str:
+    """What a warm start from a version's checkpoint restores: everything when the classes are
+    the same, else the backbone and decoder (the class head is re-initialised for the new classes)."""
+    from odpipe.label_map import read_label_map
+
+    folder = str(checkpoint).rsplit("/", 2)[0]  # HOME/versions/NNNN/checkpoint/ckpt-N
+    old = read_label_map(storage.join(folder, "label_map.pbtxt"))
+    return "all" if old == read_label_map(label_map_path) else "backbone,decoder"
+
+
 def publish(home: str, export_dir: str, metrics: dict, provenance: dict | None = None,
             checkpoint: str | None = None) -> dict:
     """Adds a new version (export, label map, metrics, checkpoint files, version.json last) and

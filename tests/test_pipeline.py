@@ -1,7 +1,7 @@
-"""The training pipeline: it compiles, the YAML loads back with its components and resources, and
-the compiled pipeline runs end to end with the kfp local runner on tiny generated data (real Beam,
-real Model Garden steps, real export and COCO evaluation) -- once blessed (published) and once
-with a min mAP no model can reach (the gate skips publishing)."""
+"""The training pipeline: it compiles, the YAML loads back with its components, resources, cache
+and retry settings, and the pipeline runs end to end with the kfp local runner on tiny generated
+data (real Beam, real Model Garden steps, real export and COCO evaluation): the retraining loop,
+run again and again against one model home, and the gate skipping a publish."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from kfp import compiler
 
 from pipelines import training
 
-STAGES = ["annotations-to-csv", "split", "label-map", "records", "records-2", "train", "export", "evaluate", "publish"]
+STAGES = ["fingerprint", "annotations-to-csv", "split", "label-map", "records", "records-2", "train", "export",
+          "evaluate", "publish", "register"]
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +58,40 @@ def test_yaml_has_each_component_with_its_resources(compiled):
     for records in ("exec-records", "exec-records-2"):
         assert executors[records]["container"]["resources"]["resourceMemoryLimit"] == "8G"
 
-    tasks = spec["root"]["dag"]["tasks"]
+    root = spec["root"]["dag"]["tasks"]
+    components = spec["components"]
+    # the fingerprint task looks at the folders every run; everything else sits under its verdict
+    assert sorted(root) == ["condition-1", "fingerprint"]
+    assert root["fingerprint"].get("cachingOptions", {}).get("enableCache") in (None, False)
+    changed = root["condition-1"]
+    assert changed["taskInfo"]["name"] == "data-changed" and changed["dependentTasks"] == ["fingerprint"]
+    assert changed["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--fingerprint-changed'] == true"
+    tasks = components["comp-condition-1"]["dag"]["tasks"]
+    assert sorted(tasks) == sorted(["annotations-to-csv", "split", "label-map", "records", "records-2", "train",
+                                    "export", "evaluate", "condition-2"])
+    for name, task in tasks.items():
+        if name != "condition-2":
+            assert task["cachingOptions"]["enableCache"] is True, name  # cached: the fingerprint keys them
+    csv_inputs = tasks["annotations-to-csv"]["inputs"]["parameters"]["fingerprint"]
+    assert csv_inputs["componentInputParameter"] == "pipelinechannel--fingerprint-fingerprint"
+    assert tasks["train"]["retryPolicy"]["maxRetryCount"] == 3 and tasks["train"]["retryPolicy"]["backoffDuration"] == "60s"
+    assert tasks["records"]["retryPolicy"]["maxRetryCount"] == 2
     assert tasks["records"]["taskInfo"]["name"] == "records-train"
     assert tasks["records-2"]["inputs"]["parameters"]["side"]["runtimeValue"]["constant"] == "eval"
     assert tasks["records"]["inputs"]["parameters"]["dataflow_image"]["runtimeValue"]["constant"] == "reg.example/odpipe:5"
+    # champion and challenger: evaluate gets the model in service from the fingerprint task
+    assert tasks["evaluate"]["inputs"]["parameters"]["champion"]["componentInputParameter"] == (
+        "pipelinechannel--fingerprint-champion")
+    assert tasks["label-map"]["inputs"]["parameters"]["champion_label_map"]["componentInputParameter"] == (
+        "pipelinechannel--fingerprint-champion_label_map")
     # the gate: publish runs only inside the condition on evaluate's `blessed` output
-    assert "publish" not in tasks
-    condition = tasks["condition-1"]
-    assert condition["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
-    assert spec["components"]["comp-condition-1"]["dag"]["tasks"]["publish"]["componentRef"]["name"] == "comp-publish"
+    blessed = tasks["condition-2"]
+    assert blessed["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
+    inner = components["comp-condition-2"]["dag"]["tasks"]
+    assert inner["publish"]["componentRef"]["name"] == "comp-publish"
+    registry = inner["condition-3"]
+    assert registry["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--registry_model'] != ''"
+    assert components["comp-condition-3"]["dag"]["tasks"]["register"]["componentRef"]["name"] == "comp-register"
     # every pipeline parameter is documented for the UIs
     for name, param in spec["root"]["inputDefinitions"]["parameters"].items():
         assert param.get("description"), name
@@ -83,12 +109,12 @@ def tiny_dataset(tmp_path_factory):
     return out
 
 
-def _run(tiny_dataset, work_dir, **extra):
-    from odpipe.orchestrate import run_locally
+def _run(data, work_dir, **extra):
+    from launch.local import print_result, run_locally
 
     params = {
-        "annotations": str(tiny_dataset / "annotations"),
-        "images": str(tiny_dataset / "images"),
+        "annotations": str(data / "annotations"),
+        "images": str(data / "images"),
         "eval_fraction": 0.34,
         "steps": 2,
         "batch_size": 2,
@@ -99,38 +125,118 @@ def _run(tiny_dataset, work_dir, **extra):
     }
     lines = []
     summary = run_locally(params, str(work_dir), echo=lines.append)
+    print_result(summary, echo=lines.append)
     return summary, "\n".join(lines)
 
 
+# Enough real steps at 128 px for a model that finds some objects (a fair champion), kept short.
+LEARN = dict(steps=120, batch_size=4, config_overrides=(
+    "task:\n  model:\n    detection_generator:\n      pre_nms_score_threshold: 0.001\n"
+    "trainer:\n  optimizer_config:\n    learning_rate:\n      cosine:\n        initial_learning_rate: 0.08\n"))
+
+
+def _grow(data, extra_dir, new_class):
+    """More annotations in the same folders: new images, one of the old classes renamed to a new one."""
+    import shutil
+
+    for xml in sorted((extra_dir / "annotations").glob("*.xml")):
+        stem = "more_" + xml.stem
+        shutil.copyfile(extra_dir / "images" / f"{xml.stem}.jpg", data / "images" / f"{stem}.jpg")
+        text = xml.read_text(encoding="utf-8").replace(f"{xml.stem}.jpg", f"{stem}.jpg")
+        (data / "annotations" / f"{stem}.xml").write_text(text.replace("<name>triangle</name>", f"<name>{new_class}</name>"),
+                                                         encoding="utf-8")
+
+
 @pytest.mark.slow
-def test_local_run_of_the_whole_pipeline(tiny_dataset, tmp_path):
-    summary, printed = _run(tiny_dataset, tmp_path / "work", publish_to=str(tmp_path / "serving" / "current"))
-    assert set(summary["tasks"].values()) == {"done"}, summary["tasks"]
-    assert "records-eval" in printed and "publish" in printed
+def test_the_retraining_loop_against_one_model_home(tmp_path, capsys):
+    """Run 1 publishes 0001; an unchanged rerun is skipped in seconds; run 2 (more data, one new
+    class) keeps the old ids and scores champion and challenger on the same records; run 3 (a
+    deliberately worse challenger) is not blessed and leaves current.json alone; promote rolls back."""
+    import shutil
+
+    from odpipe.cli import main
+    from odpipe.label_map import read_label_map
+    from odpipe.sample_data import write_sample_data
+
+    data, extra, home = tmp_path / "data", tmp_path / "extra", tmp_path / "home"
+    write_sample_data(str(data), images=14, seed=1)
+    write_sample_data(str(extra), images=8, seed=2)
+
+    # run 1: an empty home; blessed by min_map alone
+    one, printed = _run(data, tmp_path / "w", model_home=str(home), **LEARN)
+    assert one["blessed"] is True and one["metrics"]["champion"] is None, printed
+    assert one["published"]["version"] == "0001" and "no model in service yet" in printed
+    current = json.loads((home / "current.json").read_text())
+    assert current["version"] == "0001" and current["mAP"] == pytest.approx(one["metrics"]["mAP"])
+    v1 = home / "versions" / "0001"
+    assert (v1 / "export" / "saved_model" / "saved_model.pb").is_file() and (v1 / "label_map.pbtxt").is_file()
+    version = json.loads((v1 / "version.json").read_text())
+    assert version["fingerprint"] == one["plan"]["fingerprint"] and version["run"]
+    assert version["data_fingerprint"] == current["data_fingerprint"] and version["checkpoint"].startswith("checkpoint/")
+    assert json.loads((v1 / "metrics.json").read_text())["fingerprint"] == one["plan"]["fingerprint"]
+    first_ids = read_label_map(str(v1 / "label_map.pbtxt"))
+    assert set(one["tasks"].values()) == {"done", "skipped (no registry model)"}, one["tasks"]
     for side in ("train", "eval"):
-        assert glob.glob(os.path.join(summary["records"][side], "records-00000-of-00001.tfrecord"))
-        summary_json = json.load(open(os.path.join(summary["records"][side], "records.summary.json")))
-        assert summary_json["images"] >= 1
-    assert glob.glob(os.path.join(summary["model"], "ckpt-2.index"))
-    assert os.path.isfile(os.path.join(summary["model"], "config.yaml"))
-    for export in (summary["candidate_export"], summary["export"], str(tmp_path / "serving" / "current")):
-        assert os.path.isfile(os.path.join(export, "saved_model", "saved_model.pb")), export
-        assert os.path.isfile(os.path.join(export, "label_map.pbtxt")), export
-    metrics = summary["metrics"]
-    assert {"mAP", "mAP@0.5", "blessed"} <= set(metrics) and metrics["blessed"] is True
-    assert 0.0 <= metrics["mAP"] <= 1.0
-    report = open(summary["report"], encoding="utf-8").read()
+        assert glob.glob(os.path.join(one["records"][side], "**", "*.tfrecord"), recursive=True)
+    assert glob.glob(os.path.join(one["model"], "ckpt-*.index"))
+    report = open(one["report"], encoding="utf-8").read()
     assert report.lstrip().lower().startswith("<!doctype html") and "data:image/png;base64," in report
-    # the HTML artifact is the same self-contained report
-    assert open(os.path.join(os.path.dirname(summary["evaluation"]), "report"), encoding="utf-8").read() == report
-    assert summary["pipeline"] == str(tmp_path / "work" / "pipeline.yaml") and os.path.isfile(summary["pipeline"])
+    assert open(os.path.join(os.path.dirname(one["evaluation"]), "report"), encoding="utf-8").read() == report
+    assert one["pipeline"] == str(tmp_path / "w" / "pipeline.yaml") and os.path.isfile(one["pipeline"])
+
+    # the same data again: nothing to do, and it says so
+    same, printed = _run(data, tmp_path / "w", model_home=str(home), **LEARN)
+    assert same["plan"]["changed"] is False and "data unchanged since version 0001" in printed
+    assert {s for t, s in same["tasks"].items() if t != "fingerprint"} == {"skipped (data unchanged)"}
+    assert sorted(os.listdir(home / "versions")) == ["0001"]
+
+    # run 2: more annotations, one new class; warm start from the champion
+    _grow(data, extra, "hexagon")
+    two, printed = _run(data, tmp_path / "w", model_home=str(home), warm_start=True, **LEARN)
+    metrics = two["metrics"]
+    champion = metrics["champion"]
+    assert champion["version"] == "0001" and champion["unseen_classes"] == ["hexagon"], printed
+    assert champion["per_class"]["hexagon"]["AP"] in (0.0, None)  # never seen: AP 0 where it has ground truth
+    assert set(champion["per_class"]) == set(metrics["per_class"])  # the same classes, the same records
+    assert champion["mAP"] is not None and champion["mAP"] > 0, "the champion must find objects for run 3 to mean anything"
+    assert "warm start from the model in service" in capsys.readouterr().out
+    ids = read_label_map(os.path.join(two["label_map"]))
+    assert {k: v for k, v in ids.items() if v in first_ids.values()} == first_ids and ids[max(ids)] == "hexagon"
+    report = open(two["report"], encoding="utf-8").read()
+    assert "Challenger vs champion" in report
+    if two["blessed"]:
+        assert two["published"]["version"] == "0002"
+        assert json.loads((home / "current.json").read_text())["version"] == "0002"
+    else:
+        assert not (home / "versions" / "0002").exists()
+    in_service = json.loads((home / "current.json").read_text())
+
+    # run 3: a deliberately worse challenger (one step from scratch) on the same data
+    three, printed = _run(data, tmp_path / "w", model_home=str(home), force=True, steps=1, batch_size=2,
+                          config_overrides=LEARN["config_overrides"])
+    assert three["blessed"] is False and three["metrics"]["champion"]["version"] == in_service["version"], printed
+    assert three["metrics"]["mAP"] < three["metrics"]["champion"]["mAP"]
+    assert three["tasks"]["publish"] == "skipped (model not blessed)"
+    assert json.loads((home / "current.json").read_text()) == in_service
+    # the attempt is remembered: the same data against the same champion is not retrained again
+    again, printed = _run(data, tmp_path / "w", model_home=str(home))
+    assert again["plan"]["changed"] is False and "was not blessed" in printed
+
+    # rollback
+    assert main(["models", "promote", str(home), "0001"]) == 0
+    assert json.loads((home / "current.json").read_text())["version"] == "0001"
+    assert main(["models", "list", str(home)]) == 0
+    listing = capsys.readouterr().out
+    assert "* 0001" in listing
+    shutil.rmtree(tmp_path / "w")
 
 
 @pytest.mark.slow
 def test_gate_skips_publishing_when_not_blessed(tiny_dataset, tmp_path):
     summary, printed = _run(tiny_dataset, tmp_path / "work", min_map=1.01, steps=1)
     assert summary["tasks"]["publish"] == "skipped (model not blessed)"
-    assert all(state == "done" for task, state in summary["tasks"].items() if task != "publish")
+    assert summary["tasks"]["register"] == "skipped (model not blessed)"
+    assert all(state == "done" for task, state in summary["tasks"].items() if task not in ("publish", "register"))
     assert summary["blessed"] is False and summary["metrics"]["blessed"] is False
     assert summary["export"] is None
     assert not os.path.exists(os.path.join(summary["run_dir"], "publish"))
