@@ -54,7 +54,6 @@ import csv
 import io
 import json
 import math
-import os
 import posixpath
 import re
 from collections import Counter
@@ -63,6 +62,7 @@ import pandas as pd
 
 from odpipe import storage
 from odpipe.errors import UserError, first_line
+from odpipe.progress import progress_bar
 
 CSV_COLUMNS = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax", "difficult", "truncated"]
 _REQUIRED = CSV_COLUMNS[:8]
@@ -160,48 +160,34 @@ class _Folder:
 
     def __init__(self, path: str):
         self.path = path
-        names: list[str] = []
-        if storage.is_remote(path):
-            prefix = path.rstrip("/") + "/"
-            names = [p[len(prefix) :] for p in storage.glob(prefix + "*") if "/" not in p[len(prefix) :]]
-        elif os.path.isdir(path):
-            with os.scandir(path) as entries:
-                names = sorted(e.name for e in entries if e.is_file())
+        try:
+            names = storage.walk(path, recursive=False).files
+        except OSError as err:
+            raise UserError(
+                f"{path}: cannot list this images folder ({err.strerror or first_line(err)}); fix its permissions "
+                "(e.g. chmod u+rx) so its images can be found"
+            ) from None
         self.names = set(names)
         self.lower: dict[str, list[str]] = {}
         for n in names:
             self.lower.setdefault(n.lower(), []).append(n)
 
 
-def _list_xml(annotations_dir: str) -> tuple[list[str], int]:
-    """Sorted relative paths (with `/`) of the .xml files under a folder, and the hidden ones skipped."""
-    hidden = 0
-    found: list[str] = []
-    if storage.is_remote(annotations_dir):
-        prefix = annotations_dir.rstrip("/") + "/"
-        for path in storage.glob(prefix + "**"):
-            rel = path[len(prefix) :]
-            if not rel.lower().endswith(".xml"):
-                continue
-            if any(part.startswith(".") for part in rel.split("/")):
-                hidden += 1
-                continue
-            found.append(rel)
-        return sorted(found), hidden
-    if not os.path.isdir(annotations_dir):
+def _list_xml(annotations_dir: str) -> storage.Walk:
+    """The .xml files under a folder, walked once per real folder (hidden ones skipped, counted).
+
+    A sub-folder that cannot be read is an error naming it: its files would otherwise be missing
+    from the CSV and from the report."""
+    if not storage.is_dir(annotations_dir):
         raise UserError(f"{annotations_dir}: annotations folder not found; pass the folder labelImg saved its .xml files to")
-    for root, dirs, files in os.walk(annotations_dir, followlinks=True):
-        hidden += sum(1 for d in dirs if d.startswith("."))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            if not name.lower().endswith(".xml"):
-                continue
-            if name.startswith("."):
-                hidden += 1
-                continue
-            rel = os.path.relpath(os.path.join(root, name), annotations_dir)
-            found.append(rel.replace(os.sep, "/"))
-    return sorted(found), hidden
+    try:
+        return storage.walk(annotations_dir, skip_hidden=True, suffixes=(".xml",))
+    except OSError as err:
+        where = err.filename or annotations_dir
+        raise UserError(
+            f"{where}: cannot read this annotations folder ({err.strerror or first_line(err)}), so its .xml files "
+            "would be left out; fix its permissions (e.g. chmod -R u+rX) or move it out of the annotations folder"
+        ) from None
 
 
 def _parse_xml(data: bytes, source: str):
@@ -356,7 +342,14 @@ class _Run:
 
     def add_xml(self, rel_xml: str) -> None:
         source = storage.join(self.annotations_dir, *rel_xml.split("/"))
-        root = _parse_xml(storage.read_bytes(source), source)
+        try:
+            data = storage.read_bytes(source)
+        except OSError as err:
+            raise UserError(
+                f"{source}: cannot read this annotation file ({err.strerror or first_line(err)}); fix its permissions "
+                "or move it out of the annotations folder"
+            ) from None
+        root = _parse_xml(data, source)
         objects = root.findall("object")
         self.objects_in_xml += len(objects)
 
@@ -472,12 +465,13 @@ class _Run:
             self.classes[row[3]] += 1
             self.rows.append(row)
 
-    def report(self, xml_files: int, hidden: int) -> dict:
+    def report(self, listing: storage.Walk) -> dict:
         return {
             "annotations_dir": str(self.annotations_dir),
             "images_dir": str(self.images_root),
-            "xml_files": xml_files,
-            "hidden_files_skipped": hidden,
+            "xml_files": len(listing.files),
+            "hidden_files_skipped": listing.hidden,
+            "linked_folders_skipped": listing.repeated,
             "images": self.images,
             "objects": sum(self.classes.values()),
             "objects_in_xml": self.objects_in_xml,
@@ -496,6 +490,7 @@ def xml_to_csv(
     images_dir: str | None = None,
     report_path: str | None = None,
     strict: bool = False,
+    progress: bool = True,
 ) -> dict:
     """Convert a folder of labelImg XML files (searched recursively) into one labels CSV.
 
@@ -506,21 +501,31 @@ def xml_to_csv(
             `filename` column is relative to this folder (or to `annotations_dir` by default).
         report_path: Where to write the report as JSON (also written when `strict` fails).
         strict: Make every warning, dropped object and dropped image an error.
+        progress: Show a progress bar on stderr (only when it is a terminal).
+
+    Each real sub-folder is read once: a folder reached again through a symbolic link (a link
+    loop, or two links to one folder) is listed in the report's `linked_folders_skipped`, not
+    read twice. A sub-folder that cannot be read is an error naming it.
 
     Returns:
         The report: images, objects, empty_images, classes, dropped, dropped_images, warnings, ...
     """
     annotations_dir = str(annotations_dir)
     images_dir = str(images_dir) if images_dir else None  # "" (an unset pipeline parameter) means "not given"
-    if images_dir is not None and not storage.is_remote(images_dir) and not os.path.isdir(images_dir):
+    if images_dir is not None and not storage.is_dir(images_dir):
         raise UserError(f"{images_dir}: images folder not found; check --images-dir")
-    files, hidden = _list_xml(annotations_dir)
+    listing = _list_xml(annotations_dir)
+    files = listing.files
     if not files:
         raise UserError(f"{annotations_dir}: no .xml files found (searched sub-folders too); pass the folder labelImg saved to")
     run = _Run(annotations_dir, images_dir)
-    for rel in files:
-        run.add_xml(rel)
-    report = run.report(len(files), hidden)
+    for rel in listing.broken:
+        run.warn(rel, "broken symbolic link (its target does not exist); skipped")
+    with progress_bar(len(files), "csv", "xml", enabled=progress) as bar:
+        for rel in files:
+            run.add_xml(rel)
+            bar.update(1)
+    report = run.report(listing)
     if report_path:
         storage.write_text(str(report_path), json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     problems = [f"{d['file']}: image dropped: {d['reason']}" for d in run.dropped_images]

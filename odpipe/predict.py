@@ -35,8 +35,6 @@ from odpipe import storage
 from odpipe.annotations import IMAGE_EXTENSIONS
 from odpipe.errors import UserError, first_line
 
-_GLOB_CHARS = set("*?[")
-
 PALETTE = [
     (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
     (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40), (128, 0, 0),
@@ -47,56 +45,33 @@ def class_colour(class_id: int) -> tuple[int, int, int]:
     return PALETTE[(int(class_id) - 1) % len(PALETTE)]
 
 
-def _is_image(path: str) -> bool:
-    return path.lower().endswith(IMAGE_EXTENSIONS)
-
-
 def expand_inputs(inputs) -> list[tuple[str, str]]:
     """[(path, name)] for image files, folders (recursive) and globs, local or `gs://`.
 
     `name` is the output name: the path relative to the folder it was found in, or the base
-    name for a file or glob match; unique over the run. Folders and globs keep only image
-    extensions (case-insensitive: .jpg .jpeg .png .bmp .gif .webp .tif .tiff); a file named directly is
-    kept whatever its extension. A path that does not exist, or nothing matched at all, is a
-    UserError."""
+    name for a file or glob match; unique over the run. A path that exists is that file or folder,
+    whatever characters it holds (`photo[1].jpg` is that file, never a pattern); only an input
+    that does not exist is read as a glob. Folders and globs keep only image extensions
+    (case-insensitive: .jpg .jpeg .png .bmp .gif .webp .tif .tiff); a file named directly is kept
+    whatever its extension. A path that does not exist, or nothing matched at all, is a UserError."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     found: list[tuple[str, str]] = []
     for raw in inputs:
         item = str(raw)
-        remote = storage.is_remote(item)
-        sep = "/" if remote else os.sep
-        if _GLOB_CHARS & set(item):
-            matches = [p for p in storage.glob(item) if _is_image(p) and (remote or os.path.isfile(p))]
-            if not matches:
-                print(f"odpipe predict: warning: {item} matched no image", file=sys.stderr)
-            found += [(p, p.rstrip(sep).split(sep)[-1]) for p in matches]
-        elif remote:
-            if _is_image(item):
-                if not storage.exists(item):
-                    raise UserError(f"{item}: no such object; check the path")
-                found.append((item, posixpath.basename(item)))
-            else:
-                root = item.rstrip("/")
-                matches = [p for p in storage.glob(root + "/**") if _is_image(p)]
-                if not matches:
-                    raise UserError(f"{item}: no image under this prefix; check the path (extensions: {' '.join(IMAGE_EXTENSIONS)})")
-                found += [(p, p[len(root) + 1 :]) for p in matches]
-        elif os.path.isdir(item):
-            matches = []
-            for dirpath, dirnames, filenames in os.walk(item):
-                dirnames.sort()
-                for f in sorted(filenames):
-                    if _is_image(f):
-                        path = os.path.join(dirpath, f)
-                        matches.append((path, os.path.relpath(path, item).replace(os.sep, "/")))
-            if not matches:
-                print(f"odpipe predict: warning: folder {item} holds no image", file=sys.stderr)
-            found += matches
-        elif os.path.isfile(item):
-            found.append((item, os.path.basename(item)))
-        else:
+        try:
+            kind, matches = storage.find(item, suffixes=IMAGE_EXTENSIONS)
+        except OSError as err:
+            raise UserError(
+                f"{err.filename or item}: cannot read it ({err.strerror or first_line(err)}); fix its permissions or leave it out"
+            ) from None
+        if kind == "missing" and storage.has_glob(item):
+            print(f"odpipe predict: warning: {item} matched no image", file=sys.stderr)
+        elif kind == "missing":
             raise UserError(f"{item}: no such file or folder; check the path")
+        elif kind == "folder" and not matches:
+            print(f"odpipe predict: warning: folder {item} holds no image", file=sys.stderr)
+        found += matches
     seen_paths: set[str] = set()
     used: set[str] = set()
     result = []
@@ -210,10 +185,9 @@ def _write_outputs(output_dir, path, name, data, width, height, depth, detection
         from odpipe.sample_data import voc_xml
 
         objects, dropped = voc_objects(detections, width, height)
-        sep = "/" if storage.is_remote(path) else os.sep
-        parts = path.rstrip(sep).split(sep)
-        filename = name.rsplit("/", 1)[0] + "/" + parts[-1] if "/" in name else parts[-1]
-        folder = parts[-2] if len(parts) > 1 else ""
+        parent, base = storage.split(path)
+        filename = name.rsplit("/", 1)[0] + "/" + base if "/" in name else base
+        folder = storage.basename(parent) if parent else ""
         xml = voc_xml(filename, folder, path, width, height, depth, objects)
         storage.write_text(storage.join(output_dir, "annotations", *f"{name}.xml".split("/")), xml)
     return dropped

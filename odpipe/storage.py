@@ -1,20 +1,39 @@
-"""Paths that may be local or on a bucket (`gs://...`).
+"""The one filesystem layer: paths that may be local or on a bucket (`gs://...`).
 
-Everything goes through Apache Beam's file systems, which speak to Cloud Storage with the
-google-cloud-storage client, so `STORAGE_EMULATOR_HOST` (the tests' local emulator) is honoured.
-TensorFlow's own `gs://` support does not honour that variable; use these helpers for data I/O.
+Bucket paths go through Apache Beam's public file systems API (`FileSystems`), which speaks to
+Cloud Storage with the google-cloud-storage client, so `STORAGE_EMULATOR_HOST` (the tests' local
+emulator) is honoured; TensorFlow's own `gs://` support does not honour it, so use these helpers
+for data I/O. Local reads, writes and listings use the standard library (no Beam import).
+
+Stage code asks this module, never `is_remote` itself: `walk` (the one folder walker, for the
+annotations, predict's inputs and copies), `find` (what a command-line input names), `glob_after`
+(a literal prefix followed by a pattern), `split`, `is_dir`, `makedirs`, `remove_tree`, ...
+
+Conventions of the walker (`walk`): an unreadable folder is an error (`OSError` naming it, never
+skipped); each real folder is walked once, however many symbolic links lead to it (a link loop
+adds nothing), real paths before linked ones; a path that exists is a path, never a pattern.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import os
 import posixpath
+import stat
 from typing import IO
+
+GLOB_CHARS = frozenset("*?[")
 
 
 def is_remote(path: str) -> bool:
     """True for URIs such as `gs://bucket/key`."""
     return "://" in str(path)
+
+
+def has_glob(path: str) -> bool:
+    """True when `path` holds a glob character (`*`, `?`, `[`)."""
+    return bool(GLOB_CHARS & set(str(path)))
 
 
 def join(base: str, *parts: str) -> str:
@@ -24,34 +43,23 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
-def use_emulator_anonymously() -> None:
-    """With `STORAGE_EMULATOR_HOST` set, let Beam's GCS file system talk to it without credentials.
+def split(path: str) -> tuple[str, str]:
+    """(parent, last part) of a path: `/` on buckets, the OS separator locally."""
+    path = str(path)
+    return posixpath.split(path) if is_remote(path) else os.path.split(path)
 
-    Beam otherwise looks for Google application-default credentials and retries for ~20 s per
-    process when there are none; an emulator needs none. Called before every bucket access and
-    when this module is imported (so Beam's worker processes, which import it, do the same).
-    """
-    if not os.environ.get("STORAGE_EMULATOR_HOST"):
-        return
-    try:
-        from apache_beam.internal.gcp import auth
-    except ImportError:  # pragma: no cover - beam without the gcp extra
-        return
-    creds = getattr(auth, "_Credentials", None)
-    if creds is not None and not getattr(creds, "_credentials_init", True):
-        with creds._credentials_lock:
-            creds._credentials = None
-            creds._credentials_init = True
+
+def basename(path: str) -> str:
+    return split(str(path).rstrip("/" if is_remote(path) else os.sep))[1]
 
 
 def _fs():
     from apache_beam.io.filesystems import FileSystems
 
-    use_emulator_anonymously()
     return FileSystems
 
 
-def _not_found(path: str, err: Exception) -> bool:
+def _not_found(err: Exception) -> bool:
     text = f"{type(err).__name__} {err}"
     return "NotFound" in text or "404" in text or "Not found" in text or "No such file" in text
 
@@ -66,17 +74,43 @@ def open_read(path: str) -> IO[bytes]:
     try:
         return _fs().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     except Exception as err:
-        if _not_found(path, err):
-            raise FileNotFoundError(f"{path}: not found") from err
+        if _not_found(err):
+            raise FileNotFoundError(errno.ENOENT, "not found", path) from err
         raise
+
+
+def _blocking_file(path: str) -> str | None:
+    """The existing non-folder that stands where a folder of `path`'s parents should be."""
+    current = os.path.abspath(path)
+    while True:
+        if os.path.lexists(current):
+            return None if os.path.isdir(current) else current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
+def makedirs(path: str) -> None:
+    """Create a local folder and its parents (buckets have no folders: nothing to do there).
+
+    A file standing where one of the folders should be is `NotADirectoryError` naming that file
+    (`os.makedirs` would say "File exists", naming the folder it could not create)."""
+    path = str(path)
+    if is_remote(path):
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        blocking = _blocking_file(path) or path
+        raise NotADirectoryError(errno.ENOTDIR, "a file stands where a folder is needed", blocking) from err
 
 
 def open_write(path: str) -> IO[bytes]:
     """A binary file object for writing; local parent folders are created."""
     path = str(path)
     if not is_remote(path):
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
+        makedirs(os.path.dirname(os.path.abspath(path)))
         return open(path, "wb")
     from apache_beam.io.filesystem import CompressionTypes
 
@@ -102,10 +136,24 @@ def write_text(path: str, text: str, encoding: str = "utf-8") -> None:
 
 
 def exists(path: str) -> bool:
+    """True for an existing file or folder (locally) or object (on a bucket); taken literally."""
     path = str(path)
     if not is_remote(path):
         return os.path.exists(path)
     return _fs().exists(path)
+
+
+def is_file(path: str) -> bool:
+    path = str(path)
+    return exists(path) if is_remote(path) else os.path.isfile(path)
+
+
+def is_dir(path: str) -> bool:
+    """A local folder, or a bucket prefix with at least one object under it."""
+    path = str(path)
+    if not is_remote(path):
+        return os.path.isdir(path)
+    return bool(glob_after(path.rstrip("/") + "/", "**", limit=1))
 
 
 def size(path: str) -> int:
@@ -115,12 +163,12 @@ def size(path: str) -> int:
         return os.path.getsize(path)
     found = _fs().match([path])[0].metadata_list
     if not found:
-        raise FileNotFoundError(f"{path}: not found")
+        raise FileNotFoundError(errno.ENOENT, "not found", path)
     return found[0].size_in_bytes
 
 
 def glob(pattern: str) -> list[str]:
-    """Sorted paths matching a glob pattern (local or `gs://`)."""
+    """Sorted files matching a glob pattern (local or `gs://`; `**` crosses folders)."""
     pattern = str(pattern)
     if not is_remote(pattern):
         import glob as _glob
@@ -130,15 +178,188 @@ def glob(pattern: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
-def list_files(folder: str) -> list[str]:
-    """Relative paths (with `/`) of every file under `folder`, recursively, sorted."""
-    root = str(folder).rstrip("/")
-    found = []
-    for path in glob(root + "/**"):
-        rel = path[len(root) + 1 :]
-        if rel and not rel.endswith("/") and (is_remote(path) or os.path.isfile(path)):
-            found.append(rel if is_remote(path) else rel.replace(os.sep, "/"))
+def glob_after(prefix: str, tail: str, limit: int | None = None) -> list[str]:
+    """Sorted paths made of `prefix`, taken literally (glob characters in it are plain text), then
+    text matching the glob `tail`; e.g. `glob_after("out[v2]/train", "-*.tfrecord")`.
+
+    Beam's patterns cannot quote a character, so on a bucket each glob character of the prefix is
+    matched by `?` (any one character) and the results are kept only when they start with the
+    prefix itself: the same set, since the prefix's length is fixed."""
+    prefix, tail = str(prefix), str(tail)
+    if not is_remote(prefix):
+        import glob as _glob
+
+        found = sorted(_glob.glob(_glob.escape(prefix) + tail, recursive=True))
+        return found[:limit] if limit is not None else found
+    masked = "".join("?" if c in GLOB_CHARS else c for c in prefix)
+    if masked == prefix:
+        result = _fs().match([prefix + tail], limits=[limit])[0]
+        return sorted(m.path for m in result.metadata_list)
+    result = _fs().match([masked + tail])[0]
+    found = sorted(m.path for m in result.metadata_list if m.path.startswith(prefix))
+    return found[:limit] if limit is not None else found
+
+
+@dataclasses.dataclass
+class Walk:
+    """What `walk` found under `root`.
+
+    files: relative paths (with `/`) of the files kept, sorted.
+    hidden: hidden entries skipped (names starting with "."; a hidden folder counts once).
+    repeated: folders not walked again because they were already walked through another path
+        (a symbolic link to a folder already seen, e.g. a link loop), relative paths.
+    broken: symbolic links that lead nowhere, relative paths (only those passing the filters).
+    """
+
+    root: str
+    files: list[str]
+    hidden: int = 0
+    repeated: list[str] = dataclasses.field(default_factory=list)
+    broken: list[str] = dataclasses.field(default_factory=list)
+
+
+def _keep(name: str, suffixes: tuple[str, ...] | None) -> bool:
+    return suffixes is None or name.lower().endswith(suffixes)
+
+
+def _scandir(path: str) -> list[os.DirEntry]:
+    """The entries of one local folder, sorted by name; an unreadable folder raises OSError."""
+    with os.scandir(path) as entries:
+        return sorted(entries, key=lambda e: e.name)
+
+
+def _walk_local(root: str, recursive: bool, skip_hidden: bool, suffixes) -> Walk:
+    found = Walk(root, [])
+    try:
+        info = os.stat(root)
+    except FileNotFoundError:
+        return found
+    if not stat.S_ISDIR(info.st_mode):
+        return found
+    seen = {(info.st_dev, info.st_ino)}
+    real: list[tuple[str, str]] = [(root, "")]  # folders to list: (path, relative path)
+    linked: list[tuple[str, str]] = []  # folders reached through a link, walked after the real ones
+    while real or linked:
+        if real:
+            path, rel = real.pop()
+        else:
+            path, rel = linked.pop(0)
+            try:
+                info = os.stat(path)
+            except OSError:
+                found.broken.append(rel)
+                continue
+            if (info.st_dev, info.st_ino) in seen:
+                found.repeated.append(rel)
+                continue
+            seen.add((info.st_dev, info.st_ino))
+        subfolders = []
+        for entry in _scandir(path):
+            child = f"{rel}/{entry.name}" if rel else entry.name
+            hidden = skip_hidden and entry.name.startswith(".")
+            try:
+                is_folder = entry.is_dir()
+            except OSError:
+                is_folder = False
+            if is_folder:
+                if hidden:
+                    found.hidden += 1
+                elif recursive and entry.is_symlink():
+                    linked.append((entry.path, child))
+                elif recursive:
+                    info = entry.stat()
+                    if (info.st_dev, info.st_ino) in seen:  # a bind mount of a folder already walked
+                        found.repeated.append(child)
+                    else:
+                        seen.add((info.st_dev, info.st_ino))
+                        subfolders.append((entry.path, child))
+            elif _keep(entry.name, suffixes):
+                if hidden:
+                    found.hidden += 1
+                elif entry.is_file():
+                    found.files.append(child)
+                elif entry.is_symlink() and not os.path.exists(entry.path):
+                    found.broken.append(child)
+        real.extend(reversed(subfolders))
+    found.files.sort()
+    found.repeated.sort()
+    found.broken.sort()
     return found
+
+
+def _walk_remote(root: str, recursive: bool, skip_hidden: bool, suffixes) -> Walk:
+    prefix = root.rstrip("/") + "/"
+    found = Walk(root, [])
+    hidden_folders: set[str] = set()
+    for path in glob_after(prefix, "**"):
+        rel = path[len(prefix) :]
+        if not rel or rel.endswith("/"):  # the "folder" placeholder objects some tools write
+            continue
+        parts = rel.split("/")
+        if not recursive and len(parts) > 1:
+            continue
+        if skip_hidden:
+            first = next((i for i, part in enumerate(parts) if part.startswith(".")), None)
+            if first is not None and first < len(parts) - 1:
+                hidden_folders.add("/".join(parts[: first + 1]))
+                continue
+            if first is not None:
+                found.hidden += _keep(parts[-1], suffixes)
+                continue
+        if _keep(parts[-1], suffixes):
+            found.files.append(rel)
+    found.hidden += len(hidden_folders)
+    found.files.sort()
+    return found
+
+
+def walk(folder: str, recursive: bool = True, skip_hidden: bool = False, suffixes=None) -> Walk:
+    """The files under `folder` (local or `gs://`), the one walker every stage uses.
+
+    Args:
+        folder: The folder, taken literally (glob characters in it are plain text).
+        recursive: Also walk sub-folders (and folders that symbolic links lead to, each real
+            folder once: a link to a folder already walked, e.g. a loop, is listed in `repeated`).
+        skip_hidden: Skip files and folders whose name starts with "." (counted in `hidden`).
+        suffixes: Keep only files whose name ends with one of these (case-insensitive), e.g.
+            (".xml",).
+
+    A missing folder (or a bucket prefix with no object) gives no files; a local folder that cannot
+    be listed raises the OSError (PermissionError...) naming it: nothing is skipped silently.
+    """
+    folder = str(folder)
+    suffixes = tuple(s.lower() for s in suffixes) if suffixes else None
+    if is_remote(folder):
+        return _walk_remote(folder, recursive, skip_hidden, suffixes)
+    return _walk_local(folder, recursive, skip_hidden, suffixes)
+
+
+def find(item: str, suffixes=None) -> tuple[str, list[tuple[str, str]]]:
+    """What a command-line input names, and the files it stands for, as (kind, [(path, name)]).
+
+    kind is "file" for an existing file (whatever characters its name holds: a path that exists
+    is a path, never a pattern), "folder" for an existing folder or bucket prefix (its files,
+    walked recursively and kept by `suffixes`; name is the path relative to it), "pattern" for a
+    glob that matched (files kept by `suffixes`; name is the base name), "missing" otherwise.
+    """
+    item = str(item)
+    suffixes = tuple(s.lower() for s in suffixes) if suffixes else None
+    if not item.endswith("/") and is_file(item):
+        return "file", [(item, basename(item))]
+    if is_dir(item):
+        root = item.rstrip("/") if is_remote(item) else item
+        listing = walk(root, suffixes=suffixes)
+        return "folder", [(join(root, *rel.split("/")), rel) for rel in listing.files]
+    if has_glob(item):
+        matches = [p for p in glob(item) if _keep(basename(p), suffixes) and (is_remote(p) or os.path.isfile(p))]
+        if matches:
+            return "pattern", [(p, basename(p)) for p in matches]
+    return "missing", []
+
+
+def list_files(folder: str) -> list[str]:
+    """Relative paths (with `/`) of every file under `folder`, recursively, sorted ([] when none)."""
+    return walk(folder).files
 
 
 def copy_tree(source: str, destination: str, files: list[str] | None = None) -> int:
@@ -146,7 +367,7 @@ def copy_tree(source: str, destination: str, files: list[str] | None = None) -> 
     paths under `destination`, streaming (local or `gs://` on either side); returns the count."""
     import shutil
 
-    source = str(source).rstrip("/")
+    source = str(source).rstrip("/") if is_remote(source) else str(source)
     files = list_files(source) if files is None else files
     for rel in files:
         with open_read(join(source, *rel.split("/"))) as src, open_write(join(destination, *rel.split("/"))) as dst:
@@ -154,20 +375,38 @@ def copy_tree(source: str, destination: str, files: list[str] | None = None) -> 
     return len(files)
 
 
-def makedirs(path: str) -> None:
-    """Create a local folder (buckets have no folders; nothing to do there)."""
-    if not is_remote(path):
-        os.makedirs(path, exist_ok=True)
+def remove_tree(folder: str) -> None:
+    """Delete a folder and everything under it (local or `gs://`); a missing folder is no error."""
+    folder = str(folder)
+    if is_remote(folder):
+        delete(glob_after(folder.rstrip("/") + "/", "**"))
+        return
+    import shutil
+
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
 
 
 def delete(paths: list[str]) -> None:
-    if paths:
-        _fs().delete(list(paths))
+    """Delete files (local folders: recursively), each path taken literally, never as a pattern
+    (Beam's `FileSystems.delete` globs a bucket path: deleting `out[v2]/a` would delete `outv/a`)."""
+    remote = [str(p) for p in paths if is_remote(p)]
+    for path in (str(p) for p in paths if not is_remote(p)):
+        if os.path.isdir(path) and not os.path.islink(path):
+            import shutil
+
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    if remote:
+        from apache_beam.io.gcp.gcsio import GcsIO
+
+        failed = [(path, err) for path, err in GcsIO().delete_batch(remote) if err is not None and not _not_found(err)]
+        if failed:
+            path, err = failed[0]
+            raise OSError(errno.EIO, f"cannot delete ({type(err).__name__}: {err})", path)
 
 
 def rename(sources: list[str], destinations: list[str]) -> None:
     if sources:
         _fs().rename(list(sources), list(destinations))
-
-
-use_emulator_anonymously()
