@@ -34,6 +34,7 @@ from collections import Counter
 from odpipe import storage
 from odpipe.annotations import IMAGE_EXTENSIONS
 from odpipe.errors import UserError, first_line
+from odpipe.progress import progress_bar
 
 PALETTE = [
     (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
@@ -208,8 +209,6 @@ def predict(
 
     Returns the summary: {"images", "detections", "classes", "unreadable": [{file, reason}],
     "voc_boxes_dropped", "predictions"}."""
-    from tqdm import tqdm
-
     from odpipe.detector import Detector, image_info
 
     if not 0.0 <= threshold <= 1.0:
@@ -217,15 +216,14 @@ def predict(
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     items = expand_inputs(inputs)
+    storage.make_writable_dir(output_dir)  # before loading the model: a bad -o fails at once
     detector = model if isinstance(model, Detector) else Detector(model)
-    storage.makedirs(output_dir)
     records: list[dict] = []
     unreadable: list[dict] = []
     classes: Counter = Counter()
     pending: list[concurrent.futures.Future] = []
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2) if (draw or voc) else None
-    bar = tqdm(total=len(items), unit="img", desc="predict", file=sys.stderr, disable=not progress,
-               mininterval=0.5 if sys.stderr.isatty() else 5.0)
+    bar = progress_bar(len(items), "predict", "img", progress)
     try:
         paths = [p for p, _ in items]
         start = 0

@@ -43,6 +43,12 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute; a bucket URI as is."""
+    path = str(path)
+    return path if is_remote(path) else os.path.abspath(path)
+
+
 def split(path: str) -> tuple[str, str]:
     """(parent, last part) of a path: `/` on buckets, the OS separator locally."""
     path = str(path)
@@ -104,6 +110,25 @@ def makedirs(path: str) -> None:
     except (FileExistsError, NotADirectoryError) as err:
         blocking = _blocking_file(path) or path
         raise NotADirectoryError(errno.ENOTDIR, "a file stands where a folder is needed", blocking) from err
+
+
+def make_writable_dir(path: str) -> None:
+    """Create a local folder (and parents) and prove that files can be created in it, so that a
+    folder that cannot be written fails at once, before a long stage runs, as the OSError naming
+    it (a probe file is created and removed). Buckets: nothing to check before writing."""
+    path = str(path)
+    makedirs(path)
+    if is_remote(path):
+        return
+    probe = os.path.join(path, f".odpipe-write-test-{os.getpid()}")
+    try:
+        with open(probe, "xb"):
+            pass
+        os.remove(probe)
+    except FileExistsError:
+        os.remove(probe)
+    except OSError as err:
+        raise type(err)(err.errno, err.strerror, path) from err
 
 
 def open_write(path: str) -> IO[bytes]:
