@@ -1,17 +1,15 @@
 """The one filesystem layer: paths that may be local or on a bucket (`gs://...`).
 
-Bucket paths go through Apache Beam's public file systems API (`FileSystems`), which speaks to
-Cloud Storage with the google-cloud-storage client, so `STORAGE_EMULATOR_HOST` (the tests' local
-emulator) is honoured; TensorFlow's own `gs://` support does not honour it, so use these helpers
-for data I/O. Local reads, writes and listings use the standard library (no Beam import).
+Buckets go through Apache Beam's public `FileSystems` API (the google-cloud-storage client, which
+honours `STORAGE_EMULATOR_HOST`, the tests' emulator; TensorFlow's `gs://` does not); local
+reads, writes and listings use the standard library. Stages ask this module (`walk`, `find`,
+`glob_after`, `split`, `is_dir`, `absolute`, `make_writable_dir`, `remove_tree`, ...) rather than
+branching on `is_remote` themselves.
 
-Stage code asks this module, never `is_remote` itself: `walk` (the one folder walker, for the
-annotations, predict's inputs and copies), `find` (what a command-line input names), `glob_after`
-(a literal prefix followed by a pattern), `split`, `is_dir`, `makedirs`, `remove_tree`, ...
-
-Conventions of the walker (`walk`): an unreadable folder is an error (`OSError` naming it, never
-skipped); each real folder is walked once, however many symbolic links lead to it (a link loop
-adds nothing), real paths before linked ones; a path that exists is a path, never a pattern.
+`walk` is the one folder walker (annotations, predict's inputs, copies): an unreadable folder is
+an error naming it, never skipped; each real folder is walked once, however many symbolic links
+lead to it (a loop adds nothing), real paths before linked ones. Everywhere, a path that exists
+is a path, never a pattern.
 """
 
 from __future__ import annotations
@@ -98,10 +96,8 @@ def _blocking_file(path: str) -> str | None:
 
 
 def makedirs(path: str) -> None:
-    """Create a local folder and its parents (buckets have no folders: nothing to do there).
-
-    A file standing where one of the folders should be is `NotADirectoryError` naming that file
-    (`os.makedirs` would say "File exists", naming the folder it could not create)."""
+    """Create a local folder and its parents (buckets have no folders). A file standing where a
+    folder should be is `NotADirectoryError` naming that file (not `os.makedirs`' "File exists")."""
     path = str(path)
     if is_remote(path):
         return
@@ -113,9 +109,8 @@ def makedirs(path: str) -> None:
 
 
 def make_writable_dir(path: str) -> None:
-    """Create a local folder (and parents) and prove that files can be created in it, so that a
-    folder that cannot be written fails at once, before a long stage runs, as the OSError naming
-    it (a probe file is created and removed). Buckets: nothing to check before writing."""
+    """`makedirs`, then prove a file can be created there (a probe, removed), so an unwritable
+    folder fails at once, before a long stage runs, as the OSError naming it. Buckets: no check."""
     path = str(path)
     makedirs(path)
     if is_remote(path):
@@ -204,12 +199,10 @@ def glob(pattern: str) -> list[str]:
 
 
 def glob_after(prefix: str, tail: str, limit: int | None = None) -> list[str]:
-    """Sorted paths made of `prefix`, taken literally (glob characters in it are plain text), then
-    text matching the glob `tail`; e.g. `glob_after("out[v2]/train", "-*.tfrecord")`.
-
-    Beam's patterns cannot quote a character, so on a bucket each glob character of the prefix is
-    matched by `?` (any one character) and the results are kept only when they start with the
-    prefix itself: the same set, since the prefix's length is fixed."""
+    """Sorted paths made of `prefix` taken literally, then text matching the glob `tail`: e.g.
+    `glob_after("out[v2]/train", "-*.tfrecord")`. Beam cannot quote a glob character, so on a
+    bucket each one in the prefix is matched by `?` and only paths starting with the prefix are
+    kept (the same set: the prefix's length is fixed)."""
     prefix, tail = str(prefix), str(tail)
     if not is_remote(prefix):
         import glob as _glob
@@ -227,14 +220,9 @@ def glob_after(prefix: str, tail: str, limit: int | None = None) -> list[str]:
 
 @dataclasses.dataclass
 class Walk:
-    """What `walk` found under `root`.
-
-    files: relative paths (with `/`) of the files kept, sorted.
-    hidden: hidden entries skipped (names starting with "."; a hidden folder counts once).
-    repeated: folders not walked again because they were already walked through another path
-        (a symbolic link to a folder already seen, e.g. a link loop), relative paths.
-    broken: symbolic links that lead nowhere, relative paths (only those passing the filters).
-    """
+    """What `walk` found under `root`. Sorted relative paths (with `/`): `files` kept, `repeated`
+    folders not walked again (reached again through a link, e.g. a loop), `broken` links leading
+    nowhere; `hidden`: how many hidden entries were skipped (a hidden folder counts once)."""
 
     root: str
     files: list[str]
@@ -247,68 +235,58 @@ def _keep(name: str, suffixes: tuple[str, ...] | None) -> bool:
     return suffixes is None or name.lower().endswith(suffixes)
 
 
-def _scandir(path: str) -> list[os.DirEntry]:
-    """The entries of one local folder, sorted by name; an unreadable folder raises OSError."""
-    with os.scandir(path) as entries:
-        return sorted(entries, key=lambda e: e.name)
-
-
 def _walk_local(root: str, recursive: bool, skip_hidden: bool, suffixes) -> Walk:
     found = Walk(root, [])
-    try:
-        info = os.stat(root)
-    except FileNotFoundError:
+    if not os.path.isdir(root):
         return found
-    if not stat.S_ISDIR(info.st_mode):
-        return found
-    seen = {(info.st_dev, info.st_ino)}
-    real: list[tuple[str, str]] = [(root, "")]  # folders to list: (path, relative path)
-    linked: list[tuple[str, str]] = []  # folders reached through a link, walked after the real ones
+    seen: set[tuple[int, int]] = set()
+
+    def first_visit(path: str, rel: str) -> bool:  # False for a folder already walked (link loop, bind mount)
+        try:
+            info = os.stat(path)
+        except OSError:
+            found.broken.append(rel)
+            return False
+        key = (info.st_dev, info.st_ino)
+        if key in seen:
+            found.repeated.append(rel)
+            return False
+        seen.add(key)
+        return True
+
+    real = [(root, "")] if first_visit(root, "") else []  # folders to list: (path, relative path)
+    linked: list[tuple[str, str]] = []  # folders reached through a link: walked after the real ones
     while real or linked:
         if real:
             path, rel = real.pop()
         else:
             path, rel = linked.pop(0)
-            try:
-                info = os.stat(path)
-            except OSError:
-                found.broken.append(rel)
+            if not first_visit(path, rel):
                 continue
-            if (info.st_dev, info.st_ino) in seen:
-                found.repeated.append(rel)
-                continue
-            seen.add((info.st_dev, info.st_ino))
+        with os.scandir(path) as listing:  # an unreadable folder raises here, naming it
+            entries = sorted(listing, key=lambda e: e.name)
         subfolders = []
-        for entry in _scandir(path):
+        for entry in entries:
             child = f"{rel}/{entry.name}" if rel else entry.name
             hidden = skip_hidden and entry.name.startswith(".")
             try:
                 is_folder = entry.is_dir()
             except OSError:
                 is_folder = False
-            if is_folder:
-                if hidden:
-                    found.hidden += 1
-                elif recursive and entry.is_symlink():
-                    linked.append((entry.path, child))
-                elif recursive:
-                    info = entry.stat()
-                    if (info.st_dev, info.st_ino) in seen:  # a bind mount of a folder already walked
-                        found.repeated.append(child)
-                    else:
-                        seen.add((info.st_dev, info.st_ino))
-                        subfolders.append((entry.path, child))
-            elif _keep(entry.name, suffixes):
-                if hidden:
-                    found.hidden += 1
-                elif entry.is_file():
+            if hidden and (is_folder or _keep(entry.name, suffixes)):
+                found.hidden += 1
+            elif is_folder and recursive and entry.is_symlink():
+                linked.append((entry.path, child))
+            elif is_folder and recursive and first_visit(entry.path, child):
+                subfolders.append((entry.path, child))
+            elif not is_folder and _keep(entry.name, suffixes):
+                if entry.is_file():
                     found.files.append(child)
                 elif entry.is_symlink() and not os.path.exists(entry.path):
                     found.broken.append(child)
         real.extend(reversed(subfolders))
-    found.files.sort()
-    found.repeated.sort()
-    found.broken.sort()
+    for names in (found.files, found.repeated, found.broken):
+        names.sort()
     return found
 
 
@@ -339,18 +317,15 @@ def _walk_remote(root: str, recursive: bool, skip_hidden: bool, suffixes) -> Wal
 
 
 def walk(folder: str, recursive: bool = True, skip_hidden: bool = False, suffixes=None) -> Walk:
-    """The files under `folder` (local or `gs://`), the one walker every stage uses.
+    """The files under `folder` (local or `gs://`, taken literally), the one walker every stage uses.
 
     Args:
-        folder: The folder, taken literally (glob characters in it are plain text).
-        recursive: Also walk sub-folders (and folders that symbolic links lead to, each real
-            folder once: a link to a folder already walked, e.g. a loop, is listed in `repeated`).
+        recursive: Also walk sub-folders, and folders that links lead to, each real folder once.
         skip_hidden: Skip files and folders whose name starts with "." (counted in `hidden`).
-        suffixes: Keep only files whose name ends with one of these (case-insensitive), e.g.
-            (".xml",).
+        suffixes: Keep only files whose name ends with one of these (any case), e.g. (".xml",).
 
-    A missing folder (or a bucket prefix with no object) gives no files; a local folder that cannot
-    be listed raises the OSError (PermissionError...) naming it: nothing is skipped silently.
+    A missing folder (a prefix with no object) gives no files; a local folder that cannot be
+    listed raises the OSError naming it: nothing is skipped silently.
     """
     folder = str(folder)
     suffixes = tuple(s.lower() for s in suffixes) if suffixes else None
@@ -360,13 +335,10 @@ def walk(folder: str, recursive: bool = True, skip_hidden: bool = False, suffixe
 
 
 def find(item: str, suffixes=None) -> tuple[str, list[tuple[str, str]]]:
-    """What a command-line input names, and the files it stands for, as (kind, [(path, name)]).
-
-    kind is "file" for an existing file (whatever characters its name holds: a path that exists
-    is a path, never a pattern), "folder" for an existing folder or bucket prefix (its files,
-    walked recursively and kept by `suffixes`; name is the path relative to it), "pattern" for a
-    glob that matched (files kept by `suffixes`; name is the base name), "missing" otherwise.
-    """
+    """What a command-line input names, as (kind, [(path, name)]): "file" for an existing file,
+    whatever characters its name holds; "folder" for an existing folder or prefix (its files, by
+    `suffixes`, named relative to it); "pattern" for a glob that matched (by `suffixes`, base
+    names); "missing" otherwise. A path that exists is a path, never a pattern."""
     item = str(item)
     suffixes = tuple(s.lower() for s in suffixes) if suffixes else None
     if not item.endswith("/") and is_file(item):
