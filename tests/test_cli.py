@@ -172,7 +172,7 @@ def test_output_where_a_file_stands_is_one_line(tmp_path, capsys):
     }
     for command, argv in cases.items():
         assert main(argv) == 2, command
-        _one_line(capsys, f"odpipe {command}: error: {blocker}: ", "a file stands where a folder is needed")
+        _one_line(capsys, f"odpipe {command}: error: {blocker}: a file stands where a folder is needed; move that file or")
     assert main(["csv", d + "/annotations", "-o", d, "--images-dir", d + "/images"]) == 2  # -o names a folder
     _one_line(capsys, f"{d}: Is a directory; give a file path, not a folder")
 
