@@ -186,7 +186,7 @@ def xml_to_csv(
     if images_dir is not None and not storage.is_dir(images_dir):
         raise UserError(f"{images_dir}: images folder not found; check --images-dir")
     for path in (output_csv, report_path) if report_path else (output_csv,):
-        storage.make_writable_dir(storage.split(str(path))[0] or ".")  # fail before the work, not after
+        storage.make_writable_dir(storage.split(str(path))[0])  # fail before the work, not after
     listing = _list_xml(annotations_dir)
     files = listing.files
     if not files:

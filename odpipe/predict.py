@@ -188,7 +188,7 @@ def _write_outputs(output_dir, path, name, data, width, height, depth, detection
         objects, dropped = voc_objects(detections, width, height)
         parent, base = storage.split(path)
         filename = name.rsplit("/", 1)[0] + "/" + base if "/" in name else base
-        folder = storage.basename(parent) if parent else ""
+        folder = "" if parent == "." else storage.basename(parent)
         xml = voc_xml(filename, folder, path, width, height, depth, objects)
         storage.write_text(storage.join(output_dir, "annotations", *f"{name}.xml".split("/")), xml)
     return dropped

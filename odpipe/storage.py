@@ -48,9 +48,10 @@ def absolute(path: str) -> str:
 
 
 def split(path: str) -> tuple[str, str]:
-    """(parent, last part) of a path: `/` on buckets, the OS separator locally."""
+    """(parent folder, last name) of a local path or a `gs://` URI ("." for a bare local name)."""
     path = str(path)
-    return posixpath.split(path) if is_remote(path) else os.path.split(path)
+    parent, base = posixpath.split(path) if is_remote(path) else os.path.split(path)
+    return parent or ".", base
 
 
 def basename(path: str) -> str:
@@ -198,24 +199,21 @@ def glob(pattern: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
+def escape_glob(path: str) -> str:
+    """`path` as a glob pattern that matches only itself (`[`, `*`, `?` bracketed, as glob.escape;
+    Beam's patterns read `[[]` the same way)."""
+    return "".join(f"[{c}]" if c in GLOB_CHARS else c for c in str(path))
+
+
 def glob_after(prefix: str, tail: str, limit: int | None = None) -> list[str]:
-    """Sorted paths made of `prefix` taken literally, then text matching the glob `tail`: e.g.
-    `glob_after("out[v2]/train", "-*.tfrecord")`. Beam cannot quote a glob character, so on a
-    bucket each one in the prefix is matched by `?` and only paths starting with the prefix are
-    kept (the same set: the prefix's length is fixed)."""
-    prefix, tail = str(prefix), str(tail)
+    """Sorted paths made of `prefix` taken literally, then text matching the glob `tail`, e.g.
+    `glob_after("out[v2]/train", "-*.tfrecord")` (at most `limit`)."""
+    pattern = escape_glob(prefix) + str(tail)
     if not is_remote(prefix):
         import glob as _glob
 
-        found = sorted(_glob.glob(_glob.escape(prefix) + tail, recursive=True))
-        return found[:limit] if limit is not None else found
-    masked = "".join("?" if c in GLOB_CHARS else c for c in prefix)
-    if masked == prefix:
-        result = _fs().match([prefix + tail], limits=[limit])[0]
-        return sorted(m.path for m in result.metadata_list)
-    result = _fs().match([masked + tail])[0]
-    found = sorted(m.path for m in result.metadata_list if m.path.startswith(prefix))
-    return found[:limit] if limit is not None else found
+        return sorted(_glob.glob(pattern, recursive=True))[:limit]
+    return sorted(m.path for m in _fs().match([pattern], limits=[limit])[0].metadata_list)
 
 
 @dataclasses.dataclass
@@ -373,15 +371,15 @@ def copy_tree(source: str, destination: str, files: list[str] | None = None) -> 
 
 
 def remove_tree(folder: str) -> None:
-    """Delete a folder and everything under it (local or `gs://`); a missing folder is no error."""
+    """Delete a folder and everything under it (local: best effort), or every object under
+    `folder/` (bucket); a missing folder is no error."""
     folder = str(folder)
     if is_remote(folder):
         delete(glob_after(folder.rstrip("/") + "/", "**"))
         return
     import shutil
 
-    if os.path.isdir(folder):
-        shutil.rmtree(folder)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def delete(paths: list[str]) -> None:
