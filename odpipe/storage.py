@@ -87,13 +87,9 @@ def open_read(path: str) -> IO[bytes]:
 def _blocking_file(path: str) -> str | None:
     """The existing non-folder that stands where a folder of `path`'s parents should be."""
     current = os.path.abspath(path)
-    while True:
-        if os.path.lexists(current):
-            return None if os.path.isdir(current) else current
-        parent = os.path.dirname(current)
-        if parent == current:
-            return None
-        current = parent
+    while not os.path.lexists(current) and os.path.dirname(current) != current:
+        current = os.path.dirname(current)
+    return None if os.path.isdir(current) else current
 
 
 def makedirs(path: str) -> None:
@@ -118,13 +114,11 @@ def make_writable_dir(path: str) -> None:
         return
     probe = os.path.join(path, f".odpipe-write-test-{os.getpid()}")
     try:
-        with open(probe, "xb"):
+        with open(probe, "wb"):
             pass
-        os.remove(probe)
-    except FileExistsError:
-        os.remove(probe)
     except OSError as err:
         raise type(err)(err.errno, err.strerror, path) from err
+    os.remove(probe)
 
 
 def open_write(path: str) -> IO[bytes]:
@@ -403,5 +397,11 @@ def delete(paths: list[str]) -> None:
 
 
 def rename(sources: list[str], destinations: list[str]) -> None:
-    if sources:
-        _fs().rename(list(sources), list(destinations))
+    """Move files (local: os.rename, without Beam; gs://: copy then delete)."""
+    pairs = list(zip(map(str, sources), map(str, destinations)))
+    for source, destination in pairs:
+        if not is_remote(source) and not is_remote(destination):
+            os.rename(source, destination)
+    remote = [(s, d) for s, d in pairs if is_remote(s) or is_remote(d)]
+    if remote:
+        _fs().rename([s for s, _ in remote], [d for _, d in remote])
