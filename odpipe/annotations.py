@@ -40,11 +40,15 @@ Conventions (the records stage relies on them):
 * Duplicates. Two XML files naming the same image: the first in sorted order wins, the later
   file's objects are dropped with reason "duplicate annotation" (merging would double the boxes of
   the usual copied file). Byte-identical images under different names are the split's business.
-* Hidden files and folders (names starting with ".", e.g. macOS `._img.xml`) are skipped and
+* Folders. Walked by `storage.walk`: each real folder once (a folder reached again through a
+  symbolic link, e.g. a loop, is listed in the report's `linked_folders_skipped`; a link leading
+  nowhere is a warning); a folder or XML file that cannot be read is an error naming it.
+  Hidden files and folders (names starting with ".", e.g. macOS `._img.xml`) are skipped and
   counted. A malformed XML file, or one whose root is not <annotation>, is an error; so is any XML
   with entity declarations (entity expansion / external entities are refused, not expanded).
 
 `objects` (written) + len(`dropped`) == `objects_in_xml` always holds in the report.
+Reading one XML file (parsing, the image look-up, the box checks) is odpipe/voc.py.
 """
 
 from __future__ import annotations
