@@ -422,3 +422,12 @@ def test_symlink_loop_followed_once(tmp_path):
     assert report["linked_folders_skipped"] == ["a_link_to_sub", "sub/loop", "sub/loop2"]
     assert [w["file"] for w in report["warnings"]] == ["dangling.xml"]
     assert "broken symbolic link" in report["warnings"][0]["message"]
+
+
+def test_sample_data_straight_to_a_bucket(tmp_path, gcs_bucket):
+    import uuid
+
+    prefix = f"{gcs_bucket}/sample-{uuid.uuid4().hex[:8]}"
+    summary = write_sample_data(prefix, images=3, seed=4)
+    report = xml_to_csv(f"{prefix}/annotations", str(tmp_path / "l.csv"), images_dir=f"{prefix}/images")
+    assert report["images"] == 3 and report["objects"] == summary["objects"] and report["warnings"] == []
