@@ -18,7 +18,7 @@ The bodies are serialised by KFP on their own, so every import lives inside the 
 from typing import List, NamedTuple, Optional
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output, OutputPath
 
 import odpipe
 
@@ -31,37 +31,47 @@ DEFAULT_TRAINER_IMAGE = f"{TRAINER_IMAGE_NAME}:{odpipe.__version__}"
 def fingerprint(
     annotations: str,
     images: str,
+    fingerprint: OutputPath(str),
+    data_fingerprint: OutputPath(str),
+    message: OutputPath(str),
+    champion: OutputPath(str),
+    champion_version: OutputPath(str),
+    champion_label_map: OutputPath(str),
+    champion_checkpoint: OutputPath(str),
     model_home: str = "",
     force: bool = False,
-) -> NamedTuple("Plan", [("fingerprint", str), ("data_fingerprint", str), ("changed", bool), ("message", str), ("champion", str),
-                         ("champion_version", str), ("champion_label_map", str), ("champion_checkpoint", str)]):
+) -> bool:
     """Fingerprints the data (folder listings, no file read) and the model in service; never cached.
 
     Args:
         annotations: Folder of labelImg XML files (local path or gs:// URI).
         images: Folder of the images.
-        model_home: The model home (versions/ and current.json); empty for none.
-        force: Train even when the data and the model in service are unchanged.
-
-    Returns:
         fingerprint: Hash of the listings and the current model version (every later task's input).
         data_fingerprint: Hash of the listings alone.
-        changed: Whether the run must train (False: the data is unchanged since the last run).
         message: One line saying what was found.
         champion: Export folder of the model in service ("" when none).
         champion_version: Its version ("" when none).
         champion_label_map: Its label map ("" when none).
         champion_checkpoint: Its checkpoint prefix ("" when none).
+        model_home: The model home (versions/ and current.json); empty for none.
+        force: Train even when the data and the model in service are unchanged.
+
+    Returns:
+        Whether the run must train (False: the data is unchanged since the last run).
     """
-    from collections import namedtuple
+    import os
 
     from odpipe.fingerprint import plan
 
     result = plan(annotations, images, model_home, force=force)
     print(f"fingerprint: {result['message']}")
-    fields = ("fingerprint", "data_fingerprint", "changed", "message", "champion", "champion_version", "champion_label_map",
-              "champion_checkpoint")
-    return namedtuple("Plan", fields)(*(result[f] for f in fields))
+    for name, path in (("fingerprint", fingerprint), ("data_fingerprint", data_fingerprint), ("message", message),
+                       ("champion", champion), ("champion_version", champion_version),
+                       ("champion_label_map", champion_label_map), ("champion_checkpoint", champion_checkpoint)):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(str(result[name]))
+    return bool(result["changed"])
 
 
 def annotations_to_csv(

@@ -82,7 +82,7 @@ def run_locally(
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         warnings.filterwarnings("ignore", message=".*not supported by the local runner.*")
         try:
-            spec.build(image, trainer_image)(**parameters)
+            spec.build(image, trainer_image, accelerators=False)(**parameters)
         except RuntimeError as err:
             error = re.sub(r"\x1b\[[0-9;]*m", "", first_line(err))
     new = sorted(set(os.listdir(runs_root)) - before)
@@ -110,6 +110,8 @@ def collect_outputs(run_dir: str, task_dirs: dict[str, str], order: list[str]) -
         return path if os.path.exists(path) else None
 
     plan = (_read_json(out("fingerprint", "executor_output.json")) or {}).get("parameterValues")
+    if plan is not None:
+        plan = {**plan, "changed": plan.get("Output")}
     metrics = _read_json(out("evaluate", os.path.join("evaluation", "metrics.json")))
     rank = {name: i for i, name in enumerate(order)}
     tasks = {}

@@ -28,10 +28,11 @@ INPUT_FOLDERS = ("annotations", "images")
 
 
 def build(image: str | None = None, trainer_image: str | None = None, trainer_memory: str = "32G",
-          trainer_cpu: str = "8"):
+          trainer_cpu: str = "8", accelerators: bool = True):
     from pipelines.training import build_pipeline
 
-    return build_pipeline(image, trainer_image, trainer_memory=trainer_memory, trainer_cpu=trainer_cpu)
+    return build_pipeline(image, trainer_image, trainer_memory=trainer_memory, trainer_cpu=trainer_cpu,
+                          accelerators=accelerators)
 
 
 def compile_pipeline(output: str = PIPELINE_YAML, image: str | None = None, trainer_image: str | None = None,

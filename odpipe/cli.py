@@ -2,12 +2,18 @@
 
 Each stage module defines `add_arguments(parser)` and `run(args) -> int`. Modules are imported
 only when their command runs, so `odpipe csv` never pays for importing TensorFlow.
-A `UserError` anywhere becomes one line on stderr and exit code 2.
+
+stderr holds the one line that matters: a `UserError` anywhere, an `OSError` from a stage (a
+folder that cannot be written, a file where a folder is expected, a full disk: one line naming
+the path, the problem and the fix) and a usage error each become one line and exit code 2.
+TensorFlow's C++ log (e.g. "failed call to cuInit" on a machine without a GPU) is silenced with
+`TF_CPP_MIN_LOG_LEVEL=3` unless the run asks for `--verbose` or the variable is already set.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -33,19 +39,57 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _quiet_tensorflow(argv: list[str]) -> None:
+    """Set before TensorFlow is imported: level 3 keeps its C++ errors such as the cuInit line of a
+    CPU-only machine (not an error there) off stderr; `--verbose` keeps them (level 2)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if "--verbose" in argv else "3")
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line: `odpipe CMD: error: ... (see odpipe CMD -h)`."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
+# errno -> what to do about it, for OSErrors that reach the CLI
+_OS_FIXES = {
+    errno.EACCES: "fix the permissions or choose another path",
+    errno.EPERM: "fix the permissions or choose another path",
+    errno.EROFS: "the file system is read-only; choose another path",
+    errno.ENOTDIR: "move that file or choose another path",
+    errno.EEXIST: "move that file or choose another path",
+    errno.EISDIR: "give a file path, not a folder",
+    errno.ENOENT: "check the path",
+    errno.ENOSPC: "the disk is full; free space or write elsewhere",
+    errno.EDQUOT: "the disk quota is full; free space or write elsewhere",
+    errno.EFBIG: "the file is too large for this file system; write elsewhere or use smaller shards",
+    errno.ENAMETOOLONG: "choose a shorter path",
+}
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for an OSError: the path, the problem and the fix."""
+    from odpipe.errors import first_line
+
+    problem = err.strerror or first_line(err)
+    fix = _OS_FIXES.get(err.errno, "check the path and try again")
+    if err.filename is None:
+        return f"{problem}; {fix}"
+    where = f"{err.filename} -> {err.filename2}" if err.filename2 else str(err.filename)
+    return f"{where}: {problem}; {fix}"
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser; with `command`, only that sub-command's arguments are added."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="odpipe",
         description="labelImg annotations -> records -> train -> evaluate -> export -> predict.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = {}  # name -> its sub-parser
     for name, (module_name, help_text) in COMMANDS.items():
-        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp = parser.commands[name] = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
             module = importlib.import_module(module_name)
             add = getattr(module, f"add_{name.replace('-', '_')}_arguments", None) or module.add_arguments
@@ -56,11 +100,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from odpipe.errors import UserError
 
-    _quiet_tensorflow()
     argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_tensorflow(argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(command)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the command's own parser, so the line names the command
+        parser.commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2
@@ -71,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"odpipe {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # bad paths reach the stages as OS errors: one line, like any bad input
+        print(f"odpipe {args.command}: error: {describe_os_error(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"odpipe {args.command}: interrupted", file=sys.stderr)
         return 130

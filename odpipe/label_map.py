@@ -138,6 +138,10 @@ def read_label_map(path: str) -> dict[int, str]:
         raise UserError(f"{path}: label map not found; check the path") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: label map is not UTF-8 text; save it as UTF-8") from None
+    except IsADirectoryError:
+        inside = storage.join(str(path), "label_map.pbtxt")
+        hint = f" (e.g. {inside})" if storage.is_file(inside) else ""
+        raise UserError(f"{path}: is a folder, not a label map; pass the .pbtxt file{hint}") from None
     return parse_label_map(text, source=str(path))
 
 

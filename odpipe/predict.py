@@ -34,8 +34,7 @@ from collections import Counter
 from odpipe import storage
 from odpipe.annotations import IMAGE_EXTENSIONS
 from odpipe.errors import UserError, first_line
-
-_GLOB_CHARS = set("*?[")
+from odpipe.progress import progress_bar
 
 PALETTE = [
     (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
@@ -47,56 +46,33 @@ def class_colour(class_id: int) -> tuple[int, int, int]:
     return PALETTE[(int(class_id) - 1) % len(PALETTE)]
 
 
-def _is_image(path: str) -> bool:
-    return path.lower().endswith(IMAGE_EXTENSIONS)
-
-
 def expand_inputs(inputs) -> list[tuple[str, str]]:
     """[(path, name)] for image files, folders (recursive) and globs, local or `gs://`.
 
     `name` is the output name: the path relative to the folder it was found in, or the base
-    name for a file or glob match; unique over the run. Folders and globs keep only image
-    extensions (case-insensitive: .jpg .jpeg .png .bmp .gif .webp .tif .tiff); a file named directly is
-    kept whatever its extension. A path that does not exist, or nothing matched at all, is a
-    UserError."""
+    name for a file or glob match; unique over the run. A path that exists is that file or folder,
+    whatever characters it holds (`photo[1].jpg` is that file, never a pattern); only an input
+    that does not exist is read as a glob. Folders and globs keep only image extensions
+    (case-insensitive: .jpg .jpeg .png .bmp .gif .webp .tif .tiff); a file named directly is kept
+    whatever its extension. A path that does not exist, or nothing matched at all, is a UserError."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     found: list[tuple[str, str]] = []
     for raw in inputs:
         item = str(raw)
-        remote = storage.is_remote(item)
-        sep = "/" if remote else os.sep
-        if _GLOB_CHARS & set(item):
-            matches = [p for p in storage.glob(item) if _is_image(p) and (remote or os.path.isfile(p))]
-            if not matches:
-                print(f"odpipe predict: warning: {item} matched no image", file=sys.stderr)
-            found += [(p, p.rstrip(sep).split(sep)[-1]) for p in matches]
-        elif remote:
-            if _is_image(item):
-                if not storage.exists(item):
-                    raise UserError(f"{item}: no such object; check the path")
-                found.append((item, posixpath.basename(item)))
-            else:
-                root = item.rstrip("/")
-                matches = [p for p in storage.glob(root + "/**") if _is_image(p)]
-                if not matches:
-                    raise UserError(f"{item}: no image under this prefix; check the path (extensions: {' '.join(IMAGE_EXTENSIONS)})")
-                found += [(p, p[len(root) + 1 :]) for p in matches]
-        elif os.path.isdir(item):
-            matches = []
-            for dirpath, dirnames, filenames in os.walk(item):
-                dirnames.sort()
-                for f in sorted(filenames):
-                    if _is_image(f):
-                        path = os.path.join(dirpath, f)
-                        matches.append((path, os.path.relpath(path, item).replace(os.sep, "/")))
-            if not matches:
-                print(f"odpipe predict: warning: folder {item} holds no image", file=sys.stderr)
-            found += matches
-        elif os.path.isfile(item):
-            found.append((item, os.path.basename(item)))
-        else:
+        try:
+            kind, matches = storage.find(item, suffixes=IMAGE_EXTENSIONS)
+        except OSError as err:
+            raise UserError(
+                f"{err.filename or item}: cannot read it ({err.strerror or first_line(err)}); fix its permissions or leave it out"
+            ) from None
+        if kind == "missing" and storage.has_glob(item):
+            print(f"odpipe predict: warning: {item} matched no image", file=sys.stderr)
+        elif kind == "missing":
             raise UserError(f"{item}: no such file or folder; check the path")
+        elif kind == "folder" and not matches:
+            print(f"odpipe predict: warning: folder {item} holds no image", file=sys.stderr)
+        found += matches
     seen_paths: set[str] = set()
     used: set[str] = set()
     result = []
@@ -210,10 +186,9 @@ def _write_outputs(output_dir, path, name, data, width, height, depth, detection
         from odpipe.sample_data import voc_xml
 
         objects, dropped = voc_objects(detections, width, height)
-        sep = "/" if storage.is_remote(path) else os.sep
-        parts = path.rstrip(sep).split(sep)
-        filename = name.rsplit("/", 1)[0] + "/" + parts[-1] if "/" in name else parts[-1]
-        folder = parts[-2] if len(parts) > 1 else ""
+        parent, base = storage.split(path)
+        filename = name.rsplit("/", 1)[0] + "/" + base if "/" in name else base
+        folder = "" if parent == "." else storage.basename(parent)
         xml = voc_xml(filename, folder, path, width, height, depth, objects)
         storage.write_text(storage.join(output_dir, "annotations", *f"{name}.xml".split("/")), xml)
     return dropped
@@ -234,8 +209,6 @@ def predict(
 
     Returns the summary: {"images", "detections", "classes", "unreadable": [{file, reason}],
     "voc_boxes_dropped", "predictions"}."""
-    from tqdm import tqdm
-
     from odpipe.detector import Detector, image_info
 
     if not 0.0 <= threshold <= 1.0:
@@ -243,15 +216,14 @@ def predict(
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be at least 1")
     items = expand_inputs(inputs)
+    storage.make_writable_dir(output_dir)  # before loading the model: a bad -o fails at once
     detector = model if isinstance(model, Detector) else Detector(model)
-    storage.makedirs(output_dir)
     records: list[dict] = []
     unreadable: list[dict] = []
     classes: Counter = Counter()
     pending: list[concurrent.futures.Future] = []
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2) if (draw or voc) else None
-    bar = tqdm(total=len(items), unit="img", desc="predict", file=sys.stderr, disable=not progress,
-               mininterval=0.5 if sys.stderr.isatty() else 5.0)
+    bar = progress_bar(len(items), "predict", "img", progress)
     try:
         paths = [p for p, _ in items]
         start = 0

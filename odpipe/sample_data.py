@@ -9,12 +9,13 @@ of the tests, and a small detector learns it in minutes on a CPU.
 from __future__ import annotations
 
 import argparse
-import os
+import io
 from xml.sax.saxutils import escape
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from odpipe import storage
 from odpipe.errors import UserError
 
 CLASSES = ("circle", "square", "triangle")
@@ -127,13 +128,16 @@ def make_image(rng: np.random.Generator, width: int, height: int, n_objects: int
 
 
 def write_sample_data(outdir: str, images: int = 60, seed: int = 0) -> dict:
-    """Write the dataset; returns {"images", "objects", "empty_images", "classes"}."""
+    """Write the dataset (local or `gs://`); returns {"images", "objects", "empty_images", "classes"}."""
     if images < 1:
         raise UserError(f"--images {images}: need at least one image")
-    image_dir = os.path.join(outdir, "images")
-    ann_dir = os.path.join(outdir, "annotations")
-    os.makedirs(image_dir, exist_ok=True)
-    os.makedirs(ann_dir, exist_ok=True)
+    if seed < 0:
+        raise UserError(f"--seed {seed}: must be 0 or more")
+    outdir = str(outdir)
+    image_dir = storage.join(outdir, "images")
+    ann_dir = storage.join(outdir, "annotations")
+    storage.make_writable_dir(image_dir)
+    storage.make_writable_dir(ann_dir)
     rng = np.random.default_rng(seed)
     counts = {c: 0 for c in CLASSES}
     empty = 0
@@ -144,10 +148,12 @@ def write_sample_data(outdir: str, images: int = 60, seed: int = 0) -> dict:
         image, objects = make_image(rng, width, height, n)
         stem = f"sample_{i:05d}"
         filename = f"{stem}.jpg"
-        image.save(os.path.join(image_dir, filename), quality=92)
-        xml = voc_xml(filename, "images", os.path.abspath(os.path.join(image_dir, filename)), width, height, 3, objects)
-        with open(os.path.join(ann_dir, f"{stem}.xml"), "w", encoding="utf-8") as f:
-            f.write(xml)
+        encoded = io.BytesIO()
+        image.save(encoded, format="JPEG", quality=92)
+        image_path = storage.join(image_dir, filename)
+        storage.write_bytes(image_path, encoded.getvalue())
+        xml = voc_xml(filename, "images", storage.absolute(image_path), width, height, 3, objects)
+        storage.write_text(storage.join(ann_dir, f"{stem}.xml"), xml)
         empty += not objects
         for cls, _ in objects:
             counts[cls] += 1

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -28,6 +27,7 @@ import numpy as np
 from odpipe import storage
 from odpipe.annotations import read_labels_csv, write_labels_csv
 from odpipe.errors import UserError, first_line
+from odpipe.progress import progress_bar
 
 SIDES = ("train", "eval")
 
@@ -47,13 +47,16 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _group_images(frame, images_dir: str | None) -> tuple[list[list[str]], str]:
+def _group_images(frame, images_dir: str | None, progress: bool = True) -> tuple[list[list[str]], str]:
     """Lists of filenames that must stay together, and how they were found ("sha256"/"annotations")."""
     filenames = sorted(frame["filename"].unique())
     if images_dir is not None:
         paths = [storage.join(str(images_dir), *f.split("/")) for f in filenames]
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            keys = list(pool.map(_sha256, paths))
+        keys = []
+        with ThreadPoolExecutor(max_workers=8) as pool, progress_bar(len(paths), "split: hashing", "img", progress) as bar:
+            for key in pool.map(_sha256, paths):
+                keys.append(key)
+                bar.update(1)
         method = "sha256"
     else:
         keys = []
@@ -169,6 +172,7 @@ def split_csv(
     eval_fraction: float = 0.2,
     seed: int = 0,
     images_dir: str | None = None,
+    progress: bool = True,
 ) -> dict:
     """Split a labels CSV by image into OUTPUT_DIR/train.csv and OUTPUT_DIR/eval.csv.
 
@@ -179,14 +183,18 @@ def split_csv(
         seed: Random seed; the same seed gives the same split.
         images_dir: Folder the CSV's filenames are relative to; when given, byte-identical
             images are kept on one side (SHA-256). Without it, identically annotated images are.
+        progress: Show a progress bar while hashing (on stderr, only when it is a terminal).
 
     Returns:
         {"train": stats, "eval": stats, "groups", "grouped_duplicates", "duplicates_by", "warnings", ...}
     """
     if not 0.0 < float(eval_fraction) < 1.0:
         raise UserError(f"--eval-fraction {eval_fraction}: must be between 0 and 1 (exclusive), e.g. 0.2")
+    if int(seed) < 0:
+        raise UserError(f"--seed {seed}: must be 0 or more")
     frame = read_labels_csv(str(csv_path))
-    groups, method = _group_images(frame, str(images_dir) if images_dir else None)
+    storage.make_writable_dir(str(output_dir))  # before hashing the images: a bad -o fails at once
+    groups, method = _group_images(frame, str(images_dir) if images_dir else None, progress)
     if len(groups) < 2:
         what = "image(s)" if frame["filename"].nunique() < 2 else "distinct image(s) (the others are duplicates)"
         raise UserError(f"{csv_path}: only {len(groups)} {what}; a train/eval split needs at least 2")
@@ -204,7 +212,6 @@ def split_csv(
     eval_names = {name for g, names in enumerate(groups) if side[g] == 1 for name in names}
     is_eval = frame["filename"].isin(eval_names)
     parts = {"train": frame[~is_eval], "eval": frame[is_eval]}
-    storage.makedirs(str(output_dir))
     for name, part in parts.items():
         write_labels_csv(part, storage.join(str(output_dir), f"{name}.csv"))
 

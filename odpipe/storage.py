@@ -1,20 +1,37 @@
-"""Paths that may be local or on a bucket (`gs://...`).
+"""The one filesystem layer: paths that may be local or on a bucket (`gs://...`).
 
-Everything goes through Apache Beam's file systems, which speak to Cloud Storage with the
-google-cloud-storage client, so `STORAGE_EMULATOR_HOST` (the tests' local emulator) is honoured.
-TensorFlow's own `gs://` support does not honour that variable; use these helpers for data I/O.
+Buckets go through Apache Beam's public `FileSystems` API (the google-cloud-storage client, which
+honours `STORAGE_EMULATOR_HOST`, the tests' emulator; TensorFlow's `gs://` does not); local
+reads, writes and listings use the standard library. Stages ask this module (`walk`, `find`,
+`glob_after`, `split`, `is_dir`, `absolute`, `make_writable_dir`, `remove_tree`, ...) rather than
+branching on `is_remote` themselves.
+
+`walk` is the one folder walker (annotations, predict's inputs, copies): an unreadable folder is
+an error naming it, never skipped; each real folder is walked once, however many symbolic links
+lead to it (a loop adds nothing), real paths before linked ones. Everywhere, a path that exists
+is a path, never a pattern.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import os
 import posixpath
+import stat
 from typing import IO
+
+GLOB_CHARS = frozenset("*?[")
 
 
 def is_remote(path: str) -> bool:
     """True for URIs such as `gs://bucket/key`."""
     return "://" in str(path)
+
+
+def has_glob(path: str) -> bool:
+    """True when `path` holds a glob character (`*`, `?`, `[`)."""
+    return bool(GLOB_CHARS & set(str(path)))
 
 
 def join(base: str, *parts: str) -> str:
@@ -24,34 +41,30 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
-def use_emulator_anonymously() -> None:
-    """With `STORAGE_EMULATOR_HOST` set, let Beam's GCS file system talk to it without credentials.
+def absolute(path: str) -> str:
+    """A local path made absolute; a bucket URI as is."""
+    path = str(path)
+    return path if is_remote(path) else os.path.abspath(path)
 
-    Beam otherwise looks for Google application-default credentials and retries for ~20 s per
-    process when there are none; an emulator needs none. Called before every bucket access and
-    when this module is imported (so Beam's worker processes, which import it, do the same).
-    """
-    if not os.environ.get("STORAGE_EMULATOR_HOST"):
-        return
-    try:
-        from apache_beam.internal.gcp import auth
-    except ImportError:  # pragma: no cover - beam without the gcp extra
-        return
-    creds = getattr(auth, "_Credentials", None)
-    if creds is not None and not getattr(creds, "_credentials_init", True):
-        with creds._credentials_lock:
-            creds._credentials = None
-            creds._credentials_init = True
+
+def split(path: str) -> tuple[str, str]:
+    """(parent folder, last name) of a local path or a `gs://` URI ("." for a bare local name)."""
+    path = str(path)
+    parent, base = posixpath.split(path) if is_remote(path) else os.path.split(path)
+    return parent or ".", base
+
+
+def basename(path: str) -> str:
+    return split(str(path).rstrip("/" if is_remote(path) else os.sep))[1]
 
 
 def _fs():
     from apache_beam.io.filesystems import FileSystems
 
-    use_emulator_anonymously()
     return FileSystems
 
 
-def _not_found(path: str, err: Exception) -> bool:
+def _not_found(err: Exception) -> bool:
     text = f"{type(err).__name__} {err}"
     return "NotFound" in text or "404" in text or "Not found" in text or "No such file" in text
 
@@ -66,17 +79,53 @@ def open_read(path: str) -> IO[bytes]:
     try:
         return _fs().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     except Exception as err:
-        if _not_found(path, err):
-            raise FileNotFoundError(f"{path}: not found") from err
+        if _not_found(err):
+            raise FileNotFoundError(errno.ENOENT, "not found", path) from err
         raise
+
+
+def _blocking_file(path: str) -> str | None:
+    """The existing non-folder that stands where a folder of `path`'s parents should be."""
+    current = os.path.abspath(path)
+    while not os.path.lexists(current) and os.path.dirname(current) != current:
+        current = os.path.dirname(current)
+    return None if os.path.isdir(current) else current
+
+
+def makedirs(path: str) -> None:
+    """Create a local folder and its parents (buckets have no folders). A file standing where a
+    folder should be is `NotADirectoryError` naming that file (not `os.makedirs`' "File exists")."""
+    path = str(path)
+    if is_remote(path):
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        blocking = _blocking_file(path) or path
+        raise NotADirectoryError(errno.ENOTDIR, "a file stands where a folder is needed", blocking) from err
+
+
+def make_writable_dir(path: str) -> None:
+    """`makedirs`, then prove a file can be created there (a probe, removed), so an unwritable
+    folder fails at once, before a long stage runs, as the OSError naming it. Buckets: no check."""
+    path = str(path)
+    makedirs(path)
+    if is_remote(path):
+        return
+    probe = os.path.join(path, f".odpipe-write-test-{os.getpid()}")
+    try:
+        with open(probe, "wb"):
+            pass
+    except OSError as err:
+        raise type(err)(err.errno, err.strerror, path) from err
+    os.remove(probe)
 
 
 def open_write(path: str) -> IO[bytes]:
     """A binary file object for writing; local parent folders are created."""
     path = str(path)
     if not is_remote(path):
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
+        makedirs(os.path.dirname(os.path.abspath(path)))
         return open(path, "wb")
     from apache_beam.io.filesystem import CompressionTypes
 
@@ -102,10 +151,24 @@ def write_text(path: str, text: str, encoding: str = "utf-8") -> None:
 
 
 def exists(path: str) -> bool:
+    """True for an existing file or folder (locally) or object (on a bucket); taken literally."""
     path = str(path)
     if not is_remote(path):
         return os.path.exists(path)
     return _fs().exists(path)
+
+
+def is_file(path: str) -> bool:
+    path = str(path)
+    return exists(path) if is_remote(path) else os.path.isfile(path)
+
+
+def is_dir(path: str) -> bool:
+    """A local folder, or a bucket prefix with at least one object under it."""
+    path = str(path)
+    if not is_remote(path):
+        return os.path.isdir(path)
+    return bool(glob_after(path.rstrip("/") + "/", "**", limit=1))
 
 
 def size(path: str) -> int:
@@ -115,12 +178,12 @@ def size(path: str) -> int:
         return os.path.getsize(path)
     found = _fs().match([path])[0].metadata_list
     if not found:
-        raise FileNotFoundError(f"{path}: not found")
+        raise FileNotFoundError(errno.ENOENT, "not found", path)
     return found[0].size_in_bytes
 
 
 def glob(pattern: str) -> list[str]:
-    """Sorted paths matching a glob pattern (local or `gs://`)."""
+    """Sorted files matching a glob pattern (local or `gs://`; `**` crosses folders)."""
     pattern = str(pattern)
     if not is_remote(pattern):
         import glob as _glob
@@ -130,15 +193,162 @@ def glob(pattern: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
-def list_files(folder: str) -> list[str]:
-    """Relative paths (with `/`) of every file under `folder`, recursively, sorted."""
-    root = str(folder).rstrip("/")
-    found = []
-    for path in glob(root + "/**"):
-        rel = path[len(root) + 1 :]
-        if rel and not rel.endswith("/") and (is_remote(path) or os.path.isfile(path)):
-            found.append(rel if is_remote(path) else rel.replace(os.sep, "/"))
+def escape_glob(path: str) -> str:
+    """`path` as a glob pattern that matches only itself (`[`, `*`, `?` bracketed, as glob.escape;
+    Beam's patterns read `[[]` the same way)."""
+    return "".join(f"[{c}]" if c in GLOB_CHARS else c for c in str(path))
+
+
+def glob_after(prefix: str, tail: str, limit: int | None = None) -> list[str]:
+    """Sorted paths made of `prefix` taken literally, then text matching the glob `tail`, e.g.
+    `glob_after("out[v2]/train", "-*.tfrecord")` (at most `limit`)."""
+    pattern = escape_glob(prefix) + str(tail)
+    if not is_remote(prefix):
+        import glob as _glob
+
+        return sorted(_glob.glob(pattern, recursive=True))[:limit]
+    return sorted(m.path for m in _fs().match([pattern], limits=[limit])[0].metadata_list)
+
+
+@dataclasses.dataclass
+class Walk:
+    """What `walk` found under `root`. Sorted relative paths (with `/`): `files` kept, `repeated`
+    folders not walked again (reached again through a link, e.g. a loop), `broken` links leading
+    nowhere; `hidden`: how many hidden entries were skipped (a hidden folder counts once)."""
+
+    root: str
+    files: list[str]
+    hidden: int = 0
+    repeated: list[str] = dataclasses.field(default_factory=list)
+    broken: list[str] = dataclasses.field(default_factory=list)
+
+
+def _keep(name: str, suffixes: tuple[str, ...] | None) -> bool:
+    return suffixes is None or name.lower().endswith(suffixes)
+
+
+def _walk_local(root: str, recursive: bool, skip_hidden: bool, suffixes) -> Walk:
+    found = Walk(root, [])
+    if not os.path.isdir(root):
+        return found
+    seen: set[tuple[int, int]] = set()
+
+    def first_visit(path: str, rel: str) -> bool:  # False for a folder already walked (link loop, bind mount)
+        try:
+            info = os.stat(path)
+        except OSError:
+            found.broken.append(rel)
+            return False
+        key = (info.st_dev, info.st_ino)
+        if key in seen:
+            found.repeated.append(rel)
+            return False
+        seen.add(key)
+        return True
+
+    real = [(root, "")] if first_visit(root, "") else []  # folders to list: (path, relative path)
+    linked: list[tuple[str, str]] = []  # folders reached through a link: walked after the real ones
+    while real or linked:
+        if real:
+            path, rel = real.pop()
+        else:
+            path, rel = linked.pop(0)
+            if not first_visit(path, rel):
+                continue
+        with os.scandir(path) as listing:  # an unreadable folder raises here, naming it
+            entries = sorted(listing, key=lambda e: e.name)
+        subfolders = []
+        for entry in entries:
+            child = f"{rel}/{entry.name}" if rel else entry.name
+            hidden = skip_hidden and entry.name.startswith(".")
+            try:
+                is_folder = entry.is_dir()
+            except OSError:
+                is_folder = False
+            if hidden and (is_folder or _keep(entry.name, suffixes)):
+                found.hidden += 1
+            elif is_folder and recursive and entry.is_symlink():
+                linked.append((entry.path, child))
+            elif is_folder and recursive and first_visit(entry.path, child):
+                subfolders.append((entry.path, child))
+            elif not is_folder and _keep(entry.name, suffixes):
+                if entry.is_file():
+                    found.files.append(child)
+                elif entry.is_symlink() and not os.path.exists(entry.path):
+                    found.broken.append(child)
+        real.extend(reversed(subfolders))
+    for names in (found.files, found.repeated, found.broken):
+        names.sort()
     return found
+
+
+def _walk_remote(root: str, recursive: bool, skip_hidden: bool, suffixes) -> Walk:
+    prefix = root.rstrip("/") + "/"
+    found = Walk(root, [])
+    hidden_folders: set[str] = set()
+    for path in glob_after(prefix, "**"):
+        rel = path[len(prefix) :]
+        if not rel or rel.endswith("/"):  # the "folder" placeholder objects some tools write
+            continue
+        parts = rel.split("/")
+        if not recursive and len(parts) > 1:
+            continue
+        if skip_hidden:
+            first = next((i for i, part in enumerate(parts) if part.startswith(".")), None)
+            if first is not None and first < len(parts) - 1:
+                hidden_folders.add("/".join(parts[: first + 1]))
+                continue
+            if first is not None:
+                found.hidden += _keep(parts[-1], suffixes)
+                continue
+        if _keep(parts[-1], suffixes):
+            found.files.append(rel)
+    found.hidden += len(hidden_folders)
+    found.files.sort()
+    return found
+
+
+def walk(folder: str, recursive: bool = True, skip_hidden: bool = False, suffixes=None) -> Walk:
+    """The files under `folder` (local or `gs://`, taken literally), the one walker every stage uses.
+
+    Args:
+        recursive: Also walk sub-folders, and folders that links lead to, each real folder once.
+        skip_hidden: Skip files and folders whose name starts with "." (counted in `hidden`).
+        suffixes: Keep only files whose name ends with one of these (any case), e.g. (".xml",).
+
+    A missing folder (a prefix with no object) gives no files; a local folder that cannot be
+    listed raises the OSError naming it: nothing is skipped silently.
+    """
+    folder = str(folder)
+    suffixes = tuple(s.lower() for s in suffixes) if suffixes else None
+    if is_remote(folder):
+        return _walk_remote(folder, recursive, skip_hidden, suffixes)
+    return _walk_local(folder, recursive, skip_hidden, suffixes)
+
+
+def find(item: str, suffixes=None) -> tuple[str, list[tuple[str, str]]]:
+    """What a command-line input names, as (kind, [(path, name)]): "file" for an existing file,
+    whatever characters its name holds; "folder" for an existing folder or prefix (its files, by
+    `suffixes`, named relative to it); "pattern" for a glob that matched (by `suffixes`, base
+    names); "missing" otherwise. A path that exists is a path, never a pattern."""
+    item = str(item)
+    suffixes = tuple(s.lower() for s in suffixes) if suffixes else None
+    if not item.endswith("/") and is_file(item):
+        return "file", [(item, basename(item))]
+    if is_dir(item):
+        root = item.rstrip("/") if is_remote(item) else item
+        listing = walk(root, suffixes=suffixes)
+        return "folder", [(join(root, *rel.split("/")), rel) for rel in listing.files]
+    if has_glob(item):
+        matches = [p for p in glob(item) if _keep(basename(p), suffixes) and (is_remote(p) or os.path.isfile(p))]
+        if matches:
+            return "pattern", [(p, basename(p)) for p in matches]
+    return "missing", []
+
+
+def list_files(folder: str) -> list[str]:
+    """Relative paths (with `/`) of every file under `folder`, recursively, sorted ([] when none)."""
+    return walk(folder).files
 
 
 def copy_tree(source: str, destination: str, files: list[str] | None = None) -> int:
@@ -146,7 +356,7 @@ def copy_tree(source: str, destination: str, files: list[str] | None = None) -> 
     paths under `destination`, streaming (local or `gs://` on either side); returns the count."""
     import shutil
 
-    source = str(source).rstrip("/")
+    source = str(source).rstrip("/") if is_remote(source) else str(source)
     files = list_files(source) if files is None else files
     for rel in files:
         with open_read(join(source, *rel.split("/"))) as src, open_write(join(destination, *rel.split("/"))) as dst:
@@ -154,38 +364,61 @@ def copy_tree(source: str, destination: str, files: list[str] | None = None) -> 
     return len(files)
 
 
-def makedirs(path: str) -> None:
-    """Create a local folder (buckets have no folders; nothing to do there)."""
-    if not is_remote(path):
-        os.makedirs(path, exist_ok=True)
+def remove_tree(folder: str) -> None:
+    """Delete a folder and everything under it (local: best effort), or every object under
+    `folder/` (bucket); a missing folder is no error."""
+    folder = str(folder)
+    if is_remote(folder):
+        delete(glob_after(folder.rstrip("/") + "/", "**"))
+        return
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def delete(paths: list[str]) -> None:
-    if paths:
-        _fs().delete(list(paths))
+    """Delete files (local folders: recursively), each path taken literally, never as a pattern
+    (Beam's `FileSystems.delete` globs a bucket path: deleting `out[v2]/a` would delete `outv/a`)."""
+    remote = [str(p) for p in paths if is_remote(p)]
+    for path in (str(p) for p in paths if not is_remote(p)):
+        if os.path.isdir(path) and not os.path.islink(path):
+            import shutil
+
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    if remote:
+        from apache_beam.io.gcp.gcsio import GcsIO
+
+        failed = [(path, err) for path, err in GcsIO().delete_batch(remote) if err is not None and not _not_found(err)]
+        if failed:
+            path, err = failed[0]
+            raise OSError(errno.EIO, f"cannot delete ({type(err).__name__}: {err})", path)
 
 
 def rename(sources: list[str], destinations: list[str]) -> None:
-    if sources:
-        _fs().rename(list(sources), list(destinations))
-
-
-use_emulator_anonymously()
+    """Move files (local: os.rename, without Beam; gs://: copy then delete)."""
+    pairs = list(zip(map(str, sources), map(str, destinations)))
+    for source, destination in pairs:
+        if not is_remote(source) and not is_remote(destination):
+            os.rename(source, destination)
+    remote = [(s, d) for s, d in pairs if is_remote(s) or is_remote(d)]
+    if remote:
+        _fs().rename([s for s, _ in remote], [d for _, d in remote])
 
 
 def stat_files(folder: str) -> list[tuple[str, int, float]]:
     """(relative path with `/`, size in bytes, modification time) of every file under `folder`,
-    recursively, sorted — from the listing alone (no file is opened: cheap on 100k-object buckets;
-    on gs:// the time is the object's last update, which a re-upload changes)."""
+    recursively (the one walker's rules), sorted — from the listing alone: no file is opened, so it
+    is cheap on 100k-object buckets; on gs:// the time is the object's last update."""
     root = str(folder).rstrip("/")
     if not is_remote(root):
         found = []
-        for path in glob(root + "/**"):
-            if os.path.isfile(path):
-                st = os.stat(path)
-                found.append((os.path.relpath(path, root).replace(os.sep, "/"), st.st_size, st.st_mtime))
-        return sorted(found)
-    result = _fs().match([root + "/**"])[0]
+        for rel in walk(root).files:
+            st = os.stat(os.path.join(root, *rel.split("/")))
+            found.append((rel, st.st_size, st.st_mtime))
+        return found
+    result = _fs().match([escape_glob(root) + "/**"])[0]
     return sorted((m.path[len(root) + 1 :], m.size_in_bytes, float(m.last_updated_in_seconds or 0.0))
                   for m in result.metadata_list if not m.path.endswith("/"))
 

@@ -26,6 +26,7 @@ def build_pipeline(
     trainer_memory: str = "32G",
     trainer_cpu: str = "8",
     beam_memory: str = "8G",
+    accelerators: bool = True,
 ):
     """The training pipeline built with these component images and trainer resources.
 
@@ -35,6 +36,9 @@ def build_pipeline(
         trainer_memory: Memory limit of the trainer task.
         trainer_cpu: CPU limit of the trainer task.
         beam_memory: Memory limit of the TFRecord (Beam launcher / DirectRunner) tasks.
+        accelerators: Request the trainer accelerator (pipeline parameters accelerator_type/count).
+            False for the kfp local runner, which ignores accelerators and (kfp 2.17) cannot resolve
+            those parameters inside a condition.
     """
     ops = stages.build(image, trainer_image)
 
@@ -103,7 +107,7 @@ def build_pipeline(
         plan = ops.fingerprint(annotations=annotations, images=images, model_home=model_home, force=force)
         plan.set_caching_options(False)  # it must look at the folders every run
         found = plan.outputs
-        with dsl.If(found["changed"] == True, name="data-changed"):  # noqa: E712 (a KFP condition)
+        with dsl.If(found["Output"] == True, name="data-changed"):  # noqa: E712 (a KFP condition)
             csv_task = ops.annotations_to_csv(
                 annotations=annotations, images=images, strict=strict, fingerprint=found["fingerprint"]
             )
@@ -143,13 +147,10 @@ def build_pipeline(
                 warm_start=warm_start,
                 champion_checkpoint=found["champion_checkpoint"],
             )
-            (
-                train_task.set_accelerator_type(accelerator_type)
-                .set_accelerator_limit(accelerator_count)
-                .set_memory_limit(trainer_memory)
-                .set_cpu_limit(trainer_cpu)
-                .set_retry(TRAINER_RETRIES, backoff_duration="60s")  # it resumes from its last checkpoint
-            )
+            train_task.set_memory_limit(trainer_memory).set_cpu_limit(trainer_cpu)
+            train_task.set_retry(TRAINER_RETRIES, backoff_duration="60s")  # it resumes from its last checkpoint
+            if accelerators:  # a build option, not a pipeline parameter: fixed when the pipeline is compiled
+                train_task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
 
             export_task = ops.export(model=train_task.outputs["model"], checkpoint="best", tflite=tflite)
             eval_task = ops.evaluate(

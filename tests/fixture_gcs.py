@@ -1,10 +1,17 @@
-"""GCS emulator fixtures (owned by the records stage).
+"""GCS emulator fixtures.
 
 `gcs_bucket` starts `gcp-storage-emulator` (in memory) in a subprocess on a free loopback port,
-points `STORAGE_EMULATOR_HOST` at it for this process and every process it starts (Beam's
-multi-process workers inherit it), creates a bucket and yields `gs://BUCKET`. Beam's GCS file
-system and the google-cloud-storage client honour the variable; TensorFlow's `gs://` does not,
-so tests read bucket data through `odpipe.storage`.
+points `STORAGE_EMULATOR_HOST` at it for this process and every process it starts, creates a
+bucket and yields `gs://BUCKET`. Beam's GCS file system and the google-cloud-storage client
+honour the variable; TensorFlow's `gs://` does not, so tests read bucket data through
+`odpipe.storage`.
+
+An emulator needs no credentials, but Beam's GCS file system looks for Google application-default
+credentials first and retries for ~20 s per process when there are none. For the session the
+fixture makes Beam's client factory (`apache_beam.io.gcp.gcsio.create_storage_client`, a public
+name) build anonymous clients, in this process: tests that use the bucket run Beam in memory
+(`--direct_running_mode=in_memory`); a worker process would still find the emulator, after
+that wait. This is a test-only tweak; production code never touches Beam's credentials.
 """
 
 from __future__ import annotations
@@ -56,6 +63,18 @@ def upload_dir(local_dir: str, gs_prefix: str) -> list[str]:
     return uris
 
 
+def _anonymous_beam_clients(patch: pytest.MonkeyPatch) -> None:
+    """Let Beam's GCS file system talk to the emulator without looking for credentials."""
+    from apache_beam.io.gcp import gcsio
+
+    original = gcsio.create_storage_client
+
+    def anonymous(pipeline_options, use_credentials=True):
+        return original(pipeline_options, use_credentials=False)
+
+    patch.setattr(gcsio, "create_storage_client", anonymous)
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator():
     """The emulator's `host:port`; STORAGE_EMULATOR_HOST is set while the session runs."""
@@ -72,7 +91,9 @@ def gcs_emulator():
         _wait_until_up(f"{host}/storage/v1/b", proc)
         os.environ["STORAGE_EMULATOR_HOST"] = host
         os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "odpipe-test")
-        yield host
+        with pytest.MonkeyPatch.context() as patch:
+            _anonymous_beam_clients(patch)
+            yield host
     finally:
         for key, value in old.items():
             if value is None:

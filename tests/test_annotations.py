@@ -346,3 +346,88 @@ def test_zero_size_in_xml_means_not_recorded(tmp_path):
     xml(tmp_path / "ann/a.xml", "a.jpg", [("a", (1, 1, 5, 5))], size=(0, 0))
     report, frame = convert(tmp_path, strict=True)
     assert report["warnings"] == [] and (frame["width"].iloc[0], frame["height"].iloc[0]) == (40, 30)
+
+
+def _deny_listing(monkeypatch, folder):
+    """Make listing `folder` fail as it does for a folder without read permission: chmod (enough
+    when not root) and, through the walker's own listing call (os.scandir), also as root."""
+    import errno
+
+    from odpipe import storage
+
+    real_scandir = os.scandir
+    denied = os.path.realpath(folder)
+
+    def scandir(path="."):
+        if os.path.realpath(path) == denied:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(storage.os, "scandir", scandir)
+    os.chmod(folder, 0)
+
+
+def test_unreadable_subfolder_is_an_error_naming_it(tmp_path, monkeypatch, capsys):
+    image(tmp_path / "ann/a.jpg")
+    xml(tmp_path / "ann/a.xml", "a.jpg", [("a", (1, 1, 5, 5))])
+    image(tmp_path / "ann/locked/b.jpg")
+    xml(tmp_path / "ann/locked/b.xml", "b.jpg", [("b", (1, 1, 5, 5))])
+    _deny_listing(monkeypatch, tmp_path / "ann/locked")
+    try:
+        with pytest.raises(UserError, match=r"ann/locked: cannot read this annotations folder \(Permission denied\).*chmod"):
+            convert(tmp_path)
+        assert not (tmp_path / "labels.csv").exists()  # nothing written without the folder's files
+        assert main(["csv", str(tmp_path / "ann"), "-o", str(tmp_path / "labels.csv")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("odpipe csv: error: ") and "ann/locked" in err
+    finally:
+        os.chmod(tmp_path / "ann/locked", 0o755)
+
+
+def test_unreadable_xml_file_is_an_error_naming_it(tmp_path, monkeypatch):
+    import errno
+
+    from odpipe import storage
+
+    image(tmp_path / "ann/a.jpg")
+    xml(tmp_path / "ann/a.xml", "a.jpg", [("a", (1, 1, 5, 5))])
+    real_open = storage.open_read
+
+    def open_read(path):
+        if str(path).endswith("a.xml"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path)
+
+    monkeypatch.setattr(storage, "open_read", open_read)
+    with pytest.raises(UserError, match=r"a\.xml: cannot read this annotation file \(Permission denied\)"):
+        convert(tmp_path)
+
+
+def test_symlink_loop_followed_once(tmp_path):
+    image(tmp_path / "ann/a.jpg")
+    xml(tmp_path / "ann/a.xml", "a.jpg", [("a", (1, 1, 5, 5))])
+    image(tmp_path / "ann/sub/b.jpg")
+    xml(tmp_path / "ann/sub/b.xml", "b.jpg", [("b", (1, 1, 5, 5))])
+    image(tmp_path / "elsewhere/c.jpg")
+    xml(tmp_path / "elsewhere/c.xml", "c.jpg", [("c", (1, 1, 5, 5))])
+    os.symlink("..", tmp_path / "ann/sub/loop")  # back to ann: a loop
+    os.symlink(tmp_path / "ann", tmp_path / "ann/sub/loop2")  # the same loop, absolute
+    os.symlink("sub", tmp_path / "ann/a_link_to_sub")  # a second way to a real folder (sorted first)
+    os.symlink(tmp_path / "elsewhere", tmp_path / "ann/linked")  # a folder outside, reached once
+    os.symlink("gone", tmp_path / "ann/dangling.xml")
+    report, frame = convert(tmp_path)
+    assert report["xml_files"] == 3 and report["images"] == 3 and report["objects"] == 3
+    assert sorted(frame["filename"]) == ["a.jpg", "linked/c.jpg", "sub/b.jpg"]  # real paths win over links
+    assert report["dropped"] == [] and report["dropped_images"] == []
+    assert report["linked_folders_skipped"] == ["a_link_to_sub", "sub/loop", "sub/loop2"]
+    assert [w["file"] for w in report["warnings"]] == ["dangling.xml"]
+    assert "broken symbolic link" in report["warnings"][0]["message"]
+
+
+def test_sample_data_straight_to_a_bucket(tmp_path, gcs_bucket):
+    import uuid
+
+    prefix = f"{gcs_bucket}/sample-{uuid.uuid4().hex[:8]}"
+    summary = write_sample_data(prefix, images=3, seed=4)
+    report = xml_to_csv(f"{prefix}/annotations", str(tmp_path / "l.csv"), images_dir=f"{prefix}/images")
+    assert report["images"] == 3 and report["objects"] == summary["objects"] and report["warnings"] == []

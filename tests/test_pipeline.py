@@ -65,7 +65,7 @@ def test_yaml_has_each_component_with_its_resources(compiled):
     assert root["fingerprint"].get("cachingOptions", {}).get("enableCache") in (None, False)
     changed = root["condition-1"]
     assert changed["taskInfo"]["name"] == "data-changed" and changed["dependentTasks"] == ["fingerprint"]
-    assert changed["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--fingerprint-changed'] == true"
+    assert changed["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--fingerprint-Output'] == true"
     tasks = components["comp-condition-1"]["dag"]["tasks"]
     assert sorted(tasks) == sorted(["annotations-to-csv", "split", "label-map", "records", "records-2", "train",
                                     "export", "evaluate", "condition-2"])

@@ -47,6 +47,19 @@ def test_expand_inputs_folders_globs_files(tmp_path):
         expand_inputs([str(tmp_path / "empty"), str(tmp_path / "*.gif")])
 
 
+def test_existing_paths_with_glob_characters_are_paths(tmp_path):
+    """`predict 'photo[1].jpg'` predicts that file, not photo1.jpg; a folder `shots[1]` is walked."""
+    _touch_image(str(tmp_path / "photo[1].jpg"))
+    _touch_image(str(tmp_path / "photo1.jpg"))
+    _touch_image(str(tmp_path / "shots[1]" / "a.jpg"))
+    _touch_image(str(tmp_path / "shots1" / "b.jpg"))
+    assert expand_inputs([str(tmp_path / "photo[1].jpg")]) == [(str(tmp_path / "photo[1].jpg"), "photo[1]")]
+    assert expand_inputs([str(tmp_path / "shots[1]")]) == [(str(tmp_path / "shots[1]" / "a.jpg"), "a")]
+    # a path that does not exist is a pattern: photo?.jpg matches both files
+    assert [n for _, n in expand_inputs([str(tmp_path / "photo?.jpg")])] == ["photo1"]
+    assert [n for _, n in expand_inputs([str(tmp_path / "photo*.jpg")])] == ["photo1", "photo[1]"]
+
+
 def test_voc_objects_follow_labelimg():
     dets = [
         Detection(1, "circle", 0.9, (0.2, 0.4, 50.6, 29.9)),

@@ -211,3 +211,38 @@ def test_repair_moves_smallest_groups_without_emptying_a_side():
     side = np.array([1, 1, 1])
     _repair(side, np.zeros((3, 1), dtype=np.int64), np.ones(3, dtype=np.int64))
     assert sorted(side.tolist()) == [0, 1, 1]
+
+
+class _Terminal:
+    """A stand-in stderr that says it is a terminal and keeps what is written."""
+
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+
+def test_progress_on_a_terminal_only(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from odpipe.annotations import xml_to_csv
+    from odpipe.sample_data import write_sample_data
+
+    write_sample_data(str(tmp_path / "d"), images=6, seed=2)
+    d = tmp_path / "d"
+    xml_to_csv(str(d / "annotations"), str(tmp_path / "l.csv"), images_dir=str(d / "images"))
+    split_csv(str(tmp_path / "l.csv"), str(tmp_path / "s"), images_dir=str(d / "images"))
+    assert capsys.readouterr().err == ""  # not a terminal (a log, a pipeline step): no progress lines
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    xml_to_csv(str(d / "annotations"), str(tmp_path / "l.csv"), images_dir=str(d / "images"))
+    split_csv(str(tmp_path / "l.csv"), str(tmp_path / "s"), images_dir=str(d / "images"))
+    assert "\rcsv:" in terminal.text and "/6 [" in terminal.text and "xml/s" in terminal.text
+    assert "\rsplit: hashing:" in terminal.text and "img/s" in terminal.text

@@ -62,3 +62,71 @@ def test_list_files_and_copy_tree(base, tmp_path):
         assert storage.list_files(dest) == files
         assert storage.read_text(storage.join(dest, "saved_model", "variables", "v.index")) == "saved_model/variables/v.index"
     assert storage.list_files(storage.join(base, "missing")) == []
+
+
+def test_walk_hidden_suffixes_and_depth(base):
+    for rel in ("a.xml", "B.XML", "notes.txt", ".hidden.xml", ".cache/x.xml", "sub/c.xml", "sub/.d.xml", "sub/deeper/e.xml"):
+        storage.write_text(storage.join(base, "w", *rel.split("/")), rel)
+    everything = storage.walk(storage.join(base, "w"))
+    assert everything.files == sorted([".cache/x.xml", ".hidden.xml", "B.XML", "a.xml", "notes.txt", "sub/.d.xml",
+                                       "sub/c.xml", "sub/deeper/e.xml"])
+    xml = storage.walk(storage.join(base, "w"), skip_hidden=True, suffixes=(".xml",))
+    assert xml.files == ["B.XML", "a.xml", "sub/c.xml", "sub/deeper/e.xml"]
+    assert xml.hidden == 3  # .hidden.xml, .cache (a folder counts once), sub/.d.xml
+    top = storage.walk(storage.join(base, "w"), recursive=False)
+    assert top.files == [".hidden.xml", "B.XML", "a.xml", "notes.txt"]
+    assert storage.walk(storage.join(base, "nothing-here")).files == []
+    assert storage.is_dir(storage.join(base, "w", "sub")) and not storage.is_dir(storage.join(base, "w", "su"))
+
+
+def test_glob_characters_in_paths_are_literal(base):
+    """A path that exists is a path, never a pattern: `photo[1].jpg` is that file, not photo1.jpg."""
+    for rel in ("d[v2]/photo[1].jpg", "d[v2]/photo1.jpg", "dv/photo1.jpg", "d[v2]/sub/x.png", "d[v2]/notes.txt"):
+        storage.write_text(storage.join(base, *rel.split("/")), rel)
+    folder = storage.join(base, "d[v2]")
+    assert storage.find(storage.join(folder, "photo[1].jpg")) == ("file", [(storage.join(folder, "photo[1].jpg"), "photo[1].jpg")])
+    kind, found = storage.find(folder, suffixes=(".jpg", ".png"))
+    assert kind == "folder" and [name for _, name in found] == ["photo1.jpg", "photo[1].jpg", "sub/x.png"]
+    kind, found = storage.find(storage.join(base, "d*", "photo?.jpg"))  # not a path: a pattern
+    assert kind == "pattern" and [p for p, _ in found] == sorted([storage.join(base, "d[v2]", "photo1.jpg"),
+                                                                 storage.join(base, "dv", "photo1.jpg")])
+    assert storage.find(storage.join(base, "nope[1].jpg")) == ("missing", [])
+    assert storage.glob_after(storage.join(folder, "photo"), "*.jpg") == [storage.join(folder, "photo1.jpg"),
+                                                                         storage.join(folder, "photo[1].jpg")]
+    assert storage.walk(folder).files == ["notes.txt", "photo1.jpg", "photo[1].jpg", "sub/x.png"]
+    storage.remove_tree(folder)
+    assert storage.walk(folder).files == [] and storage.walk(storage.join(base, "dv")).files == ["photo1.jpg"]
+
+
+def test_a_file_where_a_folder_should_be_is_named(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError) as info:
+        storage.write_text(str(tmp_path / "file" / "sub" / "out.txt"), "y")
+    assert info.value.filename == str(tmp_path / "file")
+
+
+def test_local_listing_is_an_error_when_a_folder_cannot_be_read(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    (tmp_path / "w" / "locked").mkdir(parents=True)
+    real = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("locked"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(storage.os, "scandir", scandir)
+    with pytest.raises(PermissionError) as info:
+        storage.walk(str(tmp_path / "w"))
+    assert info.value.filename == str(tmp_path / "w" / "locked")
+
+
+def test_production_code_touches_no_private_beam_name():
+    import pathlib
+
+    root = pathlib.Path(storage.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "_Credentials" not in text and "internal.gcp" not in text, path
