@@ -302,7 +302,8 @@ def export(
 
     result = export_model(model.uri, exported.uri, checkpoint=checkpoint, tflite=tflite)
     exported.metadata.update(json.loads(json.dumps(result, default=str)))
-    exported.metadata.update({"checkpoint": checkpoint, "tflite": tflite, "framework": "tensorflow"})
+    # "checkpoint" is the prefix exported (export_model's summary); the choice made is "checkpoint_choice"
+    exported.metadata.update({"checkpoint_choice": checkpoint, "tflite": tflite, "framework": "tensorflow"})
 
 
 def evaluate(

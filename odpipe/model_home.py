@@ -131,8 +131,8 @@ def publish(home: str, export_dir: str, metrics: dict, provenance: dict | None =
     checkpoint_rel = None
     if checkpoint:
         prefix = str(checkpoint)
-        parent, _, stem = prefix.replace("\\", "/").rpartition("/")
-        ckpt_files = [p for p in storage.list_files(parent) if "/" not in p and p.startswith(stem + ".")]
+        parent, _, stem = prefix.rpartition("/")
+        ckpt_files = [p for p in storage.list_files(parent) if "/" not in p and p.startswith(stem + ".")] if parent else []
         if not ckpt_files:
             raise UserError(f"{prefix}: no checkpoint files; pass the prefix of a saved checkpoint (e.g. model/best/ckpt-100)")
         storage.copy_tree(parent, storage.join(folder, "checkpoint"), ckpt_files)

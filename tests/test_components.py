@@ -153,26 +153,46 @@ def test_records_component_adds_the_dataflow_image(comps, monkeypatch, tmp_path)
     assert records.metadata["pattern"] == "gs://bucket/run/rec/records/records-*.tfrecord"
 
 
-def test_publish_copies_the_export_tree(comps, tmp_path):
+def test_publish_to_the_model_home_and_without_one(comps, tmp_path):
     src = tmp_path / "exported"
     (src / "saved_model" / "variables").mkdir(parents=True)
     (src / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x01" * 1000)
     (src / "saved_model" / "variables" / "variables.index").write_bytes(b"idx")
     (src / "label_map.pbtxt").write_text('item {\n  id: 1\n  name: "a"\n}\n', encoding="utf-8")
-    exported = artifact(Model, src, tflite=False)
+    best = tmp_path / "model" / "best"
+    best.mkdir(parents=True)
+    for name in ("ckpt-5.index", "ckpt-5.data-00000-of-00001"):
+        (best / name).write_bytes(name.encode())
+    exported = artifact(Model, src, tflite=False, checkpoint=str(best / "ckpt-5"), step=5)
+    model = artifact(Model, tmp_path / "model", preset="retinanet-mobilenetv2", step=5)
+    evaluation = artifact(Dataset, tmp_path / "evaluation")
+    (tmp_path / "evaluation").mkdir()
+    (tmp_path / "evaluation" / "metrics.json").write_text(json.dumps({"mAP": 0.42, "mAP@0.5": 0.8, "champion": None}))
+
+    # no model home: the export is copied to the run's own output
     published = artifact(Model, tmp_path / "pub" / "published")
-    extra = tmp_path / "serving" / "current"
-    comps.publish.python_func(exported=exported, published=published, destination=str(extra))
-    for root in (published.path, str(extra)):
-        assert (open(os.path.join(root, "saved_model", "saved_model.pb"), "rb").read()) == b"\x08\x01" * 1000
-        assert os.path.isfile(os.path.join(root, "saved_model", "variables", "variables.index"))
-        assert os.path.isfile(os.path.join(root, "label_map.pbtxt"))
-    assert published.metadata["files"] == 3 and published.metadata["copied"] == 6
-    assert published.metadata["tflite"] is False  # provenance carried over
+    out = comps.publish.python_func(exported=exported, model=model, evaluation=evaluation, published=published)
+    assert out.version == "" and out.saved_model == os.path.join(published.path, "saved_model")
+    assert open(os.path.join(published.path, "saved_model", "saved_model.pb"), "rb").read() == b"\x08\x01" * 1000
+    assert published.metadata["files"] == 3
+
+    # a model home: a new version with its checkpoint, provenance and current.json
+    home = tmp_path / "home"
+    published = artifact(Model, tmp_path / "pub2" / "published")
+    out = comps.publish.python_func(exported=exported, model=model, evaluation=evaluation, published=published,
+                                    model_home=str(home), fingerprint="fp1", data_fingerprint="d1", run="run-7")
+    assert out.version == "0001" and out.saved_model == str(home / "versions" / "0001" / "export" / "saved_model")
+    version = json.loads((home / "versions" / "0001" / "version.json").read_text())
+    assert version["fingerprint"] == "fp1" and version["data_fingerprint"] == "d1" and version["run"] == "run-7"
+    assert version["training"]["preset"] == "retinanet-mobilenetv2" and version["mAP"] == 0.42
+    assert sorted(os.listdir(home / "versions" / "0001" / "checkpoint")) == ["ckpt-5.data-00000-of-00001", "ckpt-5.index"]
+    assert json.loads((home / "current.json").read_text())["version"] == "0001"
+    assert json.loads(open(published.path).read())["version"] == published.metadata["version"] == "0001"
 
     empty = artifact(Model, tmp_path / "nothing")
     with pytest.raises(UserError, match="export folder is empty or missing"):
-        comps.publish.python_func(exported=empty, published=artifact(Model, tmp_path / "p2"))
+        comps.publish.python_func(exported=empty, model=model, evaluation=evaluation,
+                                  published=artifact(Model, tmp_path / "p3"), model_home=str(home))
 
 
 def test_components_speak_buckets(comps, tiny_data, gcs_bucket, tmp_path):
@@ -199,7 +219,9 @@ def test_components_speak_buckets(comps, tiny_data, gcs_bucket, tmp_path):
     exported = artifact(Model, f"{gcs_bucket}/components/run/export/exported")
     upload_dir(str(tiny_data / "annotations"), exported.uri + "/saved_model/assets")
     published = artifact(Model, f"{gcs_bucket}/components/run/publish/published")
-    comps.publish.python_func(exported=exported, published=published)
+    evaluation = artifact(Dataset, tmp_path / "evaluation")
+    comps.publish.python_func(exported=exported, model=artifact(Model, tmp_path / "m"), evaluation=evaluation,
+                              published=published)
     source = storage.glob(f"{exported.uri}/**")
     copied = storage.glob(f"{published.uri}/**")
     assert len(copied) == len(source) == 10 == published.metadata["files"]
