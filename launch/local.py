@@ -109,9 +109,13 @@ def collect_outputs(run_dir: str, task_dirs: dict[str, str], order: list[str]) -
         path = os.path.join(run_dir, task_dirs.get(task, task), name)
         return path if os.path.exists(path) else None
 
-    plan = (_read_json(out("fingerprint", "executor_output.json")) or {}).get("parameterValues")
-    if plan is not None:
-        plan = {**plan, "changed": plan.get("Output")}
+    plan = None
+    verdict = (_read_json(out("fingerprint", "executor_output.json")) or {}).get("parameterValues")
+    if verdict is not None:  # the verdict is the task's Output; the other outputs are files beside it
+        folder = os.path.join(run_dir, task_dirs.get("fingerprint", "fingerprint"))
+        plan = {name: storage.read_text(os.path.join(folder, name)) for name in os.listdir(folder)
+                if name != "executor_output.json" and os.path.isfile(os.path.join(folder, name))}
+        plan["changed"] = verdict.get("Output")
     metrics = _read_json(out("evaluate", os.path.join("evaluation", "metrics.json")))
     rank = {name: i for i, name in enumerate(order)}
     tasks = {}

@@ -100,15 +100,6 @@ def test_yaml_has_each_component_with_its_resources(compiled):
 # ------------------------------------------------------------------------------------------ local runs
 
 
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    from odpipe.sample_data import write_sample_data
-
-    out = tmp_path_factory.mktemp("pipeline-data")
-    write_sample_data(str(out), images=12, seed=1)
-    return out
-
-
 def _run(data, work_dir, **extra):
     from launch.local import print_result, run_locally
 
@@ -216,7 +207,10 @@ def test_the_retraining_loop_against_one_model_home(tmp_path, capsys):
                           config_overrides=LEARN["config_overrides"])
     assert three["blessed"] is False and three["metrics"]["champion"]["version"] == in_service["version"], printed
     assert three["metrics"]["mAP"] < three["metrics"]["champion"]["mAP"]
-    assert three["tasks"]["publish"] == "skipped (model not blessed)"
+    assert three["tasks"]["publish"] == three["tasks"]["register"] == "skipped (model not blessed)"  # the gate
+    assert not os.path.exists(os.path.join(three["run_dir"], "publish")) and three["export"] is None
+    assert os.path.isfile(os.path.join(three["candidate_export"], "saved_model", "saved_model.pb"))
+    assert "skipped (model not blessed)" in printed and "none published (not blessed)" in printed
     assert json.loads((home / "current.json").read_text()) == in_service
     # the attempt is remembered: the same data against the same champion is not retrained again
     again, printed = _run(data, tmp_path / "w", model_home=str(home))
@@ -229,16 +223,3 @@ def test_the_retraining_loop_against_one_model_home(tmp_path, capsys):
     listing = capsys.readouterr().out
     assert "* 0001" in listing
     shutil.rmtree(tmp_path / "w")
-
-
-@pytest.mark.slow
-def test_gate_skips_publishing_when_not_blessed(tiny_dataset, tmp_path):
-    summary, printed = _run(tiny_dataset, tmp_path / "work", min_map=1.01, steps=1)
-    assert summary["tasks"]["publish"] == "skipped (model not blessed)"
-    assert summary["tasks"]["register"] == "skipped (model not blessed)"
-    assert all(state == "done" for task, state in summary["tasks"].items() if task not in ("publish", "register"))
-    assert summary["blessed"] is False and summary["metrics"]["blessed"] is False
-    assert summary["export"] is None
-    assert not os.path.exists(os.path.join(summary["run_dir"], "publish"))
-    assert os.path.isfile(os.path.join(summary["candidate_export"], "saved_model", "saved_model.pb"))
-    assert "skipped (model not blessed)" in printed
