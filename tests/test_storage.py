@@ -126,7 +126,9 @@ def test_local_listing_is_an_error_when_a_folder_cannot_be_read(tmp_path, monkey
 def test_production_code_touches_no_private_beam_name():
     import pathlib
 
-    root = pathlib.Path(storage.__file__).parent
+    import odpipe
+
+    root = pathlib.Path(odpipe.__file__).parent
     for path in root.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert "_Credentials" not in text and "internal.gcp" not in text, path
