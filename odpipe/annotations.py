@@ -63,10 +63,10 @@ import pandas as pd
 
 from odpipe import storage
 from odpipe.errors import UserError, first_line
+from odpipe.schema import CSV_BOX as _BOX
+from odpipe.schema import CSV_COLUMNS
+from odpipe.schema import CSV_REQUIRED as _REQUIRED
 
-CSV_COLUMNS = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax", "difficult", "truncated"]
-_REQUIRED = CSV_COLUMNS[:8]
-_BOX = ["xmin", "ymin", "xmax", "ymax"]
 # Image files odpipe reads (the records stage converts all but JPEG/PNG): the annotations' look-up and predict's folders.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _DRIVE = re.compile(r"^[A-Za-z]:")

@@ -161,13 +161,94 @@ def makedirs(path: str) -> None:
 
 
 def delete(paths: list[str]) -> None:
-    if paths:
-        _fs().delete(list(paths))
+    """Delete files (a local folder with everything under it); local paths without Beam."""
+    paths = [str(p) for p in paths]
+    local = [p for p in paths if not is_remote(p)]
+    for path in local:
+        if os.path.isdir(path) and not os.path.islink(path):
+            import shutil
+
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    remote = [p for p in paths if is_remote(p)]
+    if remote:
+        _fs().delete(remote)
 
 
 def rename(sources: list[str], destinations: list[str]) -> None:
-    if sources:
-        _fs().rename(list(sources), list(destinations))
+    """Move files (local: os.rename, without Beam; gs://: copy then delete)."""
+    pairs = list(zip(map(str, sources), map(str, destinations)))
+    for source, destination in pairs:
+        if not is_remote(source) and not is_remote(destination):
+            os.rename(source, destination)
+    remote = [(s, d) for s, d in pairs if is_remote(s) or is_remote(d)]
+    if remote:
+        _fs().rename([s for s, _ in remote], [d for _, d in remote])
+
+
+
+# -- literal paths, prefixes and atomic replacement (the records stage's output) ----------------
+
+
+def split(path: str) -> tuple[str, str]:
+    """(parent folder, last name) of a local path or a `gs://` URI ("." for a bare local name)."""
+    path = str(path)
+    parent, base = posixpath.split(path) if is_remote(path) else os.path.split(path)
+    return parent or ".", base
+
+
+def escape_glob(path: str) -> str:
+    """`path` as a glob pattern that matches only itself (`[`, `*`, `?` bracketed, as glob.escape)."""
+    return "".join(f"[{c}]" if c in "[*?" else c for c in str(path))
+
+
+def resolve(pattern: str) -> list[str]:
+    """The files a user's pattern names: a path that exists is that path, never a pattern (a file
+    may be called `photo[1].jpg`); otherwise the sorted glob matches."""
+    pattern = str(pattern)
+    if exists(pattern) and not is_dir(pattern):
+        return [pattern]
+    return glob(pattern)
+
+
+def is_dir(path: str) -> bool:
+    """A local folder (a bucket has none: False)."""
+    return not is_remote(path) and os.path.isdir(str(path))
+
+
+def list_prefix(prefix: str) -> list[str]:
+    """Sorted paths that start with `prefix` literally (no glob characters interpreted): local
+    entries (files and folders) of its parent folder; on a bucket, every object under it."""
+    prefix = str(prefix)
+    if is_remote(prefix):
+        return glob(escape_glob(prefix) + "**")
+    parent, base = os.path.split(prefix)
+    try:
+        names = os.listdir(parent or ".")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(os.path.join(parent, n) for n in names if n.startswith(base))
+
+
+def remove_tree(folder: str) -> None:
+    """Delete a folder and everything under it (local), or every object under `folder/` (bucket)."""
+    folder = str(folder)
+    if is_remote(folder):
+        delete(glob(escape_glob(folder.rstrip("/")) + "/**"))
+    else:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def replace(source: str, destination: str) -> None:
+    """Move one file over another: atomic locally (os.replace); on a bucket a copy then a delete
+    (the destination object appears whole or not at all)."""
+    if is_remote(source):
+        rename([source], [destination])
+    else:
+        os.replace(source, destination)
 
 
 use_emulator_anonymously()
