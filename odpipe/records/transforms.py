@@ -100,10 +100,24 @@ def build_pipeline_options(runner: str = "DirectRunner", beam_args: list[str] | 
     return options
 
 
+def _interrupted(err: BaseException) -> bool:
+    seen = 0
+    while err is not None and seen < 20:
+        if isinstance(err, KeyboardInterrupt) or str(err).startswith("KeyboardInterrupt"):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
 def write_beam(shards: list[list[dict]], folder: str, images_dir: str, verify: str, options) -> list[dict]:
     """Run the pipeline over the planned shards; the shard reports, in shard order."""
     write_plans(shards, folder)
-    with beam.Pipeline(options=options) as pipeline:
-        _ = pipeline | "ShardIds" >> ShardIds(len(shards)) | "WriteShards" >> WriteShards(
-            images_dir, folder, len(shards), verify)
+    try:
+        with beam.Pipeline(options=options) as pipeline:
+            _ = pipeline | "ShardIds" >> ShardIds(len(shards)) | "WriteShards" >> WriteShards(
+                images_dir, folder, len(shards), verify)
+    except Exception as err:
+        if _interrupted(err):  # Ctrl-C inside a DoFn reaches us wrapped in the runner's RuntimeError
+            raise KeyboardInterrupt from None
+        raise
     return [json.loads(storage.read_text(report_path(folder, shard))) for shard in range(len(shards))]

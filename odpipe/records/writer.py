@@ -39,6 +39,7 @@ def ordered_map(fn, items, threads: int):
         return
     pending = iter(items)
     pool = ThreadPoolExecutor(threads, thread_name_prefix="odpipe-records")
+    finished = False
     try:
         window = deque((item, pool.submit(fn, item)) for item in itertools.islice(pending, 2 * threads))
         while window:
@@ -47,8 +48,9 @@ def ordered_map(fn, items, threads: int):
             if following is not None:
                 window.append((following, pool.submit(fn, following)))
             yield item, future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        finished = True
+    finally:  # on an error or Ctrl-C, do not wait for the images in flight (a read may hang)
+        pool.shutdown(wait=finished, cancel_futures=True)
 
 
 def new_report() -> dict:
