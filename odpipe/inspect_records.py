@@ -64,10 +64,9 @@ def _objects(rec: dict) -> list[tuple]:
 
 def compare_with_csv(records: dict[str, dict], csv_path: str, label_map: dict[int, str] | None) -> list[str]:
     """Differences between records (by filename) and a labels CSV; empty when they match."""
-    from odpipe.annotations import read_labels_csv
     from odpipe.records import plan_images
 
-    frame = read_labels_csv(csv_path)
+    frame = schema.read_labels(csv_path)
     classes = sorted({c for c in frame["class"] if c})
     lm = label_map or {i + 1: c for i, c in enumerate(classes)}
     lm = dict(lm)

@@ -31,6 +31,68 @@ CSV_COLUMNS = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "
 CSV_REQUIRED = CSV_COLUMNS[:8]  # difficult/truncated default to 0 when absent
 CSV_BOX = ["xmin", "ymin", "xmax", "ymax"]
 
+
+
+def read_labels(path: str) -> dict[str, list]:
+    """Read a labels CSV (local or `gs://`): {column: values} for every column of CSV_COLUMNS, typed.
+
+    The one reader of the CSV (`odpipe.annotations.read_labels_csv` wraps it in a DataFrame); plain
+    Python, so the records stage starts without pandas (~1 s of imports). Class names are kept as
+    text exactly ("NA", "null" and "None" are real class names); an empty class means an image
+    without objects. Box values are floats (NaN on object-less rows); width/height ints;
+    difficult/truncated ints (0 when absent or empty). Bad input is a UserError naming the line.
+    """
+    import csv
+    import io
+
+    from odpipe import storage
+
+    try:
+        with storage.open_read(path) as f:
+            text = f.read().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise UserError(f"{path}: CSV not found; check the path") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not a readable CSV ({first_line(err)}); write it with `odpipe csv`") from None
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+    except csv.Error as err:
+        raise UserError(f"{path}: not a readable CSV ({first_line(err)}); write it with `odpipe csv`") from None
+    if not rows:
+        raise UserError(f"{path}: CSV is empty; write it with `odpipe csv`")
+    header, body = rows[0], rows[1:]
+    missing = [c for c in CSV_REQUIRED if c not in header]
+    if missing:
+        raise UserError(
+            f"{path}: CSV lacks column(s) {', '.join(missing)}; expected {','.join(CSV_COLUMNS)} (write it with `odpipe csv`)"
+        )
+    index = {name: header.index(name) for name in CSV_COLUMNS if name in header}
+    columns: dict[str, list] = {name: [] for name in CSV_COLUMNS}
+    nan = float("nan")
+    for line, row in enumerate(body, 2):
+        if len(row) > len(header):
+            raise UserError(f"{path}: not a readable CSV (expected {len(header)} fields in line {line}, saw {len(row)}); "
+                            "write it with `odpipe csv`")
+        get = lambda name: row[index[name]] if name in index and index[name] < len(row) else ""  # noqa: E731
+        try:
+            columns["filename"].append(get("filename"))
+            columns["class"].append(get("class"))
+            for name in ("width", "height"):
+                columns[name].append(int(float(get(name))))
+            for name in CSV_BOX:
+                columns[name].append(float(get(name)) if get(name).strip() else nan)
+            for name in ("difficult", "truncated"):
+                columns[name].append(int(float(get(name))) if get(name).strip() else 0)
+        except (ValueError, OverflowError) as err:
+            raise UserError(f"{path}: a numeric column holds text (line {line}: {first_line(err)}); "
+                            "fix or regenerate the CSV") from None
+        has_box = not any(v != v for v in (columns[name][-1] for name in CSV_BOX))
+        if (columns["class"][-1] != "") != has_box:
+            raise UserError(f"{path}: line {line} ({columns['filename'][-1]}) has a class without a box or a box "
+                            "without a class; fix that row")
+    return columns
+
+
 # ----------------------------------------------------------------------------- the record
 
 ENCODED = "image/encoded"

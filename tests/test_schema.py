@@ -60,3 +60,22 @@ def test_csv_columns_are_the_annotations_columns():
     from odpipe import annotations
 
     assert annotations.CSV_COLUMNS is schema.CSV_COLUMNS
+
+
+def test_read_labels_without_pandas(tmp_path):
+    path = tmp_path / "l.csv"
+    path.write_text("\ufefffilename,width,height,class,xmin,ymin,xmax,ymax\n"
+                    "a.jpg,10,8,NA,1,2,5.5,6\n\"b,c.jpg\",12.0,9,,,,,\n", encoding="utf-8")
+    cols = schema.read_labels(str(path))
+    assert cols["filename"] == ["a.jpg", "b,c.jpg"] and cols["class"] == ["NA", ""]
+    assert cols["width"] == [10, 12] and cols["xmax"][0] == 5.5 and cols["xmin"][1] != cols["xmin"][1]  # NaN
+    assert cols["difficult"] == [0, 0] and cols["truncated"] == [0, 0]
+    for body, message in (("a.jpg,10,8,cat,1,2,x,6\n", "line 2: could not convert"),
+                          ("a.jpg,10,8,cat,,,,\n", r"line 2 \(a.jpg\) has a class without a box"),
+                          ("a.jpg,10,8,cat,1,2,3,4,0,0,extra\n", "expected 8 fields in line 2, saw 11")):
+        path.write_text("filename,width,height,class,xmin,ymin,xmax,ymax\n" + body, encoding="utf-8")
+        with pytest.raises(UserError, match=message):
+            schema.read_labels(str(path))
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(UserError, match="CSV is empty"):
+        schema.read_labels(str(path))

@@ -54,7 +54,8 @@ def _check_name(name: str, csv_path: str) -> None:
 
 
 def plan_images(frame, label_map: dict[int, str], csv_path: str = "<csv>") -> dict:
-    """Group CSV rows into per-image plans; pure (no I/O).
+    """Group CSV rows (`frame`: {column: values}, as `odpipe.schema.read_labels` returns, or a
+    DataFrame) into per-image plans; pure (no I/O).
 
     Returns {"items": [item, ...] sorted by filename, "dropped": [{"file","class","reason"}],
     "clipped": int, "rows": int}. Raises UserError for a class missing from the label map or
@@ -103,7 +104,7 @@ def plan_images(frame, label_map: dict[int, str], csv_path: str = "<csv>") -> di
             sid = sid % (2**_SOURCE_ID_BITS) + 1
         used.add(sid)
         item["source_id"] = sid
-    return {"items": ordered, "dropped": dropped, "clipped": clipped, "rows": len(frame)}
+    return {"items": ordered, "dropped": dropped, "clipped": clipped, "rows": len(frame["filename"])}
 
 
 def assign_shards(items: list[dict], num_shards: int) -> list[list[dict]]:

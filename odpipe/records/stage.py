@@ -84,7 +84,6 @@ def convert(
             end: catches truncation and garbage, several times faster; "header" is an alias).
         progress: a progress bar on stderr (default: when stderr is a terminal).
     """
-    from odpipe.annotations import read_labels_csv
     from odpipe.label_map import read_label_map
     from odpipe.records.writer import write_local
 
@@ -101,7 +100,7 @@ def convert(
         options = build_pipeline_options(runner, beam_args)  # bad Dataflow flags fail before any reading
     staging = Staging(output_prefix)
     label_map = read_label_map(str(label_map_path))
-    plan = planning.plan_images(read_labels_csv(csv_path), label_map, csv_path)
+    plan = planning.plan_images(schema.read_labels(csv_path), label_map, csv_path)
     items = plan.pop("items")
     if not items:
         raise UserError(f"{csv_path}: the CSV lists no image; write it with `odpipe csv` (and `odpipe split`)")
