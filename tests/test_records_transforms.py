@@ -25,7 +25,7 @@ def test_write_shards_transform(tmp_path):
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
 
-    from odpipe.records.transforms import ShardIds, WriteShards, write_plans
+    from odpipe.records.transforms import ShardIds, WriteShards
 
     images = tmp_path / "images"
     images.mkdir()
@@ -39,7 +39,7 @@ def test_write_shards_transform(tmp_path):
                                    "area": 4.0, "difficult": 0, "truncated": 0}]})
     folder = str(tmp_path / "work")
     os.makedirs(folder)
-    write_plans(planning.assign_shards(items, 2), folder)
+    planning.write_plans(items, folder, 2)
     with TestPipeline(options=beam.options.pipeline_options.PipelineOptions(["--direct_running_mode=in_memory"])) as p:
         reports = p | ShardIds(2) | WriteShards(str(images), folder, 2)
         summary = reports | beam.Map(lambda r: (r["shard"], r["images"], [x["file"] for x in r["rejected"]]))

@@ -113,6 +113,31 @@ def assign_shards(items: list[dict], num_shards: int) -> list[list[dict]]:
     return [list(itertools.islice(items, shard, None, num_shards)) for shard in range(num_shards)]
 
 
+def plan_path(folder: str, shard: int) -> str:
+    return storage.join(folder, f"plan-{shard:05d}.jsonl")
+
+
+def write_plans(items: list[dict], folder: str, num_shards: int) -> None:
+    """The plan as one JSON-lines file per shard (`assign_shards` order), so that shard writers
+    (local worker processes, Beam workers) stream their items instead of receiving them."""
+    import json
+
+    for shard, chosen in enumerate(assign_shards(items, num_shards)):
+        with storage.open_write(plan_path(folder, shard)) as f:
+            for item in chosen:
+                f.write((json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def read_plan(path: str):
+    """The items of one shard's plan file, one at a time."""
+    import json
+
+    with storage.open_read(path) as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
 def mean_image_bytes(items: list[dict], images_dir: str, sample: int = 32) -> float | None:
     """Mean file size of up to `sample` images spread over the plan (None when none is readable)."""
     if not items:

@@ -22,14 +22,15 @@ def uses_beam(runner: str, beam_args: list[str] | None) -> bool:
     return runner not in ("DirectRunner", "direct") or bool(beam_args)
 
 
-def _summary(plan: dict, image_classes: dict, reports: list[dict], label_map: dict, csv_path: str) -> dict:
+def _summary(plan: dict, csv_images: int, csv_objects: int, reports: list[dict], label_map: dict,
+             csv_path: str) -> dict:
     rejected = sorted((r for rep in reports for r in rep["rejected"]), key=lambda r: r["file"])
     repaired = sorted((r for rep in reports for r in rep["repaired"]), key=lambda r: r["file"])
-    gone = {r["file"] for r in rejected}
-    classes = Counter(c for name, cs in image_classes.items() if name not in gone for c in cs)
+    classes: Counter = Counter()
     conversions: Counter = Counter()
     for rep in reports:
         conversions.update(rep["conversions"])
+        classes.update(rep["classes"])
     counters = {
         "images_written": sum(rep["images"] for rep in reports),
         "objects_written": sum(rep["objects"] for rep in reports),
@@ -41,7 +42,7 @@ def _summary(plan: dict, image_classes: dict, reports: list[dict], label_map: di
         **{f"converted_{k}": v for k, v in conversions.items()},
     }
     return {
-        "images": len(image_classes) - len(gone & image_classes.keys()),
+        "images": csv_images - len(rejected),
         "objects": sum(classes.values()),
         "classes": {name: classes.get(name, 0) for _, name in sorted(label_map.items())},
         "rejected": [{"file": r["file"], "reason": r["reason"]} for r in rejected],
@@ -50,8 +51,8 @@ def _summary(plan: dict, image_classes: dict, reports: list[dict], label_map: di
         "clipped_objects": plan["clipped"],
         "converted": dict(sorted(conversions.items())),
         "exif_orientation_ignored": counters["exif_orientation_ignored"],
-        "csv": {"path": csv_path, "rows": plan["rows"], "images": len(image_classes),
-                "objects": sum(map(len, image_classes.values())) + len(plan["dropped"])},
+        "csv": {"path": csv_path, "rows": plan["rows"], "images": csv_images,
+                "objects": csv_objects + len(plan["dropped"])},
         "shards": [],
         "counters": dict(sorted(counters.items())),
         "note": NOTE,
@@ -68,6 +69,7 @@ def convert(
     beam_args: list[str] | None = None,
     verify: str = "pixels",
     progress: bool | None = None,
+    workers: int | None = None,
 ) -> dict:
     """Write `OUTPUT_PREFIX-SSSSS-of-NNNNN.tfrecord` + `OUTPUT_PREFIX.summary.json`; returns the summary.
 
@@ -83,6 +85,7 @@ def convert(
         verify: "pixels" (decode kept images: proves they decode) or "structure" (walk markers/chunks to the
             end: catches truncation and garbage, several times faster; "header" is an alias).
         progress: a progress bar on stderr (default: when stderr is a terminal).
+        workers: local worker processes (default: one per core from 1000 images on, see `writer.local_workers`).
     """
     from odpipe.label_map import read_label_map
     from odpipe.records.writer import write_local
@@ -105,23 +108,22 @@ def convert(
     if not items:
         raise UserError(f"{csv_path}: the CSV lists no image; write it with `odpipe csv` (and `odpipe split`)")
     num_shards = shards or planning.default_shards(items, images_dir)
-    image_classes = {it["filename"]: tuple(o["class"] for o in it["objects"]) for it in items}
-    assigned = planning.assign_shards(items, num_shards)
-    del items
+    csv_images, csv_objects = len(items), sum(len(it["objects"]) for it in items)
     staging.open()
     try:
-        paths = [staging.shard(i, num_shards) for i in range(num_shards)]
+        planning.write_plans(items, staging.dir, num_shards)
+        del items  # the shard writers stream the plan files: the driver's memory stays flat
         if options is None:
-            reports = write_local(assigned, paths, images_dir, verify, progress)
+            reports = write_local(staging.dir, num_shards, csv_images, images_dir, verify, progress, workers)
         else:
             from odpipe.records.transforms import write_beam
 
-            reports = write_beam(assigned, staging.dir, images_dir, verify, options)
-        summary = _summary(plan, image_classes, reports, label_map, csv_path)
+            reports = write_beam(num_shards, staging.dir, images_dir, verify, options)
+        summary = _summary(plan, csv_images, csv_objects, reports, label_map, csv_path)
         if summary["images"] == 0:
             first = summary["rejected"][0]
             raise UserError(
-                f"{csv_path}: 0 of {len(image_classes)} images written; first rejection: {first['file']}: "
+                f"{csv_path}: 0 of {csv_images} images written; first rejection: {first['file']}: "
                 f"{first['reason']}; check --images-dir and the images (nothing was replaced at {output_prefix})"
             )
         summary["stale_temp_folders_removed"] = len(staging.cleaned)

@@ -21,32 +21,15 @@ import apache_beam as beam
 
 from odpipe import storage
 from odpipe.errors import UserError
+from odpipe.records.plan import plan_path, read_plan
 from odpipe.records.writer import write_shard
 
 COUNTER_NAMESPACE = "odpipe.records"
 _DATAFLOW_REQUIRED = ("project", "region", "temp_location")
 
 
-def plan_path(folder: str, shard: int) -> str:
-    return storage.join(folder, f"plan-{shard:05d}.jsonl")
-
-
 def report_path(folder: str, shard: int) -> str:
     return storage.join(folder, f"report-{shard:05d}.json")
-
-
-def write_plans(shards: list[list[dict]], folder: str) -> None:
-    for shard, items in enumerate(shards):
-        with storage.open_write(plan_path(folder, shard)) as f:
-            for item in items:
-                f.write((json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
-def read_plan(path: str):
-    with storage.open_read(path) as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
 
 
 class _WriteShardFn(beam.DoFn):
@@ -78,7 +61,7 @@ def ShardIds(pbegin, num_shards: int):  # noqa: N802 - Beam transform naming
 
 @beam.ptransform_fn
 def WriteShards(shard_ids, images_dir: str, folder: str, num_shards: int, verify: str = "pixels"):  # noqa: N802
-    """Shard ids (plans in `folder`, see `write_plans`) -> `folder/part-SSSSS-of-NNNNN.tfrecord` files;
+    """Shard ids (plans in `folder`, see `plan.write_plans`) -> `folder/part-SSSSS-of-NNNNN.tfrecord` files;
     a PCollection of the shard reports."""
     return shard_ids | "WriteShard" >> beam.ParDo(_WriteShardFn(images_dir, folder, num_shards, verify))
 
@@ -109,15 +92,14 @@ def _interrupted(err: BaseException) -> bool:
     return False
 
 
-def write_beam(shards: list[list[dict]], folder: str, images_dir: str, verify: str, options) -> list[dict]:
-    """Run the pipeline over the planned shards; the shard reports, in shard order."""
-    write_plans(shards, folder)
+def write_beam(num_shards: int, folder: str, images_dir: str, verify: str, options) -> list[dict]:
+    """Run the pipeline over the shards planned in `folder` (`plan.write_plans`); the shard reports."""
     try:
         with beam.Pipeline(options=options) as pipeline:
-            _ = pipeline | "ShardIds" >> ShardIds(len(shards)) | "WriteShards" >> WriteShards(
-                images_dir, folder, len(shards), verify)
+            _ = pipeline | "ShardIds" >> ShardIds(num_shards) | "WriteShards" >> WriteShards(
+                images_dir, folder, num_shards, verify)
     except Exception as err:
         if _interrupted(err):  # Ctrl-C inside a DoFn reaches us wrapped in the runner's RuntimeError
             raise KeyboardInterrupt from None
         raise
-    return [json.loads(storage.read_text(report_path(folder, shard))) for shard in range(len(shards))]
+    return [json.loads(storage.read_text(report_path(folder, shard))) for shard in range(num_shards)]
