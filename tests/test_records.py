@@ -528,3 +528,20 @@ def test_worker_processes_write_the_same_records(mixed, tmp_path):
     assert os.listdir(tmp_path / "workers") == ["mixed-00000-of-00002.tfrecord", "mixed-00001-of-00002.tfrecord",
                                                  "mixed.summary.json"] or sorted(os.listdir(tmp_path / "workers")) == [
         "mixed-00000-of-00002.tfrecord", "mixed-00001-of-00002.tfrecord", "mixed.summary.json"]
+
+
+def test_structure_mode_header_walk_agrees_with_pillow(mixed):
+    """--verify structure reads a JPEG's size, components and EXIF orientation in the marker walk
+    (no Pillow header parse); the result is the same as the Pillow path's."""
+    for path in sorted((mixed["root"] / "images").iterdir()):
+        data = path.read_bytes()
+        try:
+            fast = records.prepare_image(data, "structure")
+        except records.Rejected as rej:
+            with pytest.raises(records.Rejected) as info:
+                records.prepare_image(data, "pixels")
+            assert info.value.key == rej.key, path.name
+            continue
+        assert fast == records.prepare_image(data, "pixels"), path.name
+    rotated = records.prepare_image((mixed["root"] / "images" / "rotated.jpg").read_bytes(), "structure")
+    assert rotated.exif_rotated and (rotated.width, rotated.height) == (60, 20)

@@ -124,7 +124,7 @@ def _init_worker(counter) -> None:
 
 
 def _write_planned(args) -> dict:
-    folder, shard, num_shards, images_dir, verify = args
+    folder, shard, num_shards, images_dir, verify, threads = args
     from odpipe import schema
     from odpipe.records.plan import plan_path, read_plan
 
@@ -133,7 +133,7 @@ def _write_planned(args) -> dict:
             _progress.value += 1
 
     path = schema.shard_path(storage.join(folder, "part"), shard, num_shards)
-    return write_shard(read_plan(plan_path(folder, shard)), images_dir, path, verify,
+    return write_shard(read_plan(plan_path(folder, shard)), images_dir, path, verify, threads,
                        on_image=tick if _progress is not None else None)
 
 
@@ -146,7 +146,9 @@ def write_local(folder: str, num_shards: int, images: int, images_dir: str, veri
 
     workers = workers or local_workers(images, num_shards)
     bar = progress_bar(images, progress)
-    tasks = [(folder, shard, num_shards, images_dir, verify) for shard in range(num_shards)]
+    # threads in all: about the same as one process would use (cores + 2 to decode), spread over the workers
+    threads = max(2, -(-default_threads(images_dir, verify) // workers))
+    tasks = [(folder, shard, num_shards, images_dir, verify, threads) for shard in range(num_shards)]
     try:
         if workers <= 1:
             global _progress
@@ -179,7 +181,7 @@ def write_local(folder: str, num_shards: int, images: int, images_dir: str, veri
 
 def write_shard_task(task, bar=None) -> dict:
     """One task of `write_local` in this process."""
-    folder, shard, num_shards, images_dir, verify = task
+    folder, shard, num_shards, images_dir, verify, _ = task
     from odpipe import schema
     from odpipe.records.plan import plan_path, read_plan
 
