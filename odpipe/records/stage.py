@@ -69,7 +69,7 @@ def convert(
     beam_args: list[str] | None = None,
     verify: str = "pixels",
     progress: bool | None = None,
-    workers: int | None = None,
+    threads: int | None = None,
 ) -> dict:
     """Write `OUTPUT_PREFIX-SSSSS-of-NNNNN.tfrecord` + `OUTPUT_PREFIX.summary.json`; returns the summary.
 
@@ -85,7 +85,7 @@ def convert(
         verify: "pixels" (decode kept images: proves they decode) or "structure" (walk markers/chunks to the
             end: catches truncation and garbage, several times faster; "header" is an alias).
         progress: a progress bar on stderr (default: when stderr is a terminal).
-        workers: local worker processes (default: one per core from 1000 images on, see `writer.local_workers`).
+        threads: threads preparing images in a local run (default `writer.default_threads`).
     """
     from odpipe.label_map import read_label_map
     from odpipe.records.writer import write_local
@@ -114,7 +114,7 @@ def convert(
         planning.write_plans(items, staging.dir, num_shards)
         del items  # the shard writers stream the plan files: the driver's memory stays flat
         if options is None:
-            reports = write_local(staging.dir, num_shards, csv_images, images_dir, verify, progress, workers)
+            reports = write_local(staging.dir, num_shards, csv_images, images_dir, verify, progress, threads)
         else:
             from odpipe.records.transforms import write_beam
 

@@ -103,88 +103,25 @@ def progress_bar(total: int, enabled: bool | None = None):
     return tqdm(total=total, unit="img", desc="tfrecord", file=sys.stderr, mininterval=0.5, smoothing=0.1)
 
 
-def local_workers(images: int, num_shards: int) -> int:
-    """Worker processes for a local run: one per core (at most one per shard) from 1000 images on,
-    where they pay for their start-up (~0.3 s each, measured: the workers import only Pillow,
-    protobuf and odpipe.records): the Python part of each image (header parse, marker walk,
-    Example building) holds the GIL, so threads alone use a second core only for decoding."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, num_shards)) if images >= 1000 else 1
+def write_local(folder: str, num_shards: int, images: int, images_dir: str, verify: str = "pixels",
+                progress: bool | None = None, threads: int | None = None) -> list[dict]:
+    """Write the shards planned in `folder` (`plan.write_plans`) to `folder/part-SSSSS-of-NNNNN.tfrecord`
+    in this process, one after another (threads prepare the images); one report per shard.
 
-
-_progress = None
-
-
-def _init_worker(counter) -> None:
-    import signal
-
-    global _progress
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it ends the workers)
-    _progress = counter
-
-
-def _write_planned(args) -> dict:
-    folder, shard, num_shards, images_dir, verify, threads = args
+    One process on purpose: worker processes were measured (10k raccoon photos, 2 cores) to help
+    only `--verify structure` (its Python part holds the GIL) and to slow `--verify pixels`, whose
+    decoding already runs on every core from threads; and a spawned worker re-imports the caller's
+    main module, which breaks callers without a `__main__` guard.
+    """
     from odpipe import schema
     from odpipe.records.plan import plan_path, read_plan
 
-    def tick():
-        with _progress.get_lock():
-            _progress.value += 1
-
-    path = schema.shard_path(storage.join(folder, "part"), shard, num_shards)
-    return write_shard(read_plan(plan_path(folder, shard)), images_dir, path, verify, threads,
-                       on_image=tick if _progress is not None else None)
-
-
-def write_local(folder: str, num_shards: int, images: int, images_dir: str, verify: str = "pixels",
-                progress: bool | None = None, workers: int | None = None) -> list[dict]:
-    """Write the shards planned in `folder` (`plan.write_plans`) to `folder/part-SSSSS-of-NNNNN.tfrecord`:
-    in this process, or on `workers` processes (default `local_workers`), a shard each at a time;
-    one report per shard, in shard order."""
-    import multiprocessing
-
-    workers = workers or local_workers(images, num_shards)
     bar = progress_bar(images, progress)
-    # threads in all: about the same as one process would use (cores + 2 to decode), spread over the workers
-    threads = max(2, -(-default_threads(images_dir, verify) // workers))
-    tasks = [(folder, shard, num_shards, images_dir, verify, threads) for shard in range(num_shards)]
     try:
-        if workers <= 1:
-            global _progress
-            _progress = None
-            reports = []
-            for task in tasks:
-                reports.append(write_shard_task(task, bar))
-            return reports
-        ctx = multiprocessing.get_context("spawn")  # fresh light processes: no copy of the driver's memory
-        counter = ctx.Value("q", 0)
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(counter,))
-        try:
-            pending = pool.map_async(_write_planned, tasks, chunksize=1)
-            done = 0
-            while not pending.ready():
-                pending.wait(0.2)
-                if bar is not None:
-                    bar.update(counter.value - done)
-                    done = counter.value
-            reports = pending.get()
-            pool.close()
-            return reports
-        finally:
-            pool.terminate()
-            pool.join()
+        return [write_shard(read_plan(plan_path(folder, shard)), images_dir,
+                            schema.shard_path(storage.join(folder, "part"), shard, num_shards), verify, threads,
+                            on_image=bar.update if bar is not None else None)
+                for shard in range(num_shards)]
     finally:
         if bar is not None:
             bar.close()
-
-
-def write_shard_task(task, bar=None) -> dict:
-    """One task of `write_local` in this process."""
-    folder, shard, num_shards, images_dir, verify, _ = task
-    from odpipe import schema
-    from odpipe.records.plan import plan_path, read_plan
-
-    path = schema.shard_path(storage.join(folder, "part"), shard, num_shards)
-    return write_shard(read_plan(plan_path(folder, shard)), images_dir, path, verify,
-                       on_image=bar.update if bar is not None else None)
