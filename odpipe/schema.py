@@ -34,13 +34,23 @@ CSV_BOX = ["xmin", "ymin", "xmax", "ymax"]
 
 
 def read_labels(path: str) -> dict[str, list]:
-    """Read a labels CSV (local or `gs://`): {column: values} for every column of CSV_COLUMNS, typed.
+    """Read a labels CSV (local or `gs://`): {column: values} for every column of CSV_COLUMNS, typed
+    (see `iter_labels`). The one reader of the CSV: `odpipe.annotations.read_labels_csv` wraps it in
+    a DataFrame; the records stage streams `iter_labels` (no pandas: ~1 s of imports)."""
+    columns: dict[str, list] = {name: [] for name in CSV_COLUMNS}
+    for row in iter_labels(path):
+        for name, value in zip(CSV_COLUMNS, row):
+            columns[name].append(value)
+    return columns
 
-    The one reader of the CSV (`odpipe.annotations.read_labels_csv` wraps it in a DataFrame); plain
-    Python, so the records stage starts without pandas (~1 s of imports). Class names are kept as
-    text exactly ("NA", "null" and "None" are real class names); an empty class means an image
-    without objects. Box values are floats (NaN on object-less rows); width/height ints;
-    difficult/truncated ints (0 when absent or empty). Bad input is a UserError naming the line.
+
+def iter_labels(path: str):
+    """The rows of a labels CSV (local or `gs://`) as tuples of CSV_COLUMNS values, typed.
+
+    Class names are kept as text exactly ("NA", "null" and "None" are real class names); an empty
+    class means an image without objects. Box values are floats (NaN on object-less rows);
+    width/height ints; difficult/truncated ints (0 when absent or empty). Bad input is a UserError
+    naming the line.
     """
     import csv
     import io
@@ -54,43 +64,40 @@ def read_labels(path: str) -> dict[str, list]:
         raise UserError(f"{path}: CSV not found; check the path") from None
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not a readable CSV ({first_line(err)}); write it with `odpipe csv`") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        rows = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+        header = next((row for row in reader if row), None)
+        if header is None:
+            raise UserError(f"{path}: CSV is empty; write it with `odpipe csv`")
+        missing = [c for c in CSV_REQUIRED if c not in header]
+        if missing:
+            raise UserError(f"{path}: CSV lacks column(s) {', '.join(missing)}; expected {','.join(CSV_COLUMNS)} "
+                            "(write it with `odpipe csv`)")
+        index = [header.index(name) if name in header else None for name in CSV_COLUMNS]
+        nan = float("nan")
+        for row in reader:
+            if not row:
+                continue
+            line = reader.line_num
+            if len(row) > len(header):
+                raise UserError(f"{path}: not a readable CSV (expected {len(header)} fields in line {line}, saw "
+                                f"{len(row)}); write it with `odpipe csv`")
+            name, width, height, cls, x0, y0, x1, y1, difficult, truncated = (
+                row[i] if i is not None and i < len(row) else "" for i in index)
+            try:
+                box = tuple(float(v) if v.strip() else nan for v in (x0, y0, x1, y1))
+                typed = (name, int(float(width)), int(float(height)), cls, *box,
+                         int(float(difficult)) if difficult.strip() else 0,
+                         int(float(truncated)) if truncated.strip() else 0)
+            except (ValueError, OverflowError) as err:
+                raise UserError(f"{path}: a numeric column holds text (line {line}: {first_line(err)}); "
+                                "fix or regenerate the CSV") from None
+            if (cls != "") != all(v == v for v in box):
+                raise UserError(f"{path}: line {line} ({name}) has a class without a box or a box without a class; "
+                                "fix that row")
+            yield typed
     except csv.Error as err:
         raise UserError(f"{path}: not a readable CSV ({first_line(err)}); write it with `odpipe csv`") from None
-    if not rows:
-        raise UserError(f"{path}: CSV is empty; write it with `odpipe csv`")
-    header, body = rows[0], rows[1:]
-    missing = [c for c in CSV_REQUIRED if c not in header]
-    if missing:
-        raise UserError(
-            f"{path}: CSV lacks column(s) {', '.join(missing)}; expected {','.join(CSV_COLUMNS)} (write it with `odpipe csv`)"
-        )
-    index = {name: header.index(name) for name in CSV_COLUMNS if name in header}
-    columns: dict[str, list] = {name: [] for name in CSV_COLUMNS}
-    nan = float("nan")
-    for line, row in enumerate(body, 2):
-        if len(row) > len(header):
-            raise UserError(f"{path}: not a readable CSV (expected {len(header)} fields in line {line}, saw {len(row)}); "
-                            "write it with `odpipe csv`")
-        get = lambda name: row[index[name]] if name in index and index[name] < len(row) else ""  # noqa: E731
-        try:
-            columns["filename"].append(get("filename"))
-            columns["class"].append(get("class"))
-            for name in ("width", "height"):
-                columns[name].append(int(float(get(name))))
-            for name in CSV_BOX:
-                columns[name].append(float(get(name)) if get(name).strip() else nan)
-            for name in ("difficult", "truncated"):
-                columns[name].append(int(float(get(name))) if get(name).strip() else 0)
-        except (ValueError, OverflowError) as err:
-            raise UserError(f"{path}: a numeric column holds text (line {line}: {first_line(err)}); "
-                            "fix or regenerate the CSV") from None
-        has_box = not any(v != v for v in (columns[name][-1] for name in CSV_BOX))
-        if (columns["class"][-1] != "") != has_box:
-            raise UserError(f"{path}: line {line} ({columns['filename'][-1]}) has a class without a box or a box "
-                            "without a class; fix that row")
-    return columns
 
 
 # ----------------------------------------------------------------------------- the record

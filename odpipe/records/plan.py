@@ -54,18 +54,25 @@ def _check_name(name: str, csv_path: str) -> None:
 
 
 def plan_images(frame, label_map: dict[int, str], csv_path: str = "<csv>") -> dict:
-    """Group CSV rows (`frame`: {column: values}, as `odpipe.schema.read_labels` returns, or a
-    DataFrame) into per-image plans; pure (no I/O).
+    """`plan_rows` over a frame ({column: values}, as `odpipe.schema.read_labels` returns, or a DataFrame)."""
+    return plan_rows(zip(*(frame[c] for c in CSV_COLUMNS)), label_map, csv_path)
+
+
+def plan_rows(rows, label_map: dict[int, str], csv_path: str = "<csv>") -> dict:
+    """Group CSV rows (tuples of CSV_COLUMNS values, e.g. streamed by `odpipe.schema.iter_labels`)
+    into per-image plans; pure (no I/O).
 
     Returns {"items": [item, ...] sorted by filename, "dropped": [{"file","class","reason"}],
     "clipped": int, "rows": int}. Raises UserError for a class missing from the label map or
     conflicting image sizes.
     """
     ids = {name: class_id for class_id, name in label_map.items()}
+    names = {name: name for name in ids}  # one string object per class, not one per row
     items: dict[str, dict] = {}
     dropped: list[dict] = []
-    clipped = 0
-    for name, width, height, cls, xmin, ymin, xmax, ymax, difficult, truncated in zip(*(frame[c] for c in CSV_COLUMNS)):
+    clipped = rows_seen = 0
+    for name, width, height, cls, xmin, ymin, xmax, ymax, difficult, truncated in rows:
+        rows_seen += 1
         name = str(name)
         width, height = int(width), int(height)
         _check_name(name, csv_path)
@@ -93,7 +100,7 @@ def plan_images(frame, label_map: dict[int, str], csv_path: str = "<csv>") -> di
         clipped += was_clipped
         x0, y0, x1, y1 = box
         item["objects"].append({
-            "class": cls, "label": ids[cls], "xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1,
+            "class": names[cls], "label": ids[cls], "xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1,
             "area": (x1 - x0) * width * (y1 - y0) * height, "difficult": int(difficult), "truncated": int(truncated),
         })
     ordered = [items[k] for k in sorted(items)]
@@ -104,7 +111,7 @@ def plan_images(frame, label_map: dict[int, str], csv_path: str = "<csv>") -> di
             sid = sid % (2**_SOURCE_ID_BITS) + 1
         used.add(sid)
         item["source_id"] = sid
-    return {"items": ordered, "dropped": dropped, "clipped": clipped, "rows": len(frame["filename"])}
+    return {"items": ordered, "dropped": dropped, "clipped": clipped, "rows": rows_seen}
 
 
 def assign_shards(items: list[dict], num_shards: int) -> list[list[dict]]:

@@ -103,7 +103,7 @@ def convert(
         options = build_pipeline_options(runner, beam_args)  # bad Dataflow flags fail before any reading
     staging = Staging(output_prefix)
     label_map = read_label_map(str(label_map_path))
-    plan = planning.plan_images(schema.read_labels(csv_path), label_map, csv_path)
+    plan = planning.plan_rows(schema.iter_labels(csv_path), label_map, csv_path)
     items = plan.pop("items")
     if not items:
         raise UserError(f"{csv_path}: the CSV lists no image; write it with `odpipe csv` (and `odpipe split`)")
