@@ -312,39 +312,24 @@ def _serialized_batches(path: str, batch_size: int):
         raise UserError(f"{path}: not a readable TFRecord file ({first_line(err)}); rewrite it with `odpipe tfrecord`") from None
 
 
-def _feature(example, key):
-    f = example.features.feature.get(key)
-    if f is None:
-        return []
-    kind = f.WhichOneof("kind")
-    return list(getattr(f, kind).value) if kind else []
-
-
 def parse_example(serialized: bytes, path: str) -> dict:
-    """The fields evaluate needs from one record written by `odpipe tfrecord`."""
-    import tensorflow as tf
+    """The fields evaluate needs from one record written by `odpipe tfrecord` (`odpipe.schema`)."""
+    from odpipe import schema
 
-    example = tf.train.Example.FromString(serialized)
-    encoded = _feature(example, "image/encoded")
-    if not encoded:
-        raise UserError(f"{path}: a record has no image/encoded; rewrite the records with `odpipe tfrecord`")
-    coords = {k: _feature(example, f"image/object/bbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax")}
-    labels = [int(v) for v in _feature(example, "image/object/class/label")]
+    rec = schema.parse_example(serialized, path)
+    labels = [int(v) for v in rec["labels"]]
     n = len(labels)
-    if any(len(v) != n for v in coords.values()):
+    if any(len(rec[k]) != n for k in ("xmin", "ymin", "xmax", "ymax")):
         raise UserError(f"{path}: a record's box and label counts differ; rewrite the records with `odpipe tfrecord`")
-    texts = [t.decode("utf-8", "replace") for t in _feature(example, "image/object/class/text")]
-    difficult = [int(v) for v in _feature(example, "image/object/difficult")] or [0] * n
-    crowd = [int(v) for v in _feature(example, "image/object/is_crowd")] or [0] * n
-    name = _feature(example, "image/filename") or _feature(example, "image/source_id") or [b""]
-    width = _feature(example, "image/width")
-    height = _feature(example, "image/height")
+    texts = rec["classes"]
+    difficult = [int(v) for v in rec["difficult"]] or [0] * n
+    crowd = [int(v) for v in rec["is_crowd"]] or [0] * n
     return {
-        "encoded": encoded[0],
-        "filename": name[0].decode("utf-8", "replace"),
-        "width": int(width[0]) if width else 0,
-        "height": int(height[0]) if height else 0,
-        "boxes": list(zip(coords["xmin"], coords["ymin"], coords["xmax"], coords["ymax"])),
+        "encoded": rec["encoded"],
+        "filename": rec["filename"] or rec["source_id"],
+        "width": max(int(rec["width"]), 0),
+        "height": max(int(rec["height"]), 0),
+        "boxes": list(zip(rec["xmin"], rec["ymin"], rec["xmax"], rec["ymax"])),
         "labels": labels,
         "texts": texts if len(texts) == n else [""] * n,
         "ignore": [bool(d or c) for d, c in zip(difficult + [0] * n, crowd + [0] * n)][:n],
@@ -393,7 +378,9 @@ def evaluate(
     from odpipe.detector import Detector, image_info
 
     patterns = [data] if isinstance(data, str) else [str(p) for p in data]
-    files = sorted({f for p in patterns for f in storage.glob(p)})
+    from odpipe.records import shard_files  # the summary is the manifest of a complete shard set
+
+    files = sorted({f for p in patterns for f in shard_files(p)})
     if not files:
         raise UserError(f"{' '.join(patterns)}: no TFRecord file matches; check the pattern (e.g. records/eval-*.tfrecord)")
     if min_map is not None and (not isinstance(min_map, (int, float)) or math.isnan(min_map)):

@@ -6,8 +6,11 @@ Prints images, objects, objects per class, image formats and box statistics. Wit
 every (class/text, class/label) pair is checked against the map; with `--csv` the records must
 hold exactly the CSV's images (by filename) with the same size and the same boxes (normalised and
 clipped as `odpipe tfrecord` does, within 1e-5) and classes; any difference exits with code 1.
-Records are read through `odpipe.storage`, so PATTERN may be a `gs://` glob; the TFRecord framing
-CRCs are checked and each record is parsed with TensorFlow's own `tf.train.Example`.
+PATTERN may be a `gs://` glob; it is resolved through the records' summary (the manifest of a
+complete shard set, `odpipe.records.shard_files`), so an interrupted write is refused, not half
+read. Files are read with TensorFlow's TFRecord reader (framing CRCs checked) and each record is
+parsed with `odpipe.schema.parse_example` (a payload that is not a tf.train.Example is a one-line
+error).
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ import json
 import sys
 from collections import Counter
 
-from odpipe import storage
-from odpipe.errors import UserError, first_line
+from odpipe import schema
 
 TOLERANCE = 1e-5
 _MAX_LISTED = 20
@@ -26,65 +28,28 @@ _MAX_LISTED = 20
 
 def read_record_file(path: str):
     """Yield the serialized records of one TFRecord file (local or `gs://`), framing CRCs checked;
-    a corrupt or truncated file is a UserError."""
-    from apache_beam.io.tfrecordio import _TFRecordUtil
+    a corrupt or truncated file is a UserError (TensorFlow's reader: `odpipe.records.tfrecord`)."""
+    from odpipe.records.tfrecord import read_records as read_file
 
-    with storage.open_read(path) as f:
-        while True:
-            try:
-                record = _TFRecordUtil.read_record(f)
-            except ValueError as err:  # Beam's message ends with the bad bytes in hex: keep its start
-                raise UserError(
-                    f"{path}: corrupt TFRecord file ({first_line(err, 100)}); rewrite it with `odpipe tfrecord`"
-                ) from None
-            if record is None:
-                return
-            yield record
+    yield from read_file(path)
 
 
 def read_records(pattern: str, paths: list[str] | None = None):
-    """Yield (path, serialized record) for every record in the files matching `pattern` (or `paths`,
-    when the caller has listed them already)."""
-    paths = storage.glob(pattern) if paths is None else paths
-    if not paths:
-        raise UserError(f"{pattern}: no TFRecord files match; check the pattern (e.g. 'records/train-*.tfrecord')")
-    for path in paths:
+    """Yield (path, serialized record) for every record of the shard set `pattern` names (or of
+    `paths`, when the caller has resolved them already with `odpipe.records.shard_files`)."""
+    from odpipe.records.output import shard_files
+
+    for path in shard_files(pattern) if paths is None else paths:
         for record in read_record_file(path):
             yield path, record
 
 
-def parse_example(serialized: bytes) -> dict:
-    """The fields of one record as plain Python values."""
-    import tensorflow as tf
-
-    feats = tf.train.Example.FromString(serialized).features.feature
-
-    def b(key):
-        return [v.decode("utf-8") for v in feats[key].bytes_list.value] if key in feats else []
-
-    def f(key):
-        return list(feats[key].float_list.value) if key in feats else []
-
-    def i(key):
-        return list(feats[key].int64_list.value) if key in feats else []
-
-    one = lambda values, default=None: values[0] if values else default  # noqa: E731
-    return {
-        "filename": one(b("image/filename"), ""),
-        "format": one(b("image/format"), ""),
-        "source_id": one(b("image/source_id"), ""),
-        "sha256": one(b("image/key/sha256"), ""),
-        "height": one(i("image/height"), -1),
-        "width": one(i("image/width"), -1),
-        "encoded_bytes": len(feats["image/encoded"].bytes_list.value[0]) if "image/encoded" in feats else 0,
-        "xmin": f("image/object/bbox/xmin"),
-        "ymin": f("image/object/bbox/ymin"),
-        "xmax": f("image/object/bbox/xmax"),
-        "ymax": f("image/object/bbox/ymax"),
-        "classes": b("image/object/class/text"),
-        "labels": i("image/object/class/label"),
-        "keys": sorted(feats.keys()),
-    }
+def parse_example(serialized: bytes, where: str = "record") -> dict:
+    """The fields of one record as plain Python values (`odpipe.schema.parse_example`), with the
+    size of the encoded image instead of its bytes."""
+    rec = schema.parse_example(serialized, where)
+    rec["encoded_bytes"] = len(rec.pop("encoded"))
+    return rec
 
 
 def _stats(values: list[float]) -> dict:
@@ -99,10 +64,9 @@ def _objects(rec: dict) -> list[tuple]:
 
 def compare_with_csv(records: dict[str, dict], csv_path: str, label_map: dict[int, str] | None) -> list[str]:
     """Differences between records (by filename) and a labels CSV; empty when they match."""
-    from odpipe.annotations import read_labels_csv
     from odpipe.records import plan_images
 
-    frame = read_labels_csv(csv_path)
+    frame = schema.read_labels(csv_path)
     classes = sorted({c for c in frame["class"] if c})
     lm = label_map or {i + 1: c for i, c in enumerate(classes)}
     lm = dict(lm)
@@ -148,10 +112,12 @@ def inspect_records(pattern: str, label_map_path: str | None = None, csv_path: s
     formats: Counter = Counter()
     widths, heights, box_w, box_h, sizes = [], [], [], [], []
     source_ids: dict[str, str] = {}
-    files = storage.glob(pattern)
+    from odpipe.records.output import shard_files
+
+    files = shard_files(pattern)
     n_records = n_objects = empty = 0
     for path, serialized in read_records(pattern, files):
-        rec = parse_example(serialized)
+        rec = parse_example(serialized, path)
         n_records += 1
         name = rec["filename"]
         if name in records:

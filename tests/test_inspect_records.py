@@ -81,5 +81,5 @@ def test_label_map_mismatch_and_corrupt_file(records, tmp_path):
     broken.write_bytes(bytes(data))
     with pytest.raises(UserError, match="corrupt TFRecord"):
         inspect_records(str(tmp_path / "broken-*.tfrecord"))
-    with pytest.raises(UserError, match="no TFRecord files match"):
+    with pytest.raises(UserError, match="no TFRecord file matches"):
         inspect_records(str(tmp_path / "nothing-*.tfrecord"))

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from odpipe import records
+from odpipe import records, storage
 from odpipe.errors import UserError
+from odpipe.records import example as example_module
+from odpipe.records.writer import ordered_map
 
-IN_MEMORY = ["--direct_running_mode=in_memory"]
+IN_MEMORY = ["--direct_running_mode=in_memory"]  # any Beam flag: the job runs on Beam's DirectRunner
 HEADER = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax", "difficult", "truncated"]
 EXPECTED_KEYS = {
     "image/encoded": "bytes_list", "image/format": "bytes_list", "image/height": "int64_list",
@@ -66,6 +68,10 @@ def write_images(folder) -> list[list]:
     _rgb(80, 60, 11).save(whole, "JPEG", quality=95)
     with open(p("truncated.jpg"), "wb") as f:
         f.write(whole.getvalue()[: len(whole.getvalue()) // 2])
+    data = whole.getvalue()
+    with open(p("garbage.jpg"), "wb") as f:  # random bytes inside the scan: TF rejects it, so do we
+        f.write(data[: len(data) // 2] + bytes(np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8))
+                + data[len(data) // 2 + 400:])
     with open(p("notes.jpg"), "wb") as f:
         f.write(b"this is not an image\n")
     _save(_rgb(30, 30, 12), p("wrongsize.jpg"), "JPEG")
@@ -86,7 +92,8 @@ def write_images(folder) -> list[list]:
         ["bitmap.bmp", 20, 20, "dog", 2, 2, 18, 18, 0, 0],
         ["empty.jpg", 40, 40, "", "", "", "", "", 0, 0],
         ["rotated.jpg", 60, 20, "cat", 10, 2, 50, 18, 0, 0],
-        ["truncated.jpg", 80, 60, "cat", 1, 1, 50, 50, 0, 0],
+        ["truncated.jpg", 80, 60, "cat", 1, 1, 50, 50, 0, 0],  # repaired
+        ["garbage.jpg", 80, 60, "dog", 1, 1, 50, 50, 0, 0],
         ["notes.jpg", 10, 10, "dog", 1, 1, 5, 5, 0, 0],
         ["missing.jpg", 10, 10, "cat", 1, 1, 5, 5, 0, 0],
         ["wrongsize.jpg", 60, 30, "cat", 1, 1, 25, 25, 0, 0],
@@ -120,7 +127,7 @@ def mixed(tmp_path_factory):
     csv_path = write_csv(root / "labels.csv", rows)
     map_path = write_map(root / "label_map.pbtxt", ["cat", "dog"])
     prefix = str(root / "out" / "mixed")
-    summary = records.convert(csv_path, str(root / "images"), map_path, prefix, shards=2, beam_args=IN_MEMORY)
+    summary = records.convert(csv_path, str(root / "images"), map_path, prefix, shards=2)
     return {"root": root, "rows": rows, "csv": csv_path, "map": map_path, "prefix": prefix, "summary": summary}
 
 
@@ -140,8 +147,9 @@ def test_summary_counts_add_up(mixed):
     assert s["images"] + len(s["rejected"]) == len(csv_images) == s["csv"]["images"]
     assert s["csv"]["rows"] == len(mixed["rows"])
     reasons = {r["file"]: r["reason"] for r in s["rejected"]}
-    assert set(reasons) == {"truncated.jpg", "notes.jpg", "missing.jpg", "wrongsize.jpg"}
-    assert "truncated" in reasons["truncated.jpg"] or "corrupt" in reasons["truncated.jpg"]
+    assert set(reasons) == {"garbage.jpg", "notes.jpg", "missing.jpg", "wrongsize.jpg"}
+    assert "invalid marker" in reasons["garbage.jpg"]
+    assert s["repaired"] == [{"file": "truncated.jpg", "reason": "truncated JPEG file (no end-of-image marker)"}]
     assert "not found" in reasons["missing.jpg"]
     assert "60x30" in reasons["wrongsize.jpg"] and "30x30" in reasons["wrongsize.jpg"]
     assert s["dropped_objects"] == [{"file": "rgb.jpg", "class": "cat", "reason": "box is empty after clipping to the image"}]
@@ -151,7 +159,7 @@ def test_summary_counts_add_up(mixed):
     c = s["counters"]
     assert c["images_written"] == s["images"] and c["objects_written"] == s["objects"]
     assert c["rejected_corrupt"] == 1 and c["rejected_unreadable"] == 1 and c["rejected_missing"] == 1
-    assert c["rejected_size_mismatch"] == 1
+    assert c["rejected_size_mismatch"] == 1 and c["images_repaired"] == 1
     assert s["exif_orientation_ignored"] == c["exif_orientation_ignored"] == 1
     assert set(s["converted"]) == {"jpeg_cmyk_to_rgb", "png_rgba_to_png", "png_i;16_to_png", "gif_p_to_png",
                                    "webp_rgb_to_png", "bmp_rgb_to_png"}
@@ -200,7 +208,8 @@ def test_every_record_decodes_with_model_garden_decoder(mixed):
         ids.add(int(d["source_id"].numpy()))
         seen.add(name)
     assert len(ids) == len(seen)
-    assert {"gray.jpg", "prog.JPG", "cmyk.jpg", "alpha.png", "deep.png", "anim.gif", "photo.webp", "empty.jpg"} <= seen
+    assert {"gray.jpg", "prog.JPG", "cmyk.jpg", "alpha.png", "deep.png", "anim.gif", "photo.webp", "empty.jpg",
+            "truncated.jpg"} <= seen
 
 
 def test_conversions_keep_the_picture(mixed):
@@ -252,11 +261,11 @@ def test_sharding_and_stale_shards_replaced(tmp_path):
     csv_path = write_csv(tmp_path / "l.csv", rows)
     map_path = write_map(tmp_path / "m.pbtxt", ["cat", "dog"])
     prefix = str(tmp_path / "out" / "s")
-    records.convert(csv_path, str(tmp_path / "images"), map_path, prefix, shards=3, beam_args=IN_MEMORY)
+    records.convert(csv_path, str(tmp_path / "images"), map_path, prefix, shards=3)
     assert sorted(os.path.basename(p) for p in glob.glob(prefix + "-*.tfrecord")) == [
         f"s-0000{i}-of-00003.tfrecord" for i in range(3)
     ]
-    summary = records.convert(csv_path, str(tmp_path / "images"), map_path, prefix, shards=1, beam_args=IN_MEMORY)
+    summary = records.convert(csv_path, str(tmp_path / "images"), map_path, prefix, shards=1)
     assert [os.path.basename(p) for p in glob.glob(prefix + "-*.tfrecord")] == ["s-00000-of-00001.tfrecord"]
     assert len(_examples(prefix + "-*.tfrecord")) == summary["images"] == 3
     assert sorted(os.listdir(tmp_path / "out")) == ["s-00000-of-00001.tfrecord", "s.summary.json"]
@@ -270,11 +279,12 @@ def test_failed_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
     def boom(item, data, verify="pixels"):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(records, "image_to_example", boom)
-    with pytest.raises(Exception, match="disk on fire"):
-        records.convert(csv_path, str(tmp_path / "images"), map_path, str(tmp_path / "out" / "x"), shards=2,
-                        beam_args=IN_MEMORY)
-    assert os.listdir(tmp_path / "out") == []
+    monkeypatch.setattr(example_module, "image_to_example", boom)
+    for beam_args in (None, IN_MEMORY):  # the local run and Beam's DirectRunner
+        with pytest.raises(Exception, match="disk on fire"):
+            records.convert(csv_path, str(tmp_path / "images"), map_path, str(tmp_path / "out" / "x"), shards=2,
+                            beam_args=beam_args)
+        assert os.listdir(tmp_path / "out") == []
 
 
 def test_unknown_class_is_one_line_error(tmp_path, capsys):
@@ -284,9 +294,9 @@ def test_unknown_class_is_one_line_error(tmp_path, capsys):
     csv_path = write_csv(tmp_path / "l.csv", rows)
     map_path = write_map(tmp_path / "m.pbtxt", ["cat", "dog"])
     with pytest.raises(UserError, match=r"class 'zebra' \(image gray.jpg\) is not in the label map"):
-        records.convert(csv_path, str(tmp_path / "images"), map_path, str(tmp_path / "o" / "x"), beam_args=IN_MEMORY)
+        records.convert(csv_path, str(tmp_path / "images"), map_path, str(tmp_path / "o" / "x"))
     rc = main(["tfrecord", csv_path, "--images-dir", str(tmp_path / "images"), "--label-map", map_path,
-               "-o", str(tmp_path / "o" / "x"), "--direct_running_mode", "in_memory"])
+               "-o", str(tmp_path / "o" / "x")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "zebra" in err and "l.csv" in err
     assert not (tmp_path / "o").exists() or not glob.glob(str(tmp_path / "o" / "x-*"))
@@ -299,7 +309,7 @@ def test_cli_prints_counters(tmp_path, capsys):
     csv_path = write_csv(tmp_path / "l.csv", rows)
     map_path = write_map(tmp_path / "m.pbtxt", ["cat", "dog"])
     rc = main(["tfrecord", csv_path, "--images-dir", str(tmp_path / "images"), "--label-map", map_path,
-               "-o", str(tmp_path / "o" / "x"), "--shards", "1", "--beam-options", "--direct_running_mode=in_memory"])
+               "-o", str(tmp_path / "o" / "x"), "--shards", "1"])
     out, err = capsys.readouterr()
     assert rc == 0
     assert "2 images" in out and "rejected 1 image" in out and "images_written=2" in out and "rejected_missing=1" in out
@@ -331,13 +341,12 @@ def test_plan_is_pure_and_source_ids_are_stable():
             records.plan_images(bad, {1: "cat"}, "x.csv")
 
 
-def test_pipeline_options_direct_and_dataflow():
-    from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, StandardOptions, WorkerOptions
+def test_pipeline_options_dataflow():
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions, WorkerOptions
 
-    direct = records.build_pipeline_options()
-    assert direct.view_as(DirectOptions).direct_running_mode == "multi_processing"
-    assert direct.view_as(DirectOptions).direct_num_workers == 0
-    flow = records.build_pipeline_options(
+    from odpipe.records.transforms import build_pipeline_options
+
+    flow = build_pipeline_options(
         "DataflowRunner",
         ["--project=p1", "--region=europe-west4", "--temp_location=gs://b/tmp", "--sdk_container_image=img:1",
          "--max_num_workers=7"],
@@ -348,7 +357,9 @@ def test_pipeline_options_direct_and_dataflow():
     assert flow.view_as(WorkerOptions).sdk_container_image == "img:1"
     assert flow.view_as(WorkerOptions).max_num_workers == 7
     with pytest.raises(UserError, match="--region, --temp_location"):
-        records.build_pipeline_options("DataflowRunner", ["--project=p1"])
+        build_pipeline_options("DataflowRunner", ["--project=p1"])
+    with pytest.raises(UserError, match="--region, --temp_location"):  # before anything is read or written
+        records.convert("missing.csv", "img", "missing.pbtxt", "out/x", runner="DataflowRunner", beam_args=["--project=p1"])
 
 
 def test_gcs_in_and_out(tmp_path, gcs_bucket):
@@ -364,8 +375,7 @@ def test_gcs_in_and_out(tmp_path, gcs_bucket):
     base = f"{gcs_bucket}/records-test"
     upload_dir(str(tmp_path / "images"), f"{base}/images")
     upload_dir(str(tmp_path / "data"), f"{base}/data")
-    summary = records.convert(f"{base}/data/l.csv", f"{base}/images", f"{base}/data/m.pbtxt", f"{base}/out/train",
-                              beam_args=IN_MEMORY)
+    summary = records.convert(f"{base}/data/l.csv", f"{base}/images", f"{base}/data/m.pbtxt", f"{base}/out/train")
     assert summary["images"] == 4 and [r["file"] for r in summary["rejected"]] == ["missing.jpg"]
     assert storage.glob(f"{base}/out/train-*.tfrecord") == [f"{base}/out/train-00000-of-00001.tfrecord"]
     assert storage.glob(f"{base}/out/**") == [f"{base}/out/train-00000-of-00001.tfrecord", f"{base}/out/train.summary.json"]
@@ -376,15 +386,25 @@ def test_gcs_in_and_out(tmp_path, gcs_bucket):
     assert report["differences"] == ["missing.jpg: in the CSV but not in the records"]
 
 
-def test_verify_modes_both_catch_truncation():
+def test_verify_modes_repair_a_jpeg_missing_its_end():
+    """Issue 9.12: a JPEG that only lacks its last bytes is decoded as far as it goes, re-encoded and kept
+    (both verify modes), with the damage reported; a file with nothing decodable stays rejected."""
+    import tensorflow as tf
+
     buf = io.BytesIO()
     _rgb(64, 48).save(buf, "JPEG")
     good = buf.getvalue()
     for verify in records.VERIFY_MODES:
         assert records.prepare_image(good, verify)[:4] == (good, "jpeg", 64, 48)
+        assert records.prepare_image(good, verify).repaired is None
+        for cut in (2, 200, len(good) - good.index(b"\xff\xda") - 40):  # down to 40 bytes of image data
+            fixed = records.prepare_image(good[: len(good) - cut], verify)
+            assert fixed.repaired == "truncated JPEG file (no end-of-image marker)" and fixed.data != good
+            assert tuple(tf.io.decode_image(fixed.data, channels=3).shape) == (48, 64, 3)  # TF decodes the repair
+        headers_only = good[: good.index(b"\xff\xda")]  # no image data at all
         with pytest.raises(records.Rejected) as info:
-            records.prepare_image(good[: len(good) - 200], verify)
-        assert info.value.key == "corrupt" and "truncated" in str(info.value)
+            records.prepare_image(headers_only, verify)
+        assert info.value.key in ("corrupt", "unreadable")
     with pytest.raises(records.Rejected) as info:
         records.prepare_image(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     assert info.value.key in ("corrupt", "unreadable")
@@ -400,7 +420,8 @@ def _noisy_jpeg(progressive=False) -> bytes:
 
 @pytest.mark.parametrize("progressive", [False, True])
 def test_verification_agrees_with_tensorflow_on_damaged_jpegs(progressive):
-    """The default verify mode rejects exactly the damaged files TF's decoder rejects (and keeps the rest)."""
+    """The default verify mode rejects exactly the damaged files TF's decoder rejects (and keeps the rest),
+    except truncated files, which TF rejects and odpipe repairs into a file TF decodes."""
     import tensorflow as tf
 
     good = _noisy_jpeg(progressive)
@@ -420,15 +441,19 @@ def test_verification_agrees_with_tensorflow_on_damaged_jpegs(progressive):
         except tf.errors.InvalidArgumentError:
             tf_ok = False
         try:
-            records.prepare_image(data)
+            prepared = records.prepare_image(data)
             ours = True
         except records.Rejected as rej:
             ours = False
             assert rej.key == "corrupt" and str(rej), name
+        if name.startswith("truncated"):
+            assert not tf_ok and ours and prepared.repaired, name
+            assert tf.io.decode_image(prepared.data, channels=3).shape[:2] == (96, 128)
+            continue
         assert ours == tf_ok, f"{name}: TF decodes={tf_ok}, odpipe keeps={ours}"
         if name.startswith("stray"):
             assert ours and tf_ok, name  # a real-world quirk that libjpeg tolerates is kept
-        if name.startswith(("truncated", "garbage")):
+        if name.startswith("garbage"):
             assert not ours, name  # the cases that matter are really rejected, by both modes
             with pytest.raises(records.Rejected):
                 records.prepare_image(data, "structure")
@@ -445,26 +470,6 @@ def test_png_chunk_damage_rejected_by_both_modes():
     assert records.prepare_image(buf.getvalue(), "header")[1] == "png"  # the old mode name still works
 
 
-def test_direct_running_mode_follows_job_size_unless_chosen():
-    from apache_beam.options.pipeline_options import DirectOptions
-
-    def mode(**kw):
-        return records.build_pipeline_options(**kw).view_as(DirectOptions)
-
-    assert records.direct_running_mode(100e6, cores=2) == "in_memory"  # start-up would cost more than it saves
-    assert records.direct_running_mode(100e9, "structure", cores=2) == "multi_processing"
-    assert records.direct_running_mode(30e9, cores=16) == "multi_processing"
-    assert records.direct_running_mode(1e12, cores=1) == "in_memory"  # nothing to spread over
-    assert records.direct_running_mode(1e9, "structure", cores=2) == records.direct_running_mode(1e9, "header", cores=2)
-    assert mode(estimated_bytes=100e6).direct_running_mode == "in_memory"
-    assert mode().direct_running_mode == "multi_processing"  # size unknown
-    chosen = mode(beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=3"], estimated_bytes=1)
-    assert (chosen.direct_running_mode, chosen.direct_num_workers) == ("multi_processing", 3)
-    assert mode(beam_args=["--direct_running_mode=in_memory"], estimated_bytes=1e15).direct_running_mode == "in_memory"
-    threads = mode(beam_args=["--direct_running_mode=multi_threading"], estimated_bytes=1)
-    assert (threads.direct_running_mode, threads.direct_num_workers) == ("multi_threading", 0)
-
-
 def test_threaded_preparation_keeps_order_and_reports_rejections(tmp_path):
     names = [f"im{i:02d}.jpg" for i in range(12)]
     os.makedirs(tmp_path / "images")
@@ -473,30 +478,10 @@ def test_threaded_preparation_keeps_order_and_reports_rejections(tmp_path):
             _rgb(32 + i, 24).save(tmp_path / "images" / name, "JPEG")
     items = [{"filename": n, "width": 32 + i, "height": 24, "source_id": i + 1, "objects": []} for i, n in enumerate(names)]
     for threads in (1, 3):
-        fn = records._WriteShardFn(str(tmp_path / "images"), str(tmp_path / "p"), 1, threads=threads)
-        got = list(fn._prepared(items))
+        got = list(ordered_map(lambda it: records.process_image(it, str(tmp_path / "images")), items, threads))
         assert [item["filename"] for item, _ in got] == names
         assert isinstance(got[5][1], records.Rejected) and got[5][1].key == "missing"
         assert all(not isinstance(r, records.Rejected) for i, (_, r) in enumerate(got) if i != 5)
-
-
-def test_encode_example_matches_tensorflow_byte_for_byte():
-    import tensorflow as tf
-
-    features = {
-        "image/encoded": ("bytes", [bytes(range(256)) * 600]),  # large: the headers-from-length path
-        "image/format": ("bytes", [b"jpeg"]),
-        "image/key/sha256": ("bytes", [b"ab" * 32]),
-        "image/object/bbox/xmin": ("float", [0.25, 1.0]),
-        "image/object/class/text": ("bytes", [b"q" * 2000, b""]),
-        "image/object/class/label": ("int64", [1, 300, -2]),
-        "image/object/area": ("float", []),
-        "image/object/is_crowd": ("int64", []),
-    }
-    reference = tf.train.Example()
-    for key, (kind, values) in features.items():
-        getattr(reference.features.feature[key], f"{kind}_list").value.extend(values)
-    assert records.encode_example(features) == reference.SerializeToString(deterministic=True)
 
 
 def test_an_unreadable_local_image_is_rejected_not_a_crash(tmp_path, monkeypatch):
@@ -504,16 +489,55 @@ def test_an_unreadable_local_image_is_rejected_not_a_crash(tmp_path, monkeypatch
     os.makedirs(tmp_path / "images")
     for name in ("a.jpg", "b.jpg"):
         _rgb(32, 24).save(tmp_path / "images" / name, "JPEG")
-    real = records.storage.read_bytes
+    real = storage.read_bytes
 
     def read_bytes(path):
         if path.endswith("b.jpg"):
             raise PermissionError(13, "Permission denied", path)
         return real(path)
 
-    monkeypatch.setattr(records.storage, "read_bytes", read_bytes)
+    monkeypatch.setattr(storage, "read_bytes", read_bytes)
     items = [{"filename": n, "width": 32, "height": 24, "source_id": i + 1, "objects": []} for i, n in enumerate(("a.jpg", "b.jpg"))]
-    got = list(records._WriteShardFn(str(tmp_path / "images"), str(tmp_path / "p"), 1, threads=1)._prepared(items))
+    got = [(it, records.process_image(it, str(tmp_path / "images"))) for it in items]
     assert not isinstance(got[0][1], records.Rejected)
     assert isinstance(got[1][1], records.Rejected) and got[1][1].key == "unreadable"
     assert "b.jpg" in str(got[1][1]) and "PermissionError" in str(got[1][1])
+
+
+def test_beam_directrunner_writes_the_same_records_as_the_local_run(mixed, tmp_path):
+    """Any Beam flag runs the job on Beam (as on Dataflow): same per-image functions, same records."""
+    prefix = str(tmp_path / "beam" / "mixed")
+    summary = records.convert(mixed["csv"], str(mixed["root"] / "images"), mixed["map"], prefix, shards=2,
+                              beam_args=IN_MEMORY)
+    for key in ("images", "objects", "classes", "rejected", "repaired", "converted", "dropped_objects"):
+        assert summary[key] == mixed["summary"][key], key
+    for shard in range(2):
+        name = f"-0000{shard}-of-00002.tfrecord"
+        assert open(prefix + name, "rb").read() == open(mixed["prefix"] + name, "rb").read()
+
+
+def test_one_or_many_threads_write_the_same_records(mixed, tmp_path):
+    prefix = str(tmp_path / "threads" / "mixed")
+    summary = records.convert(mixed["csv"], str(mixed["root"] / "images"), mixed["map"], prefix, shards=2, threads=1)
+    for key in ("images", "objects", "classes", "rejected", "repaired", "converted", "dropped_objects", "csv"):
+        assert summary[key] == mixed["summary"][key], key
+    for shard in range(2):
+        name = f"-0000{shard}-of-00002.tfrecord"
+        assert open(prefix + name, "rb").read() == open(mixed["prefix"] + name, "rb").read()
+
+
+def test_structure_mode_header_walk_agrees_with_pillow(mixed):
+    """--verify structure reads a JPEG's size, components and EXIF orientation in the marker walk
+    (no Pillow header parse); the result is the same as the Pillow path's."""
+    for path in sorted((mixed["root"] / "images").iterdir()):
+        data = path.read_bytes()
+        try:
+            fast = records.prepare_image(data, "structure")
+        except records.Rejected as rej:
+            with pytest.raises(records.Rejected) as info:
+                records.prepare_image(data, "pixels")
+            assert info.value.key == rej.key, path.name
+            continue
+        assert fast == records.prepare_image(data, "pixels"), path.name
+    rotated = records.prepare_image((mixed["root"] / "images" / "rotated.jpg").read_bytes(), "structure")
+    assert rotated.exif_rotated and (rotated.width, rotated.height) == (60, 20)

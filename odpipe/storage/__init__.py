@@ -302,5 +302,28 @@ def replace_text(path: str, text: str, encoding: str = "utf-8") -> None:
     os.replace(temp, path)
 
 
+def list_prefix(prefix: str) -> list[str]:
+    """Sorted paths that start with `prefix` literally (no glob character interpreted): local
+    entries (files and folders) of its parent folder; on a bucket, every object under it."""
+    prefix = str(prefix)
+    if is_remote(prefix):
+        return glob_after(prefix, "**")
+    parent, base = os.path.split(prefix)
+    try:
+        names = os.listdir(parent or ".")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(os.path.join(parent, n) for n in names if n.startswith(base))
+
+
+def replace(source: str, destination: str) -> None:
+    """Move one file over another: atomic locally (os.replace); on a bucket a copy then a delete
+    (the destination object appears whole or not at all)."""
+    if is_remote(source) or is_remote(destination):
+        rename([source], [destination])
+    else:
+        os.replace(source, destination)
+
+
 # The one folder walker lives beside this module (odpipe/storage/walker.py); it is part of this API.
 from odpipe.storage.walker import Walk, find, walk  # noqa: E402

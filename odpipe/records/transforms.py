@@ -1,0 +1,105 @@
+"""The records stage on Apache Beam (Dataflow, or the DirectRunner when Beam flags are given).
+
+    shard ids | ShardIds (Create + Reshuffle) | WriteShards -> one TFRecord file + report per shard
+
+Only shard ids go through Beam: each shard is written by one worker, which streams its plan file
+(JSON lines under the run's temporary folder) image by image through the same per-image
+functions as the local run (`writer.write_shard` over `example.process_image`). Beam's own
+`WriteToTFRecord` would need the serialized records as a PCollection: with a fixed number of
+shards it groups every record by shard key, so each image's bytes would be serialized, shuffled
+and stored once more (on Dataflow: through the shuffle service) before being written; streaming
+per-shard writers move each image's bytes once, from the bucket into its shard. A retried bundle
+rewrites the same shard file and report, so retries are idempotent. Counters
+(namespace `odpipe.records`) are for monitoring; the summary is built from the shard reports.
+"""
+
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+
+from odpipe import storage
+from odpipe.errors import UserError
+from odpipe.records.plan import plan_path, read_plan
+from odpipe.records.writer import write_shard
+
+COUNTER_NAMESPACE = "odpipe.records"
+_DATAFLOW_REQUIRED = ("project", "region", "temp_location")
+
+
+def report_path(folder: str, shard: int) -> str:
+    return storage.join(folder, f"report-{shard:05d}.json")
+
+
+class _WriteShardFn(beam.DoFn):
+    """Shard id -> the shard's TFRecord file and its report (JSON) under `folder`; outputs the report."""
+
+    def __init__(self, images_dir: str, folder: str, num_shards: int, verify: str = "pixels"):
+        self._images_dir, self._folder, self._num_shards, self._verify = images_dir, folder, num_shards, verify
+
+    def process(self, shard: int):
+        from odpipe import schema
+
+        path = schema.shard_path(storage.join(self._folder, "part"), shard, self._num_shards)
+        report = write_shard(read_plan(plan_path(self._folder, shard)), self._images_dir, path, self._verify)
+        report = dict(report, shard=shard, path=path, conversions=dict(report["conversions"]))
+        counter = lambda name: beam.metrics.Metrics.counter(COUNTER_NAMESPACE, name)  # noqa: E731
+        counter("images_written").inc(report["images"])
+        counter("objects_written").inc(report["objects"])
+        counter("images_rejected").inc(len(report["rejected"]))
+        counter("images_repaired").inc(len(report["repaired"]))
+        storage.write_text(report_path(self._folder, shard), json.dumps(report, ensure_ascii=False))
+        yield report
+
+
+@beam.ptransform_fn
+def ShardIds(pbegin, num_shards: int):  # noqa: N802 - Beam transform naming
+    """0..num_shards-1, spread over the workers (Reshuffle: one shard per work item)."""
+    return pbegin | "Create" >> beam.Create(list(range(num_shards))) | "Spread" >> beam.Reshuffle()
+
+
+@beam.ptransform_fn
+def WriteShards(shard_ids, images_dir: str, folder: str, num_shards: int, verify: str = "pixels"):  # noqa: N802
+    """Shard ids (plans in `folder`, see `plan.write_plans`) -> `folder/part-SSSSS-of-NNNNN.tfrecord` files;
+    a PCollection of the shard reports."""
+    return shard_ids | "WriteShard" >> beam.ParDo(_WriteShardFn(images_dir, folder, num_shards, verify))
+
+
+def build_pipeline_options(runner: str = "DirectRunner", beam_args: list[str] | None = None):
+    """PipelineOptions for `runner` + pass-through Beam flags; Dataflow needs --project, --region
+    and --temp_location (UserError otherwise)."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+    options = PipelineOptions(["--runner", runner, *(beam_args or [])])
+    if runner in ("DataflowRunner", "dataflow"):
+        gco = options.view_as(GoogleCloudOptions)
+        missing = [f"--{name}" for name in _DATAFLOW_REQUIRED if not getattr(gco, name)]
+        if missing:
+            raise UserError(
+                f"--runner {runner} needs {', '.join(missing)}; pass them (e.g. --project P --region us-central1 "
+                "--temp_location gs://BUCKET/tmp --sdk_container_image IMAGE)"
+            )
+    return options
+
+
+def _interrupted(err: BaseException) -> bool:
+    seen = 0
+    while err is not None and seen < 20:
+        if isinstance(err, KeyboardInterrupt) or str(err).startswith("KeyboardInterrupt"):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def write_beam(num_shards: int, folder: str, images_dir: str, verify: str, options) -> list[dict]:
+    """Run the pipeline over the shards planned in `folder` (`plan.write_plans`); the shard reports."""
+    try:
+        with beam.Pipeline(options=options) as pipeline:
+            _ = pipeline | "ShardIds" >> ShardIds(num_shards) | "WriteShards" >> WriteShards(
+                images_dir, folder, num_shards, verify)
+    except Exception as err:
+        if _interrupted(err):  # Ctrl-C inside a DoFn reaches us wrapped in the runner's RuntimeError
+            raise KeyboardInterrupt from None
+        raise
+    return [json.loads(storage.read_text(report_path(folder, shard))) for shard in range(num_shards)]
