@@ -53,7 +53,7 @@ def run_benchmark(train_pattern: str, label_map_path: str, model: str = "retinan
 
     runtime = select_runtime("auto", None, len(tf.config.list_physical_devices("GPU")))
     config = build_config(train_pattern, train_pattern, read_label_map(label_map_path), model, image_size,
-                          batch_size, steps=10_000, runtime=runtime)
+                          batch_size, steps=10_000, init_checkpoint="none", runtime=runtime)
     performance.set_mixed_precision_policy(getattr(tf, config.runtime.mixed_precision_dtype))
     task = build_task(config.task)
     model_ = task.build_model()

@@ -9,6 +9,9 @@ scalars". The fix here reshapes the ground-truth counts to [batch] in `validatio
 they reach the COCO evaluator, in a subclass of whichever task Model Garden registered for the
 experiment (the installed library is not touched).
 
+It also turns a start checkpoint that does not fit the model (another architecture, or `all` from
+a detector with another number of classes) into a one-line error instead of a traceback.
+
 The same subclass also keeps a small training set's *decoded* images in memory (RetinaNet tasks
 reading TFRecords): on a CPU the input pipeline shares the cores with the model, and re-reading
 and re-decoding every JPEG each epoch is about 15% of its CPU time per batch. Shuffling and all
@@ -21,6 +24,8 @@ from __future__ import annotations
 import tensorflow as tf
 from official.core import base_task, task_factory
 
+from odpipe.errors import UserError, first_line
+
 # Training images are cached decoded when their decoded size (height x width x 3 bytes, read from
 # the records' image/height and image/width) is at most this, and their records at most
 # DECODED_CACHE_SCAN_BYTES on disk (so the size check itself stays a quick scan).
@@ -31,6 +36,20 @@ DECODED_CACHE_SCAN_BYTES = 64 << 20
 class Numpy2SafeGroundtruthsMixin:
     """Reshapes `labels['groundtruths']['num_detections']` from [B, 1] to [B] for COCO eval;
     caches small RetinaNet training sets decoded (see the module docstring)."""
+
+    def initialize(self, model):
+        """Model Garden's restore of `init_checkpoint`, with a one-line error when it does not fit."""
+        try:
+            return super().initialize(model)
+        except (ValueError, AssertionError, tf.errors.OpError) as err:
+            cfg = self.task_config
+            modules = cfg.init_checkpoint_modules
+            modules = ",".join(modules) if isinstance(modules, (list, tuple)) else modules
+            raise UserError(
+                f"{cfg.init_checkpoint}: cannot restore '{modules}' into this model ({first_line(err, 160)}); "
+                "restore less (--init-checkpoint-modules backbone or backbone,decoder), match the architecture "
+                "(--model), or pass --init-checkpoint none"
+            ) from None
 
     def build_inputs(self, params, input_context=None):
         files = _cacheable_training_files(self, params, input_context)
