@@ -7,6 +7,7 @@ config.yaml, label_map.pbtxt, odpipe.json -> train. Nothing is written before ev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -51,8 +52,14 @@ def train(
     (P evals without better eval mAP@0.5; 0 = off), time_budget (minutes; sizes the steps when
     `steps` is None), verbose (Orbit's summary dicts on stdout), echo (a print-like callable).
     """
+    t0 = time.monotonic()  # a time budget counts from here: checks, model build and compile included
     out = sys.stdout
-    echo = options.pop("echo", None) or (lambda msg: print(msg, file=out, flush=True))
+    given = options.pop("echo", None) or (lambda msg: print(msg, flush=True))
+
+    def echo(msg: str) -> None:  # odpipe's lines reach the real stdout while Orbit's prints are silenced
+        with contextlib.redirect_stdout(out):
+            given(msg)
+
     patience = int(options.pop("early_stopping", 0) or 0)
     if patience < 0:
         raise UserError(f"--early-stopping {patience}: must be 0 (off) or a positive number of evaluations")
@@ -75,20 +82,18 @@ def train(
     if not resume_step:
         checks.check_init_checkpoint(init)
     checks.check_writable(model_dir)
-    plan = None
+    budget = None
     if time_budget is not None and steps is None:
-        from odpipe.train.budget import plan_budget
-
-        config, plan = plan_budget(configure, time_budget, resume_step, echo)
+        budget = {"minutes": time_budget, "t0": t0, "configure": configure, "eval_interval": options.get("eval_interval")}
     elif time_budget is not None:
-        echo(f"--steps {steps} given: it wins over --time-budget {time_budget}")
+        echo(f"--steps {steps} given: it wins over --time-budget {time_budget:g}")
     result = run_training(config, model_dir, label_map, model=model, patience=patience, echo=echo, verbose=verbose,
-                          init=init)
-    if plan is not None:
-        plan["actual_minutes"] = (time.monotonic() - plan.pop("_t0")) / 60
-        result["time_budget"] = plan
-        echo(f"time budget {plan['budget_minutes']:.1f} min: planned {plan['planned_minutes']:.1f} min, "
-             f"took {plan['actual_minutes']:.1f} min ({result['step']} steps)")
+                          init=init, budget=budget)
+    if budget is not None:
+        plan = result["time_budget"]
+        plan["actual_minutes"] = (time.monotonic() - t0) / 60
+        echo(f"time budget {plan['budget_minutes']:g} min: planned {plan['planned_minutes']:.2f} min, "
+             f"took {plan['actual_minutes']:.2f} min ({result['step']} steps, schedule completed)")
         _write_json(f"{model_dir}/train_result.json", {k: v for k, v in result.items() if k != "losses"})
     return result
 
@@ -142,8 +147,9 @@ def _write_model_dir(config, model_dir: str, label_map: dict[int, str], model: s
         raise UserError(f"--model-dir {model_dir}: cannot write ({first_line(err, 160)}); check the folder") from None
 
 
-def make_runner(config, model_dir: str):
-    """(distribution strategy, Model Garden `OrbitExperimentRunner`) for `config` in `model_dir`."""
+def make_runner(config, model_dir: str, planned_steps: bool = False):
+    """(distribution strategy, Model Garden `OrbitExperimentRunner`, planned-steps variable or None) for
+    `config` in `model_dir`; with `planned_steps`, the schedule follows the variable (a time budget)."""
     import tensorflow as tf
     from official.common import distribute_utils
     from official.core import train_lib
@@ -159,22 +165,27 @@ def make_runner(config, model_dir: str):
     )
     with dist.scope():
         task = build_task(config.task, logging_dir=model_dir)
+        if planned_steps:
+            task.planned_steps = tf.Variable(config.trainer.train_steps, dtype=tf.int64, trainable=False)
     runner = train_lib.OrbitExperimentRunner(
         distribution_strategy=dist, task=task, mode="train_and_eval", params=config, model_dir=model_dir,
         run_post_eval=False,
     )
-    return dist, runner
+    return dist, runner, task.planned_steps
 
 
 def run_training(config, model_dir: str, label_map: dict[int, str], model: str = "", patience: int = 0, echo=print,
-                 verbose: bool = False, init: dict | None = None) -> dict:
-    """Train with an effective config (from `build_config`) into `model_dir`; resumes if possible."""
+                 verbose: bool = False, init: dict | None = None, budget: dict | None = None) -> dict:
+    """Train with an effective config (from `build_config`) into `model_dir`; resumes if possible.
+
+    `budget`: {"minutes", "t0", "configure", "eval_interval"} sizes the steps in the run (`budget.py`).
+    """
     model_dir = str(model_dir).rstrip("/")
     init = init or {"checkpoint": config.task.init_checkpoint or None, "source": "config"}
     _write_model_dir(config, model_dir, label_map, model, init)
     t0 = time.monotonic()
     with library_output(verbose):
-        dist, runner = make_runner(config, model_dir)
+        dist, runner, planned = make_runner(config, model_dir, planned_steps=budget is not None)
     trainer = runner.trainer
     global_step = trainer.global_step
     total = config.trainer.train_steps
@@ -193,23 +204,41 @@ def run_training(config, model_dir: str, label_map: dict[int, str], model: str =
     interval = config.trainer.validation_interval
     eval_seconds: list[float] = []
     evaluations: list[dict] = []  # mAP against minutes since the start (set-up included)
+    plan = None
+
+    def evaluated(logs: dict, seconds: float, step: int) -> dict:
+        logs = scalar_logs(logs)
+        eval_seconds.append(seconds)
+        evaluations.append({"step": step, "minutes": (time.monotonic() - t0) / 60, "mAP": logs.get("AP"),
+                            "mAP@0.5": logs.get(BEST_METRIC)})
+        progress.last_time = time.monotonic()  # steps/s and ETA count training time only
+        echo(f"eval at step {step}: mAP {logs.get('AP', float('nan')):.3f}  "
+             f"mAP@0.5 {logs.get(BEST_METRIC, float('nan')):.3f}  loss {logs.get('total_loss', float('nan')):.4f}")
+        return logs
+
     with library_output(verbose), dist.scope():
         step = start
+        if budget is not None:
+            from odpipe.train.budget import measure_and_plan
+
+            plan = measure_and_plan(controller, global_step, config.trainer.validation_steps, budget["minutes"],
+                                    budget["t0"], budget["eval_interval"], echo)
+            step = int(global_step.numpy())
+            last_eval = evaluated(plan.pop("eval_logs"), plan["eval_seconds"], step)
+            stopper.update(last_eval.get(BEST_METRIC, float("nan")))
+            total = progress.total = plan["total_steps"]
+            planned.assign(total)
+            sized = budget["configure"](total)
+            interval = sized.trainer.validation_interval
+            save_config(sized, model_dir)  # config.yaml shows the steps and schedule the run used
         while step < total:
             target = min(total, (step // interval + 1) * interval)
             controller.train(steps=target)
             step = int(global_step.numpy())
             t_eval = time.monotonic()
-            last_eval = scalar_logs(controller.evaluate(steps=config.trainer.validation_steps))
-            eval_seconds.append(time.monotonic() - t_eval)
-            evaluations.append({"step": step, "minutes": (time.monotonic() - t0) / 60, "mAP": last_eval.get("AP"),
-                                "mAP@0.5": last_eval.get(BEST_METRIC)})
-            progress.last_time = time.monotonic()  # steps/s and ETA count training time only
+            logs = controller.evaluate(steps=config.trainer.validation_steps)
+            last_eval = evaluated(logs, time.monotonic() - t_eval, step)
             value = last_eval.get(BEST_METRIC, float("nan"))
-            echo(
-                f"eval at step {step}: mAP {last_eval.get('AP', float('nan')):.3f}  "
-                f"mAP@0.5 {value:.3f}  loss {last_eval.get('total_loss', float('nan')):.4f}"
-            )
             if stopper.update(value) and step < total:
                 echo(f"early stopping at step {step}: mAP@0.5 has not improved for {stopper.stale} evaluations")
                 stopped_early = True
@@ -237,6 +266,8 @@ def run_training(config, model_dir: str, label_map: dict[int, str], model: str =
         "strategy": config.runtime.distribution_strategy,
         "init": init,
     }
+    if plan is not None:
+        result["time_budget"] = plan
     _write_json(f"{model_dir}/train_result.json", {k: v for k, v in result.items() if k != "losses"})
     return result
 
