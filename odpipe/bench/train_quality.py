@@ -48,11 +48,12 @@ def prepare(labelimg_dir: str, workdir: str, eval_fraction: float = 0.2) -> dict
     return out
 
 
-def _run(data: dict, model_dir: str, **kwargs) -> dict:
+def _run(data: dict, model_dir: str, image_size: int | None = None, **kwargs) -> dict:
     from odpipe.train import train
 
     t0 = time.monotonic()
     result = train(data["train"], data["eval"], data["label_map"], model_dir, init_checkpoint="none", strategy="cpu",
+                   image_size=image_size,
                    echo=lambda m: print("    " + m, flush=True), **kwargs)
     return {
         "steps": result["step"],
@@ -66,14 +67,15 @@ def _run(data: dict, model_dir: str, **kwargs) -> dict:
     }
 
 
-def quality(name: str, data: dict, minutes: float, workdir: str, compare: bool = True) -> dict:
+def quality(name: str, data: dict, minutes: float, workdir: str, compare: bool = True,
+            image_size: int | None = None) -> dict:
     """A budgeted run and (with `compare`) an equal-length --steps run on the same records."""
     print(f"  {name}: --time-budget {minutes:g}", flush=True)
-    budgeted = _run(data, os.path.join(workdir, f"{name}-budget"), time_budget=minutes)
+    budgeted = _run(data, os.path.join(workdir, f"{name}-budget"), image_size, time_budget=minutes)
     fixed = None
     if compare:
         print(f"  {name}: --steps {budgeted['steps']} (the budget's step count)", flush=True)
-        fixed = _run(data, os.path.join(workdir, f"{name}-steps"), steps=budgeted["steps"])
+        fixed = _run(data, os.path.join(workdir, f"{name}-steps"), image_size, steps=budgeted["steps"])
     return {"dataset": name, "budget_minutes": minutes, "budgeted": budgeted, "steps_run": fixed,
             "within_budget": budgeted["minutes"] <= minutes * 1.10}
 
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raccoon-minutes", type=float, default=6.0)
     parser.add_argument("--compare-raccoon", action="store_true", help="also an equal-length --steps run on raccoon")
     parser.add_argument("--images", type=int, default=200, help="generated sample images")
+    parser.add_argument("--image-size", type=int, help="input size for the quality runs (default: the preset's)")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-dense", action="store_true")
     parser.add_argument("--json", help="also write the results here")
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  no raccoon dataset at {args.raccoon}; skipped", flush=True)
             results["quality"] = []
             for name, data, minutes, compare in runs:
-                q = quality(name, data, minutes, tmp, compare)
+                q = quality(name, data, minutes, tmp, compare, args.image_size)
                 results["quality"].append(q)
                 b, s = q["budgeted"], q["steps_run"]
                 line = (f"{name}: --time-budget {minutes:g} -> {b['steps']} steps in {b['minutes']:.2f} min "
