@@ -12,6 +12,7 @@ import pytest
 # model keeps detections down to 0.001 (Model Garden's default cut is 0.05): downstream tests see boxes.
 FIXTURE_TRAIN = dict(
     image_size=128, batch_size=4, steps=100, eval_interval=100, steps_per_loop=10, learning_rate=0.08, strategy="cpu",
+    init_checkpoint="none",  # offline: the preset's pretrained default cannot be reached here
     config_overrides={"task": {"model": {"detection_generator": {"pre_nms_score_threshold": 0.001}}}},
 )
 

@@ -213,7 +213,7 @@ def test_training_lowers_loss_and_writes_model_dir(trained):
     assert "num_classes: 4" in (model_dir / "config.yaml").read_text()
 
 
-def test_resume_continues_from_saved_step(trained, records, label_map_path, tmp_path):
+def test_resume_continues_from_saved_step(trained, records, label_map_path, tmp_path, capfd):
     from fixture_model import FIXTURE_TRAIN
 
     from odpipe.train import train
@@ -228,6 +228,9 @@ def test_resume_continues_from_saved_step(trained, records, label_map_path, tmp_
     assert result["step"] == FIXTURE_TRAIN["steps"] + 5
     assert any(f"resuming from step {FIXTURE_TRAIN['steps']}" in m for m in messages)
     assert any("steps/s" in m and "ETA" in m for m in messages)
+    printed = capfd.readouterr().out
+    assert "train | step" not in printed and "eval | step" not in printed  # Orbit's dicts: TensorBoard / --verbose
+    assert result["init"]["source"] == "none" and result["init"]["resumed"] is True
 
 
 def test_init_checkpoint_from_data_file_loads_weights(trained, records, label_map_path):

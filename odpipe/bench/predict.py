@@ -41,7 +41,7 @@ def _build_model(work: str) -> str:
     prefix = os.path.join(work, "records", "all")
     convert(csv, os.path.join(data, "images"), label_map, prefix, shards=1)
     pattern = prefix + "-*.tfrecord"
-    train(pattern, pattern, label_map, os.path.join(work, "model"), steps=2)
+    train(pattern, pattern, label_map, os.path.join(work, "model"), steps=2, init_checkpoint="none")
     export_dir = os.path.join(work, "export")
     export_model(os.path.join(work, "model"), export_dir, checkpoint="latest")
     return export_dir

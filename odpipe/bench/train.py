@@ -12,6 +12,7 @@ The ratio real/synthetic shows whether the input pipeline keeps the model busy (
 The real side is training's own input: a small set (like the generated one) is read and decoded
 once and kept in memory, still shuffled and augmented afresh every step ("decoded_cache" in the result).
 Rounds alternate (synthetic, real, synthetic, real, ...) so drift in machine load hits both.
+Then (unless --input-only) `odpipe.bench.train_quality`: dense-box slowdown and mAP per minute.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def run_benchmark(train_pattern: str, label_map_path: str, model: str = "retinan
 
     runtime = select_runtime("auto", None, len(tf.config.list_physical_devices("GPU")))
     config = build_config(train_pattern, train_pattern, read_label_map(label_map_path), model, image_size,
-                          batch_size, steps=10_000, runtime=runtime)
+                          batch_size, steps=10_000, init_checkpoint="none", runtime=runtime)
     performance.set_mixed_precision_policy(getattr(tf, config.runtime.mixed_precision_dtype))
     task = build_task(config.task)
     model_ = task.build_model()
@@ -118,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60, help="timed steps per round and feed")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", help="also write the result here")
-    args = parser.parse_args(argv)
+    parser.add_argument("--input-only", action="store_true",
+                        help="only this input-pipeline benchmark, not the dense-box and quality ones after it")
+    args, rest = parser.parse_known_args(argv)
     if bool(args.train) != bool(args.label_map):
         parser.error("--train and --label-map go together")
     with tempfile.TemporaryDirectory(prefix="odpipe-bench-train-") as tmp:
@@ -135,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
-    return 0
+    if args.input_only:
+        return 0
+    from odpipe.bench import train_quality
+
+    return train_quality.main(rest)
 
 
 if __name__ == "__main__":  # pragma: no cover

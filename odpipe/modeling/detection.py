@@ -9,6 +9,9 @@ scalars". The fix here reshapes the ground-truth counts to [batch] in `validatio
 they reach the COCO evaluator, in a subclass of whichever task Model Garden registered for the
 experiment (the installed library is not touched).
 
+It also turns a start checkpoint that does not fit the model (another architecture, or `all` from
+a detector with another number of classes) into a one-line error instead of a traceback.
+
 The same subclass also keeps a small training set's *decoded* images in memory (RetinaNet tasks
 reading TFRecords): on a CPU the input pipeline shares the cores with the model, and re-reading
 and re-decoding every JPEG each epoch is about 15% of its CPU time per batch. Shuffling and all
@@ -18,8 +21,13 @@ freshly augmented images; larger sets keep Model Garden's streaming pipeline.
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
+import tf_keras
 from official.core import base_task, task_factory
+
+from odpipe.errors import UserError, first_line
 
 # Training images are cached decoded when their decoded size (height x width x 3 bytes, read from
 # the records' image/height and image/width) is at most this, and their records at most
@@ -31,6 +39,38 @@ DECODED_CACHE_SCAN_BYTES = 64 << 20
 class Numpy2SafeGroundtruthsMixin:
     """Reshapes `labels['groundtruths']['num_detections']` from [B, 1] to [B] for COCO eval;
     caches small RetinaNet training sets decoded (see the module docstring)."""
+
+    def initialize(self, model):
+        """Model Garden's restore of `init_checkpoint`, with a one-line error when it does not fit."""
+        try:
+            return super().initialize(model)
+        except (ValueError, AssertionError, tf.errors.OpError) as err:
+            cfg = self.task_config
+            modules = cfg.init_checkpoint_modules
+            modules = ",".join(modules) if isinstance(modules, (list, tuple)) else modules
+            raise UserError(
+                f"{cfg.init_checkpoint}: cannot restore '{modules}' into this model ({first_line(err, 160)}); "
+                "restore less (--init-checkpoint-modules backbone or backbone,decoder), match the architecture "
+                "(--model), or pass --init-checkpoint none"
+            ) from None
+
+    # Set (before the trainer is built) to a tf.Variable holding the total steps: the schedule then
+    # follows it, so a time budget can size the run after measuring its step rate (see PlannedWarmupCosine).
+    planned_steps: tf.Variable | None = None
+
+    def create_optimizer(self, optimizer_config, runtime_config=None, dp_config=None):
+        """Model Garden's optimizer; with `planned_steps`, its warmup + cosine schedule follows that variable."""
+        if self.planned_steps is None or dp_config is not None:
+            return super().create_optimizer(optimizer_config, runtime_config, dp_config=dp_config)
+        from official.modeling import optimization, performance
+
+        factory = optimization.OptimizerFactory(optimizer_config)
+        optimizer = factory.build_optimizer(PlannedWarmupCosine.from_config_of(optimizer_config, self.planned_steps))
+        if runtime_config:
+            optimizer = performance.configure_optimizer(
+                optimizer, use_float16=runtime_config.mixed_precision_dtype == "float16",
+                loss_scale=runtime_config.loss_scale)
+        return optimizer
 
     def build_inputs(self, params, input_context=None):
         files = _cacheable_training_files(self, params, input_context)
@@ -46,6 +86,41 @@ class Numpy2SafeGroundtruthsMixin:
             groundtruths["num_detections"] = flatten_counts(groundtruths["num_detections"])
             labels = dict(labels, groundtruths=groundtruths)
         return super().validation_step((features, labels), model, metrics=metrics)
+
+
+class PlannedWarmupCosine(tf_keras.optimizers.schedules.LearningRateSchedule):
+    """Model Garden's linear warmup + cosine decay (`config.schedule`), over a total step count held in
+    a variable: the same curve as `{"warmup": linear, "learning_rate": cosine}` for that total, and
+    the total can be set once the run has measured how many steps fit its time budget."""
+
+    def __init__(self, peak: float, warmup_fraction: float, warmup_start: float, alpha: float, total: tf.Variable):
+        super().__init__()
+        self.peak, self.warmup_fraction, self.warmup_start, self.alpha = peak, warmup_fraction, warmup_start, alpha
+        self.total = total
+
+    @classmethod
+    def from_config_of(cls, optimizer_config, total: tf.Variable) -> "PlannedWarmupCosine":
+        cosine = optimizer_config.learning_rate.get()
+        warmup = optimizer_config.warmup.get()
+        steps = max(int(cosine.decay_steps), 1)
+        return cls(float(cosine.initial_learning_rate), float(warmup.warmup_steps) / steps,
+                   float(warmup.warmup_learning_rate), float(cosine.alpha), total)
+
+    def cosine(self, step, total):
+        progress = tf.minimum(step, total) / total
+        return self.peak * ((1 - self.alpha) * 0.5 * (1 + tf.cos(math.pi * progress)) + self.alpha)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        total = tf.maximum(tf.cast(self.total, tf.float32), 1.0)
+        warmup = tf.maximum(tf.floor(total * self.warmup_fraction), 1.0)
+        at_warmup_end = self.cosine(warmup, total)
+        linear = self.warmup_start + step / warmup * (at_warmup_end - self.warmup_start)
+        return tf.where(step < warmup, linear, self.cosine(step, total))
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_fraction": self.warmup_fraction, "warmup_start": self.warmup_start,
+                "alpha": self.alpha, "total": int(self.total.numpy())}
 
 
 def flatten_counts(counts: tf.Tensor) -> tf.Tensor:

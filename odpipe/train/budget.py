@@ -1,0 +1,83 @@
+"""`--time-budget MINUTES`: size the training steps so that the whole run ends inside the budget.
+
+The step rate depends on the machine, the image size and the boxes per image (dense photos train
+much slower than sparse ones on a CPU), so it is measured, not guessed, inside the run itself (no
+second model build or compile): the run trains WARMUP_STEPS steps (compile, input pipeline and
+decoded-image cache filling up), times TIMED_STEPS more, and times one evaluation over the eval
+records. With the time already spent since `train()` was called (record checks, model build,
+restore, compile), the remaining steps are
+
+    steps = rate * (budget * (1 - MARGIN) - spent - evaluations * eval_seconds)
+
+counting the evaluations at the interval that step count gets (steps/5, at least 100, unless
+--eval-interval is given). The schedule is Model Garden's warmup + cosine over a total held in a
+variable (`odpipe.modeling.detection.PlannedWarmupCosine`): set to the planned total, it runs to its
+end at the last step; planned and actual minutes are reported.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+WARMUP_STEPS = 10
+TIMED_STEPS = 20
+MARGIN = 0.03  # of the budget: checkpoint writes and the final save
+
+
+def default_eval_interval(steps: int) -> int:
+    """build_config's default interval between evaluations for `steps` total steps."""
+    return max(1, min(steps, max(steps // 5, 100)))
+
+
+def size_steps(seconds: float, rate: float, eval_seconds: float, eval_interval: int | None = None) -> tuple[int, int]:
+    """(steps, evaluations) that fit `seconds` of training + evaluation time at `rate` steps/s.
+
+    Evaluations run every `eval_interval` steps and once at the end (the default interval depends
+    on the step count: solved by iteration).
+    """
+    if seconds <= 0 or rate <= 0:
+        return 0, 0
+    steps = int(seconds * rate)
+    for _ in range(20):
+        interval = eval_interval or default_eval_interval(max(steps, 1))
+        evals = max(1, math.ceil(max(steps, 1) / interval))
+        new = int(max(0.0, seconds - evals * eval_seconds) * rate)
+        if new == steps:
+            break
+        steps = new
+    interval = eval_interval or default_eval_interval(max(steps, 1))
+    return steps, max(1, math.ceil(max(steps, 1) / interval)) if steps else 0
+
+
+def measure_and_plan(controller, global_step, validation_steps: int, minutes: float, t0: float,
+                     eval_interval: int | None, echo) -> dict:
+    """Train WARMUP + TIMED steps and evaluate once, timing them; returns the plan (see the module doc).
+
+    {"total_steps", "steps_per_second", "eval_seconds", "spent_minutes", "planned_minutes",
+    "evaluations", "eval_logs"} — `eval_logs` are the measured evaluation's metrics.
+    """
+    first = int(global_step.numpy())
+    echo(f"time budget {minutes:g} min: measuring the step rate ({WARMUP_STEPS} + {TIMED_STEPS} steps, one evaluation)")
+    controller.train(steps=first + WARMUP_STEPS)
+    t1 = time.monotonic()
+    controller.train(steps=first + WARMUP_STEPS + TIMED_STEPS)
+    t2 = time.monotonic()
+    logs = controller.evaluate(steps=validation_steps)
+    t3 = time.monotonic()
+    done = int(global_step.numpy())
+    rate = (done - first - WARMUP_STEPS) / max(t2 - t1, 1e-9)
+    eval_seconds = t3 - t2
+    remaining = minutes * 60 * (1 - MARGIN) - (t3 - t0)
+    extra, evals = size_steps(remaining, rate, eval_seconds, eval_interval)
+    planned = (t3 - t0) + extra / rate + evals * eval_seconds
+    plan = {"budget_minutes": minutes, "total_steps": done + extra, "steps_per_second": rate,
+            "eval_seconds": eval_seconds, "spent_minutes": (t3 - t0) / 60, "planned_minutes": planned / 60,
+            "evaluations": evals + 1, "eval_logs": logs}
+    if extra:
+        echo(f"time budget {minutes:g} min: {rate:.2f} steps/s, {eval_seconds:.0f} s per evaluation, "
+             f"{(t3 - t0) / 60:.1f} min spent -> {done + extra} steps in all, planned {planned / 60:.1f} min")
+    else:
+        echo(f"time budget {minutes:g} min: already {(t3 - t0) / 60:.1f} min spent at {rate:.2f} steps/s; "
+             f"stopping at step {done} (give a longer budget or --steps)")
+    return plan

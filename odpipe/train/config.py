@@ -1,0 +1,348 @@
+"""The effective Model Garden experiment config of a training run, and its helpers.
+
+`build_config` takes a preset or any registered Model Garden detection experiment (presets are
+registered experiments, see `presets.py`) and reads its defaults from that experiment's config:
+input size, batch size, steps, peak learning rate (scaled linearly with the batch size), warmup
+fraction, augmentation, start checkpoint. It fills in what odpipe knows (num_classes from the label
+map, input paths, a warmup + cosine schedule sized to the steps), applies a user YAML override
+strictly, then validates and locks. A number the user gives must be valid: 0 or a negative is an
+error, never a default (None means "the experiment's default").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+
+from odpipe import storage
+from odpipe.errors import UserError, first_line
+from odpipe.label_map import num_classes
+from odpipe.train.presets import DEFAULT_PRESET, register_presets, schedule
+
+BEST_SUBDIR = "best"
+BEST_METRIC = "AP50"  # COCO mAP@0.5, as reported by Model Garden's COCO evaluator.
+AUG_TYPES = {"none": None, "autoaugment": "autoaug", "randaugment": "randaug"}
+INIT_MODULES = ("all", "backbone", "decoder", "backbone,decoder")
+NO_CHECKPOINT = "none"  # --init-checkpoint none: train from scratch
+DEFAULT_CHECKPOINT = "default"  # --init-checkpoint default: the experiment's published start (the default)
+
+
+def select_runtime(strategy: str = "auto", tpu: str | None = None, num_gpus: int = 0) -> dict:
+    """Distribution strategy and precision for the hardware.
+
+    Returns {"distribution_strategy", "mixed_precision_dtype", "num_gpus", "tpu"} in Model Garden
+    `runtime` terms: float32 on CPU, float16 (mixed) on GPUs, bfloat16 (mixed) on TPUs;
+    MirroredStrategy over all local GPUs when there are several.
+    """
+    choices = ("auto", "cpu", "gpu", "mirrored", "tpu")
+    if strategy not in choices:
+        raise UserError(f"--strategy {strategy}: unknown; use one of {', '.join(choices)}")
+    if strategy == "auto":
+        strategy = "tpu" if tpu else "mirrored" if num_gpus > 1 else "gpu" if num_gpus == 1 else "cpu"
+    if strategy == "tpu":
+        if not tpu:
+            raise UserError("--strategy tpu needs --tpu ADDRESS (e.g. 'local' or grpc://10.0.0.2:8470)")
+        return {"distribution_strategy": "tpu", "mixed_precision_dtype": "bfloat16", "num_gpus": 0, "tpu": tpu}
+    if strategy in ("gpu", "mirrored") and num_gpus < 1:
+        raise UserError(f"--strategy {strategy}: no GPU is visible to TensorFlow; use --strategy cpu (or auto)")
+    if strategy == "gpu":
+        return {"distribution_strategy": "one_device", "mixed_precision_dtype": "float16", "num_gpus": 1, "tpu": ""}
+    if strategy == "mirrored":
+        return {"distribution_strategy": "mirrored", "mixed_precision_dtype": "float16", "num_gpus": num_gpus, "tpu": ""}
+    return {"distribution_strategy": "one_device", "mixed_precision_dtype": "float32", "num_gpus": 0, "tpu": ""}
+
+
+_DATA_SUFFIX = re.compile(r"\.(index|data-\d{5}-of-\d{5})$")
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint prefix from a folder, a prefix, or one of its `.index` / `.data-*` files.
+
+    A folder resolves to its latest checkpoint (its `checkpoint` file, else the newest `*.index`).
+    A bucket that cannot be reached is a one-line error naming the URI.
+    """
+    import tensorflow as tf
+
+    path = str(path).rstrip("/")
+    try:
+        prefix = _DATA_SUFFIX.sub("", path)
+        if prefix != path or tf.io.gfile.exists(prefix + ".index"):
+            if not tf.io.gfile.exists(prefix + ".index"):
+                raise UserError(
+                    f"{path}: no {os.path.basename(prefix)}.index beside it; give the checkpoint folder or prefix"
+                )
+            return prefix
+        if tf.io.gfile.isdir(path):
+            latest = tf.train.latest_checkpoint(path)
+            if latest and tf.io.gfile.exists(latest + ".index"):
+                return latest
+            indexes = tf.io.gfile.glob(path + "/*.index")
+            if indexes:
+                def step_of(p: str) -> int:
+                    m = re.search(r"-(\d+)\.index$", p)
+                    return int(m.group(1)) if m else -1
+
+                return max(indexes, key=lambda p: (step_of(p), p))[: -len(".index")]
+            raise UserError(f"{path}: folder holds no checkpoint (*.index); give a checkpoint folder, prefix or .index file")
+    except tf.errors.OpError as err:
+        raise UserError(
+            f"{path}: cannot read the checkpoint ({first_line(err, 160)}); check access, or pass "
+            f"--init-checkpoint {NO_CHECKPOINT} (train from scratch) or a local copy"
+        ) from None
+    raise UserError(f"{path}: not a checkpoint folder, prefix, .index or .data-* file; check the path")
+
+
+def _aug_config(aug_type: str | None) -> dict | None:
+    if aug_type in (None, "none"):
+        return None
+    if aug_type not in AUG_TYPES.values():
+        aug_type = AUG_TYPES.get(aug_type)
+    if aug_type == "autoaug":
+        return {"type": "autoaug", "autoaug": {"augmentation_name": "detection_v0"}}
+    if aug_type == "randaug":
+        return {"type": "randaug", "randaug": {"num_layers": 2, "magnitude": 5}}
+    raise UserError(f"--aug-type: unknown policy; use one of {', '.join(AUG_TYPES)}")
+
+
+def positive(flag: str, value, kind=int, allow=()):
+    """`value` as `kind` when it is given; None stays None (the default). 0, negatives, NaN: errors."""
+    if value is None or value in allow:
+        return value
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{flag} {value}: not a number; give a positive {kind.__name__}") from None
+    if isinstance(value, bool) or not math.isfinite(number) or number <= 0 or (kind is int and number != value):
+        raise UserError(f"{flag} {value}: must be a positive {kind.__name__}; omit it for the default")
+    return number
+
+
+def peak_learning_rate(config) -> float:
+    """The peak (initial) learning rate of an experiment's schedule; 0.01 when it has none."""
+    lr = config.trainer.optimizer_config.learning_rate.get()
+    rate = getattr(lr, "initial_learning_rate", None)
+    if rate is None and getattr(lr, "values", None):
+        rate = lr.values[0]
+    return float(rate) if rate else 0.01
+
+
+def warmup_fraction(config) -> float:
+    warmup = config.trainer.optimizer_config.warmup.get()
+    steps = config.trainer.train_steps
+    if warmup is None or not getattr(warmup, "warmup_steps", None) or not steps:
+        return 0.05
+    return min(0.5, warmup.warmup_steps / steps)
+
+
+def experiment_config(model: str):
+    """The registered experiment `model` (an odpipe preset or a Model Garden experiment), unlocked."""
+    from official.core import exp_factory
+
+    register_presets()
+    try:
+        config = exp_factory.get_exp_config(model)
+    except (KeyError, LookupError, AssertionError):
+        from odpipe.train.presets import PRESETS
+
+        raise UserError(
+            f"--model {model}: neither an odpipe preset ({', '.join(PRESETS)}) nor a registered Model Garden experiment"
+        ) from None
+    task = config.task
+    if not (hasattr(task, "model") and hasattr(task.model, "num_classes") and hasattr(task, "train_data")
+            and hasattr(task.train_data, "parser")):
+        raise UserError(f"--model {model}: experiment {model!r} is not an object-detection experiment")
+    return config
+
+
+def init_start(init_checkpoint: str | None, modules: str | None, default: str | None, default_modules) -> dict:
+    """Which start a run uses: {"checkpoint": prefix or None, "modules", "source"}.
+
+    source: "default" (the experiment's published checkpoint), "user" (a path) or "none" (scratch).
+    """
+    choice = DEFAULT_CHECKPOINT if init_checkpoint in (None, DEFAULT_CHECKPOINT) else str(init_checkpoint)
+    if modules is not None and modules not in INIT_MODULES:
+        raise UserError(f"--init-checkpoint-modules {modules}: use all, backbone or backbone,decoder")
+    if choice.strip().lower() in (NO_CHECKPOINT, "") or (choice == DEFAULT_CHECKPOINT and not default):
+        return {"checkpoint": None, "modules": None, "source": "none"}
+    if choice == DEFAULT_CHECKPOINT:
+        mods = modules or (",".join(default_modules) if isinstance(default_modules, (list, tuple)) else default_modules)
+        return {"checkpoint": str(default), "modules": mods or "all", "source": "default"}
+    return {"checkpoint": resolve_checkpoint(choice), "modules": modules or "all", "source": "user"}
+
+
+def build_config(
+    train_pattern: str,
+    eval_pattern: str,
+    label_map: dict[int, str],
+    model: str = DEFAULT_PRESET,
+    image_size: int | None = None,
+    batch_size: int | None = None,
+    steps: int | None = None,
+    init_checkpoint: str | None = None,
+    config_overrides: str | dict | None = None,
+    runtime: dict | None = None,
+    *,
+    learning_rate: float | None = None,
+    eval_interval: int | None = None,
+    checkpoint_interval: int | None = None,
+    steps_per_loop: int | None = None,
+    eval_steps: int | None = None,
+    eval_batch_size: int | None = None,
+    init_checkpoint_modules: str | None = None,
+    aug_hflip: bool | None = None,
+    aug_scale_min: float | None = None,
+    aug_scale_max: float | None = None,
+    aug_type: str | None = None,
+):
+    """The effective, validated and locked Model Garden `ExperimentConfig` for a training run.
+
+    `init_checkpoint`: None or "default" = the experiment's published start (a preset's ImageNet
+    backbone; not checked for reachability here), "none" (or "") = scratch, else a folder/prefix/.index/.data
+    path. Pure apart from reading `config_overrides` when it is a path; no training or data reading.
+    """
+    config = experiment_config(model)
+    base = config.task
+    runtime = runtime or select_runtime("cpu")
+    image_size = positive("--image-size", image_size) or int(base.model.input_size[0] or 640)
+    batch_size = positive("--batch-size", batch_size) or int(base.train_data.global_batch_size or 8)
+    steps = positive("--steps", steps) or int(config.trainer.train_steps or 10000)
+    # Linear scaling of the experiment's rate (tuned at its own batch size) to the batch actually used.
+    lr = positive("--learning-rate", learning_rate, float) or (
+        peak_learning_rate(config) * batch_size / int(base.train_data.global_batch_size or batch_size)
+    )
+    if image_size % 32 or image_size < 64:
+        raise UserError(f"--image-size {image_size}: must be a multiple of 32 and at least 64 (e.g. 256, 384, 640)")
+    eval_interval = positive("--eval-interval", eval_interval) or max(1, min(steps, max(steps // 5, 100)))
+    checkpoint_interval = positive("--checkpoint-interval", checkpoint_interval) or eval_interval
+    steps_per_loop = positive("--steps-per-loop", steps_per_loop) or min(50, eval_interval, checkpoint_interval)
+    if eval_interval % steps_per_loop or checkpoint_interval % steps_per_loop:
+        steps_per_loop = math.gcd(eval_interval, checkpoint_interval, steps_per_loop)
+    eval_steps = positive("--eval-steps", eval_steps, allow=(-1,))
+    eval_batch_size = positive("--eval-batch-size", eval_batch_size)
+    data_dtype = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}[runtime["mixed_precision_dtype"]]
+
+    parser = base.train_data.parser
+    hflip = parser.aug_rand_hflip if aug_hflip is None else bool(aug_hflip)
+    smin = positive("--aug-scale-min", aug_scale_min, float) or parser.aug_scale_min
+    smax = positive("--aug-scale-max", aug_scale_max, float) or parser.aug_scale_max
+    if not 0 < smin <= smax:
+        raise UserError(f"--aug-scale-min {smin} / --aug-scale-max {smax}: need 0 < min <= max (e.g. 0.8 and 1.25)")
+    aug = _aug_config(aug_type)
+    start = init_start(init_checkpoint, init_checkpoint_modules, base.init_checkpoint, base.init_checkpoint_modules)
+    modules = start["modules"] or "all"
+    task = {
+        "model": {"num_classes": num_classes(label_map), "input_size": [image_size, image_size, 3]},
+        "annotation_file": None,
+        "use_coco_metrics": True,
+        "per_category_metrics": True,
+        "init_checkpoint": start["checkpoint"] or "",
+        "init_checkpoint_modules": modules.split(",") if "," in modules else modules,
+        "train_data": {
+            "input_path": train_pattern,
+            "is_training": True,
+            "global_batch_size": batch_size,
+            "dtype": data_dtype,
+            "shuffle_buffer_size": 1000,
+            "drop_remainder": True,
+            "parser": {"aug_rand_hflip": hflip, "aug_scale_min": smin, "aug_scale_max": smax, "max_num_instances": 100},
+        },
+        "validation_data": {
+            "input_path": eval_pattern,
+            "is_training": False,
+            "global_batch_size": eval_batch_size or min(batch_size, int(base.validation_data.global_batch_size or 8)),
+            "dtype": data_dtype,
+            "drop_remainder": False,
+            "parser": {"max_num_instances": 100},
+        },
+    }
+    config.override(
+        {
+            "runtime": {
+                "distribution_strategy": runtime["distribution_strategy"],
+                "mixed_precision_dtype": runtime["mixed_precision_dtype"],
+                "num_gpus": runtime["num_gpus"],
+                "tpu": runtime["tpu"],
+            },
+            "task": task,
+            "trainer": {
+                "train_steps": steps,
+                "validation_steps": eval_steps or -1,
+                "validation_interval": eval_interval,
+                "steps_per_loop": steps_per_loop,
+                "summary_interval": steps_per_loop,
+                "checkpoint_interval": checkpoint_interval,
+                "max_to_keep": 3,
+                "best_checkpoint_export_subdir": BEST_SUBDIR,
+                "best_checkpoint_eval_metric": BEST_METRIC,
+                "best_checkpoint_metric_comp": "higher",
+                "optimizer_config": schedule(steps, lr, warmup_fraction(config)),
+            },
+        },
+        is_strict=True,
+    )
+    if aug is not None:
+        config.override({"task": {"train_data": {"parser": {"aug_type": aug}}}}, is_strict=True)
+    if config_overrides:
+        config = _apply_overrides(config, config_overrides)
+    try:
+        config.validate()
+    except (KeyError, ValueError, AssertionError) as err:
+        raise UserError(f"config for --model {model}: invalid ({first_line(err)}); fix the override") from None
+    config.lock()
+    return config
+
+
+def _apply_overrides(config, overrides):
+    from official.modeling import hyperparams
+
+    source = overrides if isinstance(overrides, str) else "config overrides"
+    if isinstance(overrides, str) and not overrides.lstrip().startswith("{") and "\n" not in overrides:
+        if not storage.exists(overrides):
+            raise UserError(f"{overrides}: config override file not found; check the path")
+        overrides = storage.read_text(overrides)
+    try:
+        return hyperparams.override_params_dict(config, overrides, is_strict=True)
+    except KeyError as err:
+        key = str(err).strip("'\"")
+        raise UserError(f"{source}: {key}; fix the key (see MODEL_DIR/config.yaml for valid names)") from None
+    except (ValueError, TypeError, AttributeError) as err:
+        raise UserError(f"{source}: cannot apply override ({first_line(err)}); fix that value") from None
+
+
+def config_to_yaml(config) -> str:
+    import yaml
+
+    return yaml.safe_dump(config.as_dict(), default_flow_style=False, sort_keys=True)
+
+
+def save_config(config, model_dir: str) -> str:
+    import tensorflow as tf
+
+    path = f"{model_dir.rstrip('/')}/config.yaml"
+    tf.io.gfile.makedirs(model_dir)
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(config_to_yaml(config))
+    return path
+
+
+def load_config(model_dir: str):
+    """The effective config saved beside the checkpoints, as an `ExperimentConfig`."""
+    import tensorflow as tf
+    import yaml
+
+    path = f"{model_dir.rstrip('/')}/config.yaml"
+    if not tf.io.gfile.exists(path):
+        raise UserError(f"{path}: not found; is {model_dir} a model dir written by `odpipe train`?")
+    with tf.io.gfile.GFile(path) as f:
+        data = yaml.safe_load(f)
+    meta_path = f"{model_dir.rstrip('/')}/odpipe.json"
+    experiment = "retinanet"
+    if tf.io.gfile.exists(meta_path):
+        with tf.io.gfile.GFile(meta_path) as f:
+            meta = json.load(f)
+        experiment = meta.get("model") or meta.get("experiment", experiment)
+    config = experiment_config(experiment)
+    config.override(data, is_strict=False)
+    return config

@@ -1,0 +1,298 @@
+"""Run training: checks first, then Model Garden's task and trainer on an Orbit controller.
+
+Order: label map -> records (examples, classes vs the label map) -> config -> model dir (resumable?
+writable?) -> start checkpoint reachable -> [time budget: measure, size the steps] -> write
+config.yaml, label_map.pbtxt, odpipe.json -> train. Nothing is written before every check passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from typing import Any
+
+from odpipe.errors import UserError, first_line
+from odpipe.label_map import format_label_map, read_label_map
+from odpipe.train import checks
+from odpipe.train.config import BEST_METRIC, BEST_SUBDIR, build_config, positive, save_config, select_runtime
+from odpipe.train.presets import DEFAULT_PRESET
+from odpipe.train.progress import EarlyStopping, Progress, library_output, scalar_logs
+
+
+def _visible_gpus() -> int:
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+def train(
+    train_pattern: str,
+    eval_pattern: str,
+    label_map_path: str,
+    model_dir: str,
+    model: str = DEFAULT_PRESET,
+    image_size: int | None = None,
+    batch_size: int | None = None,
+    steps: int | None = None,
+    init_checkpoint: str | None = None,
+    config_overrides: str | dict | None = None,
+    strategy: str = "auto",
+    tpu: str | None = None,
+    **options: Any,
+) -> dict:
+    """Train (or resume training) a detector; returns {"step", "loss", "metrics", "model_dir", "init", ...}.
+
+    init_checkpoint: None / "default" = the preset's published pretrained checkpoint (must be
+    reachable: offline, pass "none"), "none" = from scratch, or a folder/prefix/.index/.data path.
+    Options: learning_rate, eval_interval, checkpoint_interval, steps_per_loop, eval_steps,
+    eval_batch_size, init_checkpoint_modules ("all" | "backbone" | "backbone,decoder"), aug_hflip,
+    aug_scale_min, aug_scale_max, aug_type ("none" | "autoaugment" | "randaugment"), early_stopping
+    (P evals without better eval mAP@0.5; 0 = off), time_budget (minutes; sizes the steps when
+    `steps` is None), verbose (Orbit's summary dicts on stdout), echo (a print-like callable).
+    """
+    t0 = time.monotonic()  # a time budget counts from here: checks, model build and compile included
+    out = sys.stdout
+    given = options.pop("echo", None) or (lambda msg: print(msg, flush=True))
+
+    def echo(msg: str) -> None:  # odpipe's lines reach the real stdout while Orbit's prints are silenced
+        with contextlib.redirect_stdout(out):
+            given(msg)
+
+    patience = int(options.pop("early_stopping", 0) or 0)
+    if patience < 0:
+        raise UserError(f"--early-stopping {patience}: must be 0 (off) or a positive number of evaluations")
+    time_budget = positive("--time-budget", options.pop("time_budget", None), float)
+    verbose = bool(options.pop("verbose", False))
+    model_dir = str(model_dir).rstrip("/")
+    label_map = read_label_map(label_map_path)
+    for flag, pattern in (("--train", train_pattern), ("--eval", eval_pattern)):
+        checks.check_records(checks.scan_records(pattern, flag), label_map, label_map_path, flag, pattern)
+    runtime = select_runtime(strategy, tpu, _visible_gpus() if strategy in ("auto", "gpu", "mirrored") else 0)
+
+    def configure(n_steps, **extra):
+        return build_config(train_pattern, eval_pattern, label_map, model, image_size, batch_size, n_steps,
+                            init_checkpoint, config_overrides, runtime, **{**options, **extra})
+
+    config = configure(steps)
+    resume_step = checks.check_model_dir(model_dir, config, label_map)
+    init = _previous_init(model_dir) if resume_step else None
+    init = dict(init, resumed=True) if init else _init_info(config, model, resumed=bool(resume_step))
+    if not resume_step:
+        checks.check_init_checkpoint(init)
+    checks.check_writable(model_dir)
+    budget = None
+    if time_budget is not None and steps is None:
+        budget = {"minutes": time_budget, "t0": t0, "configure": configure, "eval_interval": options.get("eval_interval")}
+    elif time_budget is not None:
+        echo(f"--steps {steps} given: it wins over --time-budget {time_budget:g}")
+    result = run_training(config, model_dir, label_map, model=model, patience=patience, echo=echo, verbose=verbose,
+                          init=init, budget=budget)
+    if budget is not None:
+        plan = result["time_budget"]
+        plan["actual_minutes"] = (time.monotonic() - t0) / 60
+        echo(f"time budget {plan['budget_minutes']:g} min: planned {plan['planned_minutes']:.2f} min, "
+             f"took {plan['actual_minutes']:.2f} min ({result['step']} steps, schedule completed)")
+        _write_json(f"{model_dir}/train_result.json", {k: v for k, v in result.items() if k != "losses"})
+    return result
+
+
+def _init_info(config, model: str, resumed: bool) -> dict:
+    """{"checkpoint", "modules", "source": "default" | "user" | "none"} of the run's start."""
+    from odpipe.train.config import experiment_config
+
+    checkpoint = config.task.init_checkpoint or None
+    modules = config.task.init_checkpoint_modules
+    modules = ",".join(modules) if isinstance(modules, (list, tuple)) else modules
+    default = experiment_config(model).task.init_checkpoint or None
+    source = "none" if not checkpoint else "default" if checkpoint == default else "user"
+    info = {"checkpoint": checkpoint, "modules": modules if checkpoint else None, "source": source}
+    if resumed:
+        info["resumed"] = True  # the model dir's own checkpoint is restored; the start above was used before
+    return info
+
+
+def _previous_init(model_dir: str) -> dict | None:
+    """The start recorded by the run that created `model_dir` (odpipe.json), if any."""
+    import tensorflow as tf
+
+    try:
+        with tf.io.gfile.GFile(f"{model_dir}/odpipe.json") as f:
+            return json.load(f).get("init")
+    except (tf.errors.OpError, ValueError, OSError):
+        return None
+
+
+def _write_json(path: str, data: dict) -> None:
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(data, f, indent=2, default=float)
+
+
+def _write_model_dir(config, model_dir: str, label_map: dict[int, str], model: str, init: dict) -> None:
+    import tensorflow as tf
+
+    from odpipe.train.presets import PRESETS
+
+    try:
+        save_config(config, model_dir)
+        with tf.io.gfile.GFile(f"{model_dir}/label_map.pbtxt", "w") as f:
+            f.write(format_label_map(label_map))
+        preset = PRESETS.get(model)
+        _write_json(f"{model_dir}/odpipe.json",
+                    {"model": model, "experiment": preset.experiment if preset else model, "init": init})
+    except (tf.errors.OpError, OSError) as err:
+        raise UserError(f"--model-dir {model_dir}: cannot write ({first_line(err, 160)}); check the folder") from None
+
+
+def make_runner(config, model_dir: str, planned_steps: bool = False):
+    """(distribution strategy, Model Garden `OrbitExperimentRunner`, planned-steps variable or None) for
+    `config` in `model_dir`; with `planned_steps`, the schedule follows the variable (a time budget)."""
+    import tensorflow as tf
+    from official.common import distribute_utils
+    from official.core import train_lib
+    from official.modeling import performance
+
+    from odpipe.modeling.detection import build_task
+
+    performance.set_mixed_precision_policy(getattr(tf, config.runtime.mixed_precision_dtype))
+    dist = distribute_utils.get_distribution_strategy(
+        distribution_strategy=config.runtime.distribution_strategy,
+        num_gpus=config.runtime.num_gpus,
+        tpu_address=config.runtime.tpu or None,
+    )
+    with dist.scope():
+        task = build_task(config.task, logging_dir=model_dir)
+        if planned_steps:
+            task.planned_steps = tf.Variable(config.trainer.train_steps, dtype=tf.int64, trainable=False)
+    runner = train_lib.OrbitExperimentRunner(
+        distribution_strategy=dist, task=task, mode="train_and_eval", params=config, model_dir=model_dir,
+        run_post_eval=False,
+    )
+    return dist, runner, task.planned_steps
+
+
+def run_training(config, model_dir: str, label_map: dict[int, str], model: str = "", patience: int = 0, echo=print,
+                 verbose: bool = False, init: dict | None = None, budget: dict | None = None) -> dict:
+    """Train with an effective config (from `build_config`) into `model_dir`; resumes if possible.
+
+    `budget`: {"minutes", "t0", "configure", "eval_interval"} sizes the steps in the run (`budget.py`).
+    """
+    model_dir = str(model_dir).rstrip("/")
+    init = init or {"checkpoint": config.task.init_checkpoint or None, "source": "config"}
+    _write_model_dir(config, model_dir, label_map, model, init)
+    t0 = time.monotonic()
+    with library_output(verbose):
+        dist, runner, planned = make_runner(config, model_dir, planned_steps=budget is not None)
+    trainer = runner.trainer
+    global_step = trainer.global_step
+    total = config.trainer.train_steps
+    start = int(global_step.numpy())
+    if start >= total:
+        echo(f"already trained: step {start} >= --steps {total} in {model_dir}; raise --steps to train on")
+    elif start:
+        echo(f"resuming from step {start} (latest checkpoint in {model_dir})")
+    else:
+        echo(f"starting from {_describe(init)}")
+    progress = Progress(global_step, total, config.task.train_data.global_batch_size, echo)
+    controller = runner.controller
+    controller.train_actions = list(controller.train_actions or []) + [progress]
+
+    stopper, last_eval, stopped_early = EarlyStopping(patience), {}, False
+    interval = config.trainer.validation_interval
+    eval_seconds: list[float] = []
+    evaluations: list[dict] = []  # mAP against minutes since the start (set-up included)
+    plan = None
+
+    def evaluated(logs: dict, seconds: float, step: int) -> dict:
+        logs = scalar_logs(logs)
+        eval_seconds.append(seconds)
+        evaluations.append({"step": step, "minutes": (time.monotonic() - t0) / 60, "mAP": logs.get("AP"),
+                            "mAP@0.5": logs.get(BEST_METRIC)})
+        progress.last_time = time.monotonic()  # steps/s and ETA count training time only
+        echo(f"eval at step {step}: mAP {logs.get('AP', float('nan')):.3f}  "
+             f"mAP@0.5 {logs.get(BEST_METRIC, float('nan')):.3f}  loss {logs.get('total_loss', float('nan')):.4f}")
+        return logs
+
+    with library_output(verbose), dist.scope():
+        step = start
+        if budget is not None:
+            from odpipe.train.budget import measure_and_plan
+
+            plan = measure_and_plan(controller, global_step, config.trainer.validation_steps, budget["minutes"],
+                                    budget["t0"], budget["eval_interval"], echo)
+            step = int(global_step.numpy())
+            last_eval = evaluated(plan.pop("eval_logs"), plan["eval_seconds"], step)
+            stopper.update(last_eval.get(BEST_METRIC, float("nan")))
+            total = progress.total = plan["total_steps"]
+            planned.assign(total)
+            sized = budget["configure"](total)
+            interval = sized.trainer.validation_interval
+            save_config(sized, model_dir)  # config.yaml shows the steps and schedule the run used
+        while step < total:
+            target = min(total, (step // interval + 1) * interval)
+            controller.train(steps=target)
+            step = int(global_step.numpy())
+            t_eval = time.monotonic()
+            logs = controller.evaluate(steps=config.trainer.validation_steps)
+            last_eval = evaluated(logs, time.monotonic() - t_eval, step)
+            value = last_eval.get(BEST_METRIC, float("nan"))
+            if stopper.update(value) and step < total:
+                echo(f"early stopping at step {step}: mAP@0.5 has not improved for {stopper.stale} evaluations")
+                stopped_early = True
+                break
+        if controller.checkpoint_manager and step > 0:
+            controller.checkpoint_manager.save(checkpoint_number=global_step, check_interval=False)
+    best = _read_best(model_dir)
+    if best is not None:
+        _write_json(f"{model_dir}/best.json", best)
+    rates = progress.rates[1:] or progress.rates
+    result = {
+        "step": int(global_step.numpy()),
+        "start_step": start,
+        "loss": progress.losses[-1][1] if progress.losses else last_eval.get("total_loss"),
+        "losses": progress.losses,
+        "metrics": last_eval,
+        "best": best,
+        "model_dir": model_dir,
+        "steps_per_second": (sum(rates) / len(rates)) if rates else None,
+        "eval_seconds": eval_seconds,
+        "evaluations": evaluations,
+        "wall_seconds": time.monotonic() - t0,
+        "stopped_early": stopped_early,
+        "precision": config.runtime.mixed_precision_dtype,
+        "strategy": config.runtime.distribution_strategy,
+        "init": init,
+    }
+    if plan is not None:
+        result["time_budget"] = plan
+    _write_json(f"{model_dir}/train_result.json", {k: v for k, v in result.items() if k != "losses"})
+    return result
+
+
+def _describe(init: dict) -> str:
+    if not init.get("checkpoint"):
+        return "random weights (--init-checkpoint none)"
+    what = "the preset's pretrained checkpoint" if init.get("source") == "default" else "checkpoint"
+    return f"{what} {init['checkpoint']} (restoring: {init.get('modules')})"
+
+
+def _read_best(model_dir: str) -> dict | None:
+    import tensorflow as tf
+
+    path = f"{model_dir}/{BEST_SUBDIR}/info.json"
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        info = json.load(f)
+    latest = tf.train.latest_checkpoint(f"{model_dir}/{BEST_SUBDIR}")
+    return {
+        "step": int(info.get("best_ckpt_global_step", -1)),
+        "metric": BEST_METRIC,
+        "value": info.get(BEST_METRIC),
+        "mAP": info.get("AP"),
+        "mAP@0.5": info.get("AP50"),
+        "checkpoint": latest,
+    }

@@ -1,0 +1,54 @@
+"""--time-budget: the planning arithmetic (the real budgeted run is measured by `make bench`)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_size_steps_fits_training_and_evaluations():
+    from odpipe.train.budget import default_eval_interval, size_steps
+
+    steps, evals = size_steps(seconds=150, rate=2.0, eval_seconds=5.0)
+    interval = default_eval_interval(steps)
+    assert evals == -(-steps // interval)
+    assert steps / 2.0 + evals * 5.0 <= 150 < (steps + 2) / 2.0 + evals * 5.0  # uses the time, and no more
+    # a fixed --eval-interval: evaluations follow it
+    steps, evals = size_steps(seconds=150, rate=2.0, eval_seconds=5.0, eval_interval=20)
+    assert evals == -(-steps // 20) and steps / 2.0 + evals * 5.0 <= 150
+    assert size_steps(seconds=-1, rate=2.0, eval_seconds=1.0) == (0, 0)
+    assert size_steps(seconds=10, rate=1.0, eval_seconds=20.0)[0] == 0  # evaluations alone do not fit
+
+
+def test_steps_win_over_a_time_budget_and_bad_budgets_are_errors():
+    from odpipe.errors import UserError
+    from odpipe.train.config import positive
+
+    for bad in (0, -3, float("nan")):
+        with pytest.raises(UserError, match="--time-budget"):
+            positive("--time-budget", bad, float)
+    assert positive("--time-budget", None, float) is None
+    assert positive("--time-budget", 2.5, float) == 2.5
+
+
+def test_planned_schedule_is_model_gardens_warmup_cosine_for_the_planned_total():
+    import numpy as np
+    import tensorflow as tf
+    from official.modeling import optimization
+    from official.modeling.optimization.configs import optimization_config
+
+    from odpipe.modeling.detection import PlannedWarmupCosine
+    from odpipe.train.presets import schedule
+
+    def model_garden(total):
+        config = optimization_config.OptimizationConfig(schedule(total, 0.08, 0.05))
+        return optimization.OptimizerFactory(config).build_learning_rate()
+
+    provisional = optimization_config.OptimizationConfig(schedule(1500, 0.08, 0.05))
+    total = tf.Variable(1500, dtype=tf.int64)
+    planned = PlannedWarmupCosine.from_config_of(provisional, total)
+    steps = [0, 1, 10, 74, 75, 76, 300, 1000, 1499, 1500]
+    assert np.allclose([planned(s).numpy() for s in steps], [model_garden(1500)(s).numpy() for s in steps], rtol=1e-5)
+    total.assign(164)  # what a time budget measured fits: the same curve, ending at step 164
+    steps = [0, 4, 8, 9, 50, 163, 164]
+    assert np.allclose([planned(s).numpy() for s in steps], [model_garden(164)(s).numpy() for s in steps], rtol=1e-5)
+    assert planned(164).numpy() == pytest.approx(0.08 * 0.01, rel=1e-4)  # the schedule ends: alpha * peak
