@@ -225,10 +225,11 @@ def train(
     steps: int = 0,
     batch_size: int = 0,
     image_size: int = 0,
-    init_checkpoint: str = "",
+    init_checkpoint: str = "default",
     config_overrides: str = "",
     warm_start: bool = False,
     champion_checkpoint: str = "",
+    time_budget: float = 0.0,
 ):
     """Trains a detector on TF Model Garden; keeps checkpoints, the best one and the config.
 
@@ -243,11 +244,13 @@ def train(
         steps: Training steps; 0 uses the preset's default.
         batch_size: Global batch size; 0 uses the preset's default.
         image_size: Square input size in pixels; 0 uses the preset's default.
-        init_checkpoint: Checkpoint to start from (folder, prefix or .index/.data file); empty for none.
+        init_checkpoint: Start: "default" (the preset's published pretrained checkpoint), "none" (from
+            scratch) or a checkpoint (folder, prefix or .index/.data file).
         config_overrides: Model Garden config overrides (a YAML file path or YAML text), applied strictly.
-        warm_start: Start from the checkpoint of the model in service (when there is one and no
-            init_checkpoint is given), so retraining fine-tunes instead of starting over.
+        warm_start: Start from the checkpoint of the model in service (when there is one) instead of
+            the preset's default start, so retraining fine-tunes instead of starting over.
         champion_checkpoint: Checkpoint prefix of the model in service ("" when none).
+        time_budget: Training minutes (the steps are sized to end inside them); 0 for none.
     """
     import json
 
@@ -255,8 +258,8 @@ def train(
     from odpipe.train import train as train_model
 
     options = {}
-    if warm_start and champion_checkpoint and not init_checkpoint:
-        init_checkpoint = champion_checkpoint
+    if warm_start and champion_checkpoint and init_checkpoint == "default":
+        init_checkpoint = champion_checkpoint  # its architecture comes from the config.yaml beside it
         options["init_checkpoint_modules"] = warm_start_modules(champion_checkpoint, label_map.uri)
         print(f"warm start from the model in service: {champion_checkpoint} ({options['init_checkpoint_modules']})")
 
@@ -269,8 +272,9 @@ def train(
         image_size=image_size or None,
         batch_size=batch_size or None,
         steps=steps or None,
-        init_checkpoint=init_checkpoint or None,
+        init_checkpoint=init_checkpoint or "none",
         config_overrides=config_overrides or None,
+        time_budget=time_budget or None,
         **options,
     )
     result = json.loads(json.dumps(result, default=str))

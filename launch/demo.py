@@ -56,6 +56,7 @@ def demo(
         "annotations": os.path.join(data, "annotations"),
         "images": os.path.join(data, "images"),
         "model_home": os.path.join(outdir, "models"),
+        "init_checkpoint": "none",  # this machine may be offline: the pretrained default needs bucket access
         "model": "retinanet-mobilenetv2",
         "tflite": tflite,
     }

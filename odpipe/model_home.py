@@ -4,7 +4,7 @@
       current.json             {"version": "0002", "mAP": ..., ...}: the model in service
       versions/0001/
         export/                the evaluated export (saved_model/, label_map.pbtxt, model.tflite, ...)
-        checkpoint/            the checkpoint it was exported from (for warm starts)
+        checkpoint/            the checkpoint it was exported from, with its config.yaml (warm starts)
         label_map.pbtxt        its label map (the next run extends it, so class ids never move)
         metrics.json           its evaluation, champion figures included
         version.json           where it came from: fingerprint, run, parameters, date
@@ -105,7 +105,8 @@ def champion(home: str) -> dict | None:
 
 def warm_start_modules(checkpoint: str, label_map_path: str) -> str:
     """What a warm start from a version's checkpoint restores: everything when the classes are
-    the same, else the backbone and decoder (the class head is re-initialised for the new classes)."""
+    the same, else the backbone and decoder (the class head is re-initialised for the new classes).
+    (The trainer rebuilds the version's architecture from the config.yaml beside the checkpoint.)"""
     from odpipe.label_map import read_label_map
 
     folder = str(checkpoint).rsplit("/", 2)[0]  # HOME/versions/NNNN/checkpoint/ckpt-N
@@ -136,6 +137,8 @@ def publish(home: str, export_dir: str, metrics: dict, provenance: dict | None =
         if not ckpt_files:
             raise UserError(f"{prefix}: no checkpoint files; pass the prefix of a saved checkpoint (e.g. model/best/ckpt-100)")
         storage.copy_tree(parent, storage.join(folder, "checkpoint"), ckpt_files)
+        if "config.yaml" in files:  # the architecture beside the checkpoint (warm starts rebuild it)
+            storage.copy_tree(export_dir, storage.join(folder, "checkpoint"), ["config.yaml"])
         checkpoint_rel = f"checkpoint/{stem}"
     storage.write_text(storage.join(folder, "metrics.json"), json.dumps(metrics, indent=1, default=str) + "\n")
     headline = {k: metrics.get(k) for k in HEADLINE}

@@ -59,8 +59,9 @@ def build_pipeline(
         steps: int = 0,
         batch_size: int = 0,
         image_size: int = 0,
-        init_checkpoint: str = "",
+        init_checkpoint: str = "default",
         warm_start: bool = False,
+        time_budget: float = 0.0,
         config_overrides: str = "",
         min_map: float = 0.0,
         margin: float = 0.0,
@@ -89,8 +90,9 @@ def build_pipeline(
             steps: Training steps; 0 for the preset's default.
             batch_size: Global batch size; 0 for the preset's default.
             image_size: Input size in pixels; 0 for the preset's default.
-            init_checkpoint: Checkpoint to initialise from; empty for the preset's default.
-            warm_start: Fine-tune from the model in service's checkpoint (when there is one).
+            init_checkpoint: Start of training: "default" (the preset's published pretrained checkpoint), "none" (from scratch) or a checkpoint path.
+            warm_start: Fine-tune from the model in service's checkpoint (when there is one) instead of the default start.
+            time_budget: Training minutes; the steps are sized to end inside them (0 for none; steps wins when both are given).
             config_overrides: Model Garden config overrides (YAML path or text); empty for none.
             min_map: Minimum mAP (0.5:0.95) to bless the model; 0 for no threshold.
             margin: The new mAP must beat the model in service's, on the same eval records, by this much.
@@ -146,6 +148,7 @@ def build_pipeline(
                 config_overrides=config_overrides,
                 warm_start=warm_start,
                 champion_checkpoint=found["champion_checkpoint"],
+                time_budget=time_budget,
             )
             train_task.set_memory_limit(trainer_memory).set_cpu_limit(trainer_cpu)
             train_task.set_retry(TRAINER_RETRIES, backoff_duration="60s")  # it resumes from its last checkpoint

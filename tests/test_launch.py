@@ -370,7 +370,7 @@ def test_demo_generates_data_and_runs_the_pipeline_locally(tmp_path, monkeypatch
     assert seen["params"] == {
         "annotations": str(tmp_path / "demo" / "data" / "annotations"),
         "images": str(tmp_path / "demo" / "data" / "images"), "model": "retinanet-mobilenetv2",
-        "model_home": str(tmp_path / "demo" / "models"),
+        "model_home": str(tmp_path / "demo" / "models"), "init_checkpoint": "none",
         "tflite": False, "steps": 7,
     }
     assert seen["work_dir"] == str(tmp_path / "demo" / "work")

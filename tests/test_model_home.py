@@ -265,3 +265,27 @@ def test_registry_needs_a_bucket_and_a_project(model_service):
     with pytest.raises(UserError, match="registry_project, registry_location"):
         registry.upload_version("m", "gs://b/saved_model", "", "", "0001", {"mAP": 0.1}, "f")
     assert model_service["upload"] == []
+
+
+def test_warm_start_restores_by_label_map_and_brings_the_architecture(tmp_path):
+    """A warm start restores everything when the classes are the same, else backbone + decoder;
+    the version's config.yaml lies beside its checkpoint, so the trainer rebuilds that architecture
+    (a scratch-trained x0.5 backbone stays x0.5)."""
+    from odpipe.label_map import format_label_map
+    from odpipe.train.config import checkpoint_architecture
+
+    home = str(tmp_path / "home")
+    export = fake_export(tmp_path / "e", ("cat", "dog"))
+    with open(os.path.join(export, "config.yaml"), "w", encoding="utf-8") as f:
+        f.write("task:\n  model:\n    num_classes: 3\n    backbone:\n      mobilenet:\n        filter_size_scale: 0.5\n"
+                "    head:\n      num_filters: 64\n    input_size: [128, 128, 3]\n")
+    model_home.publish(home, export, {"mAP": 0.5}, checkpoint=fake_checkpoint(tmp_path / "m" / "best"))
+    checkpoint = model_home.champion(home)["checkpoint"]
+    same = tmp_path / "same.pbtxt"
+    same.write_text(format_label_map({1: "cat", 2: "dog"}), encoding="utf-8")
+    grown = tmp_path / "grown.pbtxt"
+    grown.write_text(format_label_map({1: "cat", 2: "dog", 3: "owl"}), encoding="utf-8")
+    assert model_home.warm_start_modules(checkpoint, str(same)) == "all"
+    assert model_home.warm_start_modules(checkpoint, str(grown)) == "backbone,decoder"
+    assert checkpoint_architecture(checkpoint) == {"backbone": {"mobilenet": {"filter_size_scale": 0.5}},
+                                                   "head": {"num_filters": 64}}

@@ -284,6 +284,15 @@ def build_config(
     )
     if aug is not None:
         config.override({"task": {"train_data": {"parser": {"aug_type": aug}}}}, is_strict=True)
+    if start["source"] == "none":
+        from odpipe.train.presets import PRESETS
+
+        if model in PRESETS and PRESETS[model].scratch_overrides:
+            config.override({"task": PRESETS[model].scratch_overrides}, is_strict=True)
+    elif start["source"] == "user":  # fine-tuning from an odpipe model: rebuild its architecture
+        architecture = checkpoint_architecture(start["checkpoint"])
+        if architecture:
+            config.override({"task": {"model": architecture}}, is_strict=True)
     if config_overrides:
         config = _apply_overrides(config, config_overrides)
     try:
@@ -292,6 +301,27 @@ def build_config(
         raise UserError(f"config for --model {model}: invalid ({first_line(err)}); fix the override") from None
     config.lock()
     return config
+
+
+ARCHITECTURE_KEYS = ("backbone", "decoder", "head", "min_level", "max_level", "anchor", "norm_activation")
+
+
+def checkpoint_architecture(prefix: str) -> dict:
+    """The model architecture (backbone, decoder, head, levels, anchors) of the odpipe config.yaml
+    beside a checkpoint (MODEL_DIR/ckpt-N, MODEL_DIR/best/ckpt-N, a model home version's
+    checkpoint/), so a checkpoint trained from scratch at another width still fits; {} for a
+    checkpoint without one (e.g. a published classifier)."""
+    import yaml
+
+    folder = str(prefix).rsplit("/", 1)[0]
+    for candidate in (f"{folder}/config.yaml", f"{folder.rsplit('/', 1)[0]}/config.yaml"):
+        try:
+            doc = yaml.safe_load(storage.read_text(candidate)) or {}
+        except (FileNotFoundError, OSError, ValueError, yaml.YAMLError):
+            continue
+        model = (doc.get("task") or {}).get("model") or {}
+        return {k: model[k] for k in ARCHITECTURE_KEYS if k in model}
+    return {}
 
 
 def _apply_overrides(config, overrides):

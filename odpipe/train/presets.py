@@ -44,6 +44,9 @@ class Preset:
     init_checkpoint_modules: str
     overrides: dict
     description: str
+    # Applied when the run starts from scratch (--init-checkpoint none), before the user's overrides:
+    # the architecture that trains best per CPU-minute without a checkpoint to match.
+    scratch_overrides: dict = dataclasses.field(default_factory=dict)
 
 
 PRESETS: dict[str, Preset] = {
@@ -74,6 +77,9 @@ PRESETS: dict[str, Preset] = {
             "losses": {"l2_weight_decay": 4e-5},
         },
         description="RetinaNet, MobileNetV2 (ImageNet) + separable FPN, 256 px: the CPU / phone detector",
+        # From scratch there is no checkpoint shape to match: width x0.5 trains 3.5x faster per step
+        # at 256 px on 2 CPU cores (1.81 vs 0.51 steps/s, one run) and was the preset's tuned default.
+        scratch_overrides={"model": {"backbone": {"mobilenet": {"filter_size_scale": 0.5}}}},
     ),
     # The standard RetinaNet for GPUs (mixed float16) and TPUs (bfloat16).
     "retinanet-resnet50fpn": Preset(
