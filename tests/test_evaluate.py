@@ -335,3 +335,18 @@ def test_evaluate_runs_the_int8_tflite(evaluated, int8_export_dir, records, tmp_
     assert metrics["objects"] == float_metrics["objects"]
     assert metrics["model"].endswith("model.tflite") and metrics["detections"] > 0
     assert metrics["mAP@0.5"] is not None and set(metrics["per_class"]) == {"circle", "square", "triangle"}
+
+
+def test_a_bare_gs_tflite_uses_the_labels_in_its_metadata(int8_export_dir, sample_dir, gcs_bucket):
+    """model.tflite alone on gs:// (no label_map.pbtxt beside it): read through odpipe.storage,
+    class names from the labels.txt packed in its metadata."""
+    from odpipe import storage
+    from odpipe.detector import Detector
+
+    image = sorted((sample_dir / "images").glob("*.jpg"))[0].read_bytes()
+    uri = f"{gcs_bucket}/lite-only/model.tflite"
+    storage.write_bytes(uri, (int8_export_dir / "model.tflite").read_bytes())
+    with Detector(uri) as lite:
+        assert lite.label_map == {1: "circle", 2: "square", 3: "triangle"}
+        raw = lite.detect_bytes([image, b"not an image"])
+    assert isinstance(raw[0], dict) and len(raw[0]["scores"]) > 0 and isinstance(raw[1], str)
