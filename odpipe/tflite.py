@@ -30,7 +30,7 @@ import tempfile
 
 import numpy as np
 
-from odpipe import storage
+from odpipe import __version__, storage
 from odpipe.errors import UserError, first_line
 
 QUANTIZATIONS = ("float", "fp16", "int8")
@@ -271,8 +271,6 @@ def write_tflite(serving, path: str, quantization: str, label_map: dict[int, str
         raise UserError(f"{path}: the converter gave input {input_detail['dtype'].__name__} scale {scale} zero point "
                         f"{zero_point}, not raw uint8 pixels; report this with the model's config.yaml")
     label_text = tflite_metadata.label_file_text(label_map, int(serving.config.task.model.num_classes))
-    from odpipe import __version__
-
     metadata = tflite_metadata.build_metadata(
         name="odpipe RetinaNet detector",
         description=f"RetinaNet ({quantization}) trained with odpipe; {len(label_map)} classes; "
