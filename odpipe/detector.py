@@ -8,6 +8,10 @@
     EXPORT_DIR/label_map.pbtxt   {id: name} (also saved_model/assets/label_map.pbtxt)
     EXPORT_DIR/config.yaml       the effective training config
 
+    EXPORT_DIR/model.tflite      or, given a path ending in .tflite, that TFLite model (odpipe.tflite:
+                                 letterboxed uint8 input, TFLite_Detection_PostProcess outputs); its
+                                 label map is label_map.pbtxt beside it, else its metadata's labels.txt
+
 `Detector` is used by both `odpipe evaluate` and `odpipe predict`. A `gs://` export is copied to a
 local temporary folder first (through odpipe.storage, so the storage emulator is honoured).
 """
@@ -63,6 +67,11 @@ class Detector:
     def __init__(self, export_dir: str):
         self.export_dir = str(export_dir)
         self._tempdir = None
+        self._lite = None
+        self._warned_fallback = False
+        if self.export_dir.lower().endswith(".tflite"):
+            self._load_tflite(self.export_dir)
+            return
         local = self.export_dir
         if storage.is_remote(local):
             local = self._tempdir = _copy_remote_dir(local)
@@ -103,7 +112,28 @@ class Detector:
             )
         self._bytes_fn = signatures[SIGNATURE_BYTES]
         self._tensor_fn = signatures.get(SIGNATURE_TENSOR)
-        self._warned_fallback = False
+
+    def _load_tflite(self, path: str) -> None:
+        """A model.tflite from `odpipe export --tflite`; its label map is the label_map.pbtxt beside
+        it or else the labels.txt packed in its metadata."""
+        from odpipe.tflite import LiteModel
+        from odpipe.tflite_metadata import read_label_file
+
+        try:
+            data = storage.read_bytes(path)
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such file; point --model at a model.tflite written by `odpipe export --tflite`") from None
+        beside = storage.join(path.rsplit("/", 1)[0], "label_map.pbtxt") if "/" in path else "label_map.pbtxt"
+        if storage.exists(beside):
+            self.label_map = read_label_map(beside)
+        else:
+            labels = read_label_file(data)
+            if labels is None:
+                raise UserError(f"{path}: no label_map.pbtxt beside it and no labels.txt in its metadata; "
+                                "re-export with `odpipe export --tflite`")
+            self.label_map = labels
+        self._lite = LiteModel(data, path)
+        self._bytes_fn = self._tensor_fn = None
 
     def close(self) -> None:
         if self._tempdir:
@@ -135,6 +165,8 @@ class Detector:
         """Raw outputs for a batch of encoded images (a list of bytes or a tf.string [B] tensor)."""
         import tensorflow as tf
 
+        if self._lite is not None:
+            return self._outputs(self._lite.run_bytes(list(encoded.numpy()) if isinstance(encoded, tf.Tensor) else encoded))
         tensor = encoded if isinstance(encoded, tf.Tensor) else tf.constant(list(encoded), dtype=tf.string)
         return self._outputs(self._bytes_fn(inputs=tensor))
 
@@ -142,6 +174,8 @@ class Detector:
         """Raw outputs for a uint8 [B, H, W, 3] batch (the `serving_image_tensor` signature)."""
         import tensorflow as tf
 
+        if self._lite is not None:
+            return self._outputs(self._lite.run_images(np.asarray(images, dtype=np.uint8)))
         if self._tensor_fn is None:
             raise UserError(f"{self.export_dir}: no `{SIGNATURE_TENSOR}` signature; re-export with `odpipe export`")
         return self._outputs(self._tensor_fn(inputs=tf.convert_to_tensor(images, dtype=tf.uint8)))

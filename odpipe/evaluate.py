@@ -4,6 +4,9 @@ exported model (the thing that gets deployed) on eval TFRecords.
     odpipe evaluate --model EXPORT_DIR --data 'records/eval-*.tfrecord' -o REPORT_DIR \\
         [--min-map 0.5] [--champion SERVING_EXPORT_DIR [--margin 0.01]]
 
+--model EXPORT_DIR/model.tflite evaluates the TFLite model (float, fp16 or int8) instead, on the
+same records by the same code, so its accuracy loss against the SavedModel is measured.
+
 Writes REPORT_DIR/metrics.json, confusion_matrix.png, pr_curves.png and report.html (local or
 gs://). Decisions, all stated here so the numbers can be trusted:
 
@@ -521,7 +524,7 @@ def evaluate(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="export folder written by `odpipe export -o`")
+    parser.add_argument("--model", required=True, help="export folder written by `odpipe export -o`, or its model.tflite (the on-device model)")
     parser.add_argument("--data", required=True, action="append",
                         help="eval TFRecords pattern, e.g. 'records/eval-*.tfrecord' (local or gs://; repeatable)")
     parser.add_argument("-o", "--output", required=True, help="report folder (metrics.json, report.html, PNGs)")

@@ -1,6 +1,7 @@
 """Export a trained model dir to a SavedModel (+ TFLite) that evaluate/predict and servers consume.
 
-    odpipe export --model-dir runs/m1 -o exported/ [--checkpoint best|latest|PATH] [--tflite]
+    odpipe export --model-dir runs/m1 -o exported/ [--checkpoint best|latest|PATH]
+        [--tflite [float|fp16|int8] [--calibration-records GLOB]]
 
 EXPORT_DIR/
   saved_model/          signatures (both output detection_boxes [B, N, 4] normalised
@@ -10,7 +11,8 @@ EXPORT_DIR/
                           serving_image_tensor  inputs: tf.uint8 [None, None, None, 3]
   saved_model/assets/   label_map.pbtxt, config.yaml
   label_map.pbtxt, config.yaml, export.json
-  model.tflite          with --tflite: inputs uint8 [1, H, W, 3] (any H, W), same outputs
+  model.tflite          with --tflite {float,fp16,int8}: uint8 [1, S, S, 3] letterboxed input,
+                        TFLite_Detection_PostProcess outputs and metadata (see odpipe.tflite)
 
 Boxes: Model Garden's RetinaNet returns boxes in the pixels of the resized, padded model input;
 here they are mapped back to the original image and divided by its size, so they are
@@ -24,10 +26,10 @@ import json
 import os
 
 from odpipe.errors import UserError, first_line
+from odpipe.tflite import DEFAULT_CALIBRATION_IMAGES, QUANTIZATIONS, SIGNATURE_TFLITE  # noqa: F401 - re-exported
 
 SIGNATURE_BYTES = "serving_default"
 SIGNATURE_TENSOR = "serving_image_tensor"
-SIGNATURE_TFLITE = "serving_default"  # the one signature of model.tflite
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")  # read by odpipe.detector
 
 
@@ -144,13 +146,6 @@ class ServingModel:
         batch, info = tf.map_fn(one, encoded, fn_output_signature=spec)
         return self.detect(batch, info)
 
-    def serve_single(self, image):
-        """TFLite entry: uint8 [1, H, W, 3] without map_fn (TFLite-friendly control flow)."""
-        import tensorflow as tf
-
-        processed, info = self.preprocess(image[0])
-        return self.detect(processed[tf.newaxis], info[tf.newaxis])
-
 
 def _module(detector: ServingModel):
     import tensorflow as tf
@@ -166,30 +161,20 @@ def _module(detector: ServingModel):
     return module
 
 
-def _write_tflite(detector: ServingModel, path: str) -> dict:
-    """model.tflite from a one-signature SavedModel, so its signature keeps the output names."""
-    import tempfile
+def export_model(model_dir: str, export_dir: str, checkpoint: str = "best", tflite: bool | str = False,
+                 calibration_records=None, calibration_images: int = DEFAULT_CALIBRATION_IMAGES) -> dict:
+    """Export the model in `model_dir` (config.yaml + checkpoint) to `export_dir`; returns a summary.
 
+    `tflite`: False/None (no model.tflite), True or "float", "fp16", "int8". int8 is calibrated on up
+    to `calibration_images` images of `calibration_records` (a pattern or a list; default: the
+    training records named in the model's config)."""
     import tensorflow as tf
 
-    holder = tf.Module()
-    holder.weights = list(detector.model.variables)
-    holder.serve = tf.function(
-        detector.serve_single, input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="inputs")]
-    )
-    with tempfile.TemporaryDirectory(prefix="odpipe-tflite-") as tmp:
-        tf.saved_model.save(holder, tmp, signatures={SIGNATURE_TFLITE: holder.serve.get_concrete_function()})
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=[SIGNATURE_TFLITE])
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        data = converter.convert()
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(data)
-    return {"path": path, "bytes": len(data), "signature": SIGNATURE_TFLITE}
+    from odpipe.tflite import calibration_files, quantization_of, write_tflite
 
-
-def export_model(model_dir: str, export_dir: str, checkpoint: str = "best", tflite: bool = False) -> dict:
-    """Export the model in `model_dir` (config.yaml + checkpoint) to `export_dir`; returns a summary."""
-    import tensorflow as tf
+    quantization = quantization_of(tflite)
+    if quantization == "int8" and calibration_images < 1:
+        raise UserError(f"--calibration-images {calibration_images}: must be at least 1")
 
     from odpipe.label_map import format_label_map, num_classes, read_label_map
     from odpipe.train import config_to_yaml, load_config
@@ -199,6 +184,8 @@ def export_model(model_dir: str, export_dir: str, checkpoint: str = "best", tfli
     config = load_config(model_dir)
     label_map = read_label_map(f"{model_dir}/label_map.pbtxt")
     prefix, chosen = resolve_export_checkpoint(model_dir, checkpoint)
+    if quantization == "int8":
+        calibration_files(calibration_records, config)  # fail before the slow SavedModel export
     try:
         detector = ServingModel(config, prefix)
     except (AssertionError, ValueError, tf.errors.OpError) as err:
@@ -235,8 +222,11 @@ def export_model(model_dir: str, export_dir: str, checkpoint: str = "best", tfli
         "label_map": {str(k): v for k, v in sorted(label_map.items())},
         "tflite": None,
     }
-    if tflite:
-        summary["tflite"] = _write_tflite(detector, f"{export_dir}/model.tflite")
+    if quantization:
+        summary["tflite"] = write_tflite(
+            detector, f"{export_dir}/model.tflite", quantization, label_map,
+            calibration_records=calibration_records, calibration_images_max=calibration_images,
+        )
     with tf.io.gfile.GFile(f"{export_dir}/export.json", "w") as f:
         json.dump(summary, f, indent=2)
     return summary
@@ -261,13 +251,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="export dir to write (local or gs://)")
     parser.add_argument("--checkpoint", default="best",
                         help="best (highest eval mAP@0.5), latest, or a checkpoint folder/prefix/.index/.data-* path")
-    parser.add_argument("--tflite", action="store_true", help="also write model.tflite")
+    parser.add_argument("--tflite", nargs="?", const="float", choices=QUANTIZATIONS, default=None,
+                        help="also write model.tflite: float (the default of a bare --tflite), fp16, or int8 "
+                             "(full-integer, calibrated on --calibration-records)")
+    parser.add_argument("--calibration-records", action="append", metavar="GLOB",
+                        help="TFRecords whose images calibrate int8 (default: the training records of the "
+                             "model's config; repeatable)")
+    parser.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES,
+                        help=f"images used for int8 calibration (default {DEFAULT_CALIBRATION_IMAGES})")
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = export_model(args.model_dir, args.output, checkpoint=args.checkpoint, tflite=args.tflite)
+    summary = export_model(args.model_dir, args.output, checkpoint=args.checkpoint, tflite=args.tflite,
+                           calibration_records=args.calibration_records, calibration_images=args.calibration_images)
     print(f"exported {summary['checkpoint']} ({summary['checkpoint_choice']}, step {summary['step']}) "
           f"to {summary['saved_model']}")
     if summary["tflite"]:
-        print(f"wrote {summary['tflite']['path']} ({summary['tflite']['bytes']:,} bytes)")
+        lite = summary["tflite"]
+        calibrated = f", calibrated on {lite['calibration_images']} images" if lite["calibration_images"] else ""
+        print(f"wrote {lite['path']} ({lite['type']}, {lite['bytes']:,} bytes, input {lite['input']['shape']}{calibrated})")
     return 0

@@ -285,7 +285,7 @@ def predict(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs; local or gs://")
-    parser.add_argument("--model", required=True, help="export folder written by `odpipe export -o`")
+    parser.add_argument("--model", required=True, help="export folder written by `odpipe export -o`, or its model.tflite")
     parser.add_argument("-o", "--output", required=True, help="folder for predictions.json, images/, annotations/")
     parser.add_argument("--threshold", type=float, default=0.5, help="minimum score to keep a detection (default 0.5)")
     parser.add_argument("--voc", action="store_true", help="also write one labelImg (Pascal VOC) XML per image")

@@ -1,7 +1,8 @@
 """Trained model / export fixtures (owned by the train stage).
 
 model_dir: a few real Model Garden training steps (RetinaNet-MobileNetV2 preset at 128 px) on the
-`records` fixture, with one evaluation, so best/ exists. export_dir: its export with TFLite.
+`records` fixture, with one evaluation, so best/ exists. export_dir: its export with a float TFLite.
+int8_export_dir: its export with a full-integer int8 TFLite calibrated on a few training images.
 """
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ def export_dir(model_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("export")
     export_model(str(model_dir), str(out), checkpoint="best", tflite=True)
+    return out
+
+
+INT8_CALIBRATION_IMAGES = 8  # a handful: calibration is real, just short
+
+
+@pytest.fixture(scope="session")
+def int8_export_dir(model_dir, records, tmp_path_factory):
+    from odpipe.export import export_model
+
+    out = tmp_path_factory.mktemp("export-int8")
+    export_model(str(model_dir), str(out), checkpoint="best", tflite="int8",
+                 calibration_records=records["train"], calibration_images=INT8_CALIBRATION_IMAGES)
     return out
 
 

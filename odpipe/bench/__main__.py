@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one after another, each printing its figures and ratios.
 
-    python -m odpipe.bench                # all: records, train, predict
+    python -m odpipe.bench                # all: records, train, predict, tflite
     python -m odpipe.bench records --images 1000
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("records", "train", "predict")
+BENCHMARKS = ("records", "train", "predict", "tflite")
 
 
 def main(argv: list[str] | None = None) -> int:
