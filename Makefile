@@ -4,6 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+MP_VENV := .venv-mediapipe
+MP_STAMP := $(MP_VENV)/.installed
 DEMO_DIR ?= demo-output
 REGISTRY ?= us-docker.pkg.dev/YOUR_PROJECT/odpipe
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
@@ -21,7 +23,14 @@ $(STAMP): requirements.txt requirements-dev.txt requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
-setup: $(STAMP) ## create .venv/ and install everything (pinned)
+# MediaPipe Tasks (the on-device check of model.tflite) pins absl-py 2.x, which the main stack
+# cannot take: it lives in its own venv, used by one test through a subprocess.
+$(MP_STAMP): requirements-mediapipe.txt
+	@test -x $(MP_VENV)/bin/python || $(PYTHON) -m venv $(MP_VENV)
+	$(MP_VENV)/bin/python -m pip install --quiet --no-cache-dir -r requirements-mediapipe.txt
+	@touch $(MP_STAMP)
+
+setup: $(STAMP) $(MP_STAMP) ## create .venv/ (and .venv-mediapipe/) and install everything (pinned)
 
 test: setup ## run the whole test suite (slow tests included)
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15; rc=$$?; \
@@ -51,4 +60,4 @@ lock: ## re-resolve and freeze requirements.lock
 	( head -2 requirements.lock; /tmp/odpipe-lock/bin/pip freeze | sort -f ) > requirements.lock.new && mv requirements.lock.new requirements.lock
 
 clean: ## remove the venv and outputs
-	rm -rf $(VENV) $(DEMO_DIR) bench-output pipeline.yaml
+	rm -rf $(VENV) $(MP_VENV) $(DEMO_DIR) bench-output pipeline.yaml

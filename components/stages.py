@@ -288,23 +288,27 @@ def train(
 
 def export(
     model: Input[Model],
+    calibration_records: Input[Dataset],
     exported: Output[Model],
     checkpoint: str = "best",
-    tflite: bool = True,
+    tflite: str = "int8",
 ):
     """Exports a checkpoint to a SavedModel (+ TFLite) with the label map and config beside it.
 
     Args:
         model: The model directory from the train component.
+        calibration_records: Training TFRecords; int8 quantization is calibrated on a sample of them.
         exported: The export directory: saved_model/, label_map.pbtxt, config.yaml, model.tflite.
         checkpoint: "best", "latest" or a checkpoint path.
-        tflite: Also write model.tflite.
+        tflite: model.tflite type: "int8" (full-integer, calibrated), "fp16", "float", or "none".
     """
     import json
 
     from odpipe.export import export_model
 
-    result = export_model(model.uri, exported.uri, checkpoint=checkpoint, tflite=tflite)
+    kind = None if tflite in ("", "none") else tflite
+    result = export_model(model.uri, exported.uri, checkpoint=checkpoint, tflite=kind,
+                          calibration_records=calibration_records.uri.rstrip("/") + "/records-*.tfrecord")
     exported.metadata.update(json.loads(json.dumps(result, default=str)))
     # "checkpoint" is the prefix exported (export_model's summary); the choice made is "checkpoint_choice"
     exported.metadata.update({"checkpoint_choice": checkpoint, "tflite": tflite, "framework": "tensorflow"})

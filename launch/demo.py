@@ -36,7 +36,7 @@ def demo(
     steps: int | None = DEMO_STEPS,
     image_size: int | None = None,
     batch_size: int | None = None,
-    tflite: bool = False,
+    tflite: str = "none",
     seed: int = DEMO_SEED,
     echo=print,
 ) -> dict:
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"training steps (default {DEMO_STEPS})")
     parser.add_argument("--image-size", type=int, default=None, help="input size (default: the CPU preset's)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: the CPU preset's)")
-    parser.add_argument("--tflite", action="store_true", help="also export model.tflite (adds a few minutes)")
+    parser.add_argument("--tflite", default="none", choices=("none", "float", "fp16", "int8"),
+                        help="also export model.tflite of this type (adds a few minutes; default none)")
     parser.add_argument("--seed", type=int, default=DEMO_SEED, help="sample data seed")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

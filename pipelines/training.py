@@ -65,7 +65,7 @@ def build_pipeline(
         config_overrides: str = "",
         min_map: float = 0.0,
         margin: float = 0.0,
-        tflite: bool = True,
+        tflite: str = "int8",
         registry_model: str = "",
         registry_project: str = "",
         registry_location: str = "",
@@ -96,7 +96,7 @@ def build_pipeline(
             config_overrides: Model Garden config overrides (YAML path or text); empty for none.
             min_map: Minimum mAP (0.5:0.95) to bless the model; 0 for no threshold.
             margin: The new mAP must beat the model in service's, on the same eval records, by this much.
-            tflite: Also export model.tflite.
+            tflite: model.tflite for phones: "int8" (full-integer, calibrated on the training records), "fp16", "float" or "none".
             registry_model: Vertex AI Model Registry model (id or resource name) to add blessed versions to; empty for none.
             registry_project: Google Cloud project of the registry model.
             registry_location: Vertex AI region of the registry model, e.g. us-central1.
@@ -155,7 +155,12 @@ def build_pipeline(
             if accelerators:  # a build option, not a pipeline parameter: fixed when the pipeline is compiled
                 train_task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
 
-            export_task = ops.export(model=train_task.outputs["model"], checkpoint="best", tflite=tflite)
+            export_task = ops.export(
+                model=train_task.outputs["model"],
+                calibration_records=record_tasks["train"].outputs["records"],
+                checkpoint="best",
+                tflite=tflite,
+            )
             eval_task = ops.evaluate(
                 exported=export_task.outputs["exported"],
                 eval_records=record_tasks["eval"].outputs["records"],

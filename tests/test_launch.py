@@ -46,11 +46,11 @@ def parse(argv):
 
 def test_only_given_parameters_are_sent(tmp_path):
     args = parse(["submit", "--kfp-host", "http://x", *GS_INPUTS, "--steps", "500", "--min-map", "0.3",
-                  "--beam-arg=--region=europe-west4", "--beam-arg=--max_num_workers=4", "--no-tflite",
+                  "--beam-arg=--region=europe-west4", "--beam-arg=--max_num_workers=4", "--tflite", "none",
                   "--param", "shards=8", "--param", "model=retinanet-resnet50fpn"])
     assert spec.pipeline_parameters(args) == {
         "annotations": "gs://bucket/data/annotations", "images": "gs://bucket/data/images",
-        "steps": 500, "min_map": 0.3, "tflite": False, "shards": 8, "model": "retinanet-resnet50fpn",
+        "steps": 500, "min_map": 0.3, "tflite": "none", "shards": 8, "model": "retinanet-resnet50fpn",
         "beam_args": ["--region=europe-west4", "--max_num_workers=4"],
     }
     run_args = parse(["run", "--annotations", "rel/ann", "--images", str(tmp_path)])
@@ -371,7 +371,7 @@ def test_demo_generates_data_and_runs_the_pipeline_locally(tmp_path, monkeypatch
         "annotations": str(tmp_path / "demo" / "data" / "annotations"),
         "images": str(tmp_path / "demo" / "data" / "images"), "model": "retinanet-mobilenetv2",
         "model_home": str(tmp_path / "demo" / "models"), "init_checkpoint": "none",
-        "tflite": False, "steps": 7,
+        "tflite": "none", "steps": 7,
     }
     assert seen["work_dir"] == str(tmp_path / "demo" / "work")
     out = capsys.readouterr().out

@@ -111,7 +111,7 @@ def _run(data, work_dir, **extra):
         "batch_size": 2,
         "image_size": 128,
         "shards": 1,
-        "tflite": False,
+        "tflite": "none",
         "init_checkpoint": "none",  # offline: the preset's pretrained default is out of reach
         **extra,
     }

@@ -12,7 +12,7 @@ The ratio real/synthetic shows whether the input pipeline keeps the model busy (
 The real side is training's own input: a small set (like the generated one) is read and decoded
 once and kept in memory, still shuffled and augmented afresh every step ("decoded_cache" in the result).
 Rounds alternate (synthetic, real, synthetic, real, ...) so drift in machine load hits both.
-Then (unless --input-only) `odpipe.bench.train_quality`: dense-box slowdown and mAP per minute.
+(`odpipe.bench.train_quality`, the next benchmark of `make bench`: dense-box slowdown and mAP per minute.)
 """
 
 from __future__ import annotations
@@ -119,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60, help="timed steps per round and feed")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", help="also write the result here")
-    parser.add_argument("--input-only", action="store_true",
-                        help="only this input-pipeline benchmark, not the dense-box and quality ones after it")
-    args, rest = parser.parse_known_args(argv)
+    args = parser.parse_args(argv)
     if bool(args.train) != bool(args.label_map):
         parser.error("--train and --label-map go together")
     with tempfile.TemporaryDirectory(prefix="odpipe-bench-train-") as tmp:
@@ -138,11 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
-    if args.input_only:
-        return 0
-    from odpipe.bench import train_quality
-
-    return train_quality.main(rest)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
