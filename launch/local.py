@@ -94,6 +94,9 @@ def run_locally(
     for name, state in summary["tasks"].items():
         echo(f"  {name:<20} {state}")
     if error:
+        failed = [name for name, state in summary["tasks"].items() if state == "failed"]
+        if failed:  # name the task itself (kfp's message names the condition around it)
+            error = f"task {', '.join(repr(name) for name in failed)} failed"
         raise UserError(f"local pipeline run failed: {error}; see that task's log above (outputs so far: {run_dir})")
     return summary
 

@@ -150,9 +150,11 @@ def _refuse_network(real):
 
 
 def test_run_names_the_failing_task(tmp_path, capsys):
-    """A real local run whose first task fails (no XML in the folder): one line naming the task."""
+    """A real local run whose csv task fails (no XML in the folder): one line naming the task."""
     (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "notes.txt").write_text("not an annotation")
     (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.jpg").write_bytes(b"\xff\xd8")
     argv = ["run", "--annotations", str(tmp_path / "annotations"), "--images", str(tmp_path / "images"),
             "--work-dir", str(tmp_path / "work")]
     assert main(argv) == 2
@@ -178,6 +180,8 @@ def vertex_api(monkeypatch):
 
     sent = {}
     monkeypatch.setattr(google.auth, "default", lambda *a, **k: (AnonymousCredentials(), "default-project"))
+    for name in ("GOOGLE_CLOUD_PROJECT", "CLOUD_ML_PROJECT_ID"):  # else the SDK looks the project up online
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(
         gcs_utils, "create_gcs_bucket_for_pipeline_artifacts_if_it_does_not_exist", lambda **k: sent.setdefault("bucket", k)
     )
