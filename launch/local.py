@@ -62,7 +62,7 @@ def run_locally(
     spec.check_parameters(parameters)
     for name in spec.INPUT_FOLDERS:
         value = parameters[name]
-        if not storage.is_remote(value) and not os.path.isdir(value):
+        if not storage.is_dir(value):
             raise UserError(f"--{name} {value}: folder not found; pass the folder of your labelImg {name}")
     work_dir = os.path.abspath(work_dir)
     os.makedirs(work_dir, exist_ok=True)

@@ -47,7 +47,7 @@ import dataclasses
 import numpy as np
 
 from odpipe import storage
-from odpipe.errors import UserError, first_line
+from odpipe.errors import UserError
 
 # The numbers (pure): odpipe/metrics.py; re-exported here, where they have always been imported from.
 from odpipe.metrics import (  # noqa: E402,F401
@@ -70,24 +70,14 @@ from odpipe.metrics import (  # noqa: E402,F401
 
 
 def _serialized_batches(path: str, batch_size: int):
-    """Lists of serialized tf.train.Example from one TFRecord file: a local file read ahead with
-    tf.data; a `gs://` one through odpipe.storage (TensorFlow's gs:// ignores the storage emulator),
-    batched here, so that a corrupt file is a UserError rather than a wrapped tf.data error."""
-    import tensorflow as tf
+    """Lists of serialized tf.train.Example from one TFRecord file (local or `gs://`) through the one
+    TFRecord reader (`odpipe.records.tfrecord.read_records`: TensorFlow's reader, CRCs checked; a
+    corrupt file is a UserError)."""
+    from odpipe.records.tfrecord import read_records
 
-    if storage.is_remote(path):
-        from odpipe.inspect_records import read_record_file
-
-        records = read_record_file(path)
-        while batch := list(itertools.islice(records, batch_size)):
-            yield batch
-        return
-    ds = tf.data.TFRecordDataset(path).batch(batch_size).prefetch(2)
-    try:
-        for batch in ds.as_numpy_iterator():
-            yield [bytes(b) for b in batch]
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, ValueError) as err:
-        raise UserError(f"{path}: not a readable TFRecord file ({first_line(err)}); rewrite it with `odpipe tfrecord`") from None
+    records = read_records(path)
+    while batch := list(itertools.islice(records, batch_size)):
+        yield batch
 
 
 def parse_example(serialized: bytes, path: str) -> dict:

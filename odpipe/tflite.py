@@ -198,15 +198,9 @@ def calibration_images(files: list[str], count: int, size: int):
 
 
 def _records(path: str):
-    import tensorflow as tf
+    from odpipe.records.tfrecord import read_records  # the one TFRecord reader (local or gs://)
 
-    if storage.is_remote(path):
-        from odpipe.inspect_records import read_record_file
-
-        yield from read_record_file(path)
-        return
-    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
-        yield bytes(record)
+    yield from read_records(path)
 
 
 def convert(serving, quantization: str, calibration: list | None = None) -> bytes:

@@ -312,7 +312,7 @@ def test_evaluate_refuses_records_of_another_label_map(detector, tmp_path):
     with pytest.raises(UserError, match=r"class id 1 is 'hexagon' in the records but 'circle'"):
         evaluate(detector, str(path), str(tmp_path / "r"), progress=False)
     (tmp_path / "junk-00000-of-00001.tfrecord").write_bytes(b"not a tfrecord at all")
-    with pytest.raises(UserError, match="junk-00000-of-00001.tfrecord: not a readable TFRecord"):
+    with pytest.raises(UserError, match="junk-00000-of-00001.tfrecord: corrupt TFRecord"):
         evaluate(detector, str(tmp_path / "junk-*.tfrecord"), str(tmp_path / "r"), progress=False)
 
 

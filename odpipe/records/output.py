@@ -51,7 +51,7 @@ def stale_temp_folders(prefix: str) -> list[str]:
     start = storage.join(parent, f".{base}{_TMP}")
     folders = set()
     for path in storage.list_prefix(start):
-        name = path[len(parent) + 1:].split("/")[0] if storage.is_remote(path) else os.path.basename(path)
+        name = path[len(parent) + 1:].split("/")[0]  # a local entry, or the first name under a bucket prefix
         folders.add(name)
     stale = []
     for name in sorted(folders):
