@@ -265,7 +265,7 @@ def test_cli_errors_are_one_line(records, label_map_path, tmp_path, capsys):
     base = ["train", "--eval", records["eval"], "--label-map", str(label_map_path), "--model-dir", str(tmp_path / "m")]
     rc = main(base + ["--train", str(tmp_path / "none-*.tfrecord")])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and "none-*.tfrecord" in err and "no files match" in err
+    assert rc == 2 and len(err.splitlines()) == 1 and "none-*.tfrecord" in err and "no TFRecord file matches" in err
     bad = tmp_path / "over.yaml"
     bad.write_text("trainer:\n  train_stepz: 3\n")
     rc = main(base + ["--train", records["train"], "--config", str(bad)])

@@ -26,12 +26,12 @@ def scan_records(pattern: str, flag: str = "--train") -> dict:
     """{"files", "examples", "objects", "classes": Counter{(id, name): boxes}} of the records matching `pattern`."""
     import tensorflow as tf
 
-    try:
-        files = sorted(tf.io.gfile.glob(pattern))
-    except tf.errors.OpError as err:
-        raise UserError(f"{flag} {pattern}: cannot list ({first_line(err)}); check the path") from None
-    if not files:
-        raise UserError(f"{flag} {pattern}: no files match; write records with `odpipe tfrecord` or fix the pattern")
+    from odpipe.records.output import shard_files
+
+    try:  # a complete shard set (its summary is the manifest) or a one-line error naming what is wrong
+        files = shard_files(pattern)
+    except UserError as err:
+        raise UserError(f"{flag} {err}") from None
     spec = {CLASS_TEXT: tf.io.VarLenFeature(tf.string), CLASS_LABEL: tf.io.VarLenFeature(tf.int64)}
     examples, classes = 0, Counter()
     for path in files:
