@@ -68,6 +68,11 @@ def demo(
     minutes = (time.monotonic() - start) / 60
     metrics = summary.get("metrics") or {}
     echo("")
+    summary["minutes"] = minutes
+    if (summary.get("plan") or {}).get("changed") is False:
+        echo(f"odpipe demo finished in {minutes:.1f} min: nothing to retrain; the model in service is listed by "
+             f"`odpipe models list {params['model_home']}`")
+        return summary
     echo(f"odpipe demo finished in {minutes:.1f} min: mAP {_num(metrics.get('mAP'))}, "
          f"mAP@0.5 {_num(metrics.get('mAP@0.5'))}")
     echo(f"report.html: {summary.get('report')}")
