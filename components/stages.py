@@ -1,24 +1,21 @@
-"""KFP v2 components: one thin, typed wrapper per odpipe stage.
+"""KFP v2 components: a typed signature over one call of an `odpipe.tasks` function each.
 
-Each function below maps KFP artifacts and parameters onto exactly one call of a tested
-`odpipe` function and records provenance (counts, classes, config) in artifact metadata.
-They are *lightweight* Python components whose base image is the project's own image (which
-has `odpipe` installed), so the same component runs on Vertex AI / Kubeflow and in the current
-environment under `kfp.local.SubprocessRunner(use_venv=False)`.
+Every decision lives in the task function (tested on its own in tests/test_tasks.py); a body here
+only maps artifacts onto it: `at(artifact)` is where the task reads or writes (the gs:// URI on
+Vertex AI, the local path the launcher syncs on Kubeflow's minio:// or s3:// store), and
+`record(result, **artifacts)` copies the task's metadata onto the output artifacts.
 
-Code that speaks `gs://` (Beam, TensorFlow, odpipe.storage) gets an artifact's `.uri`; code
-that does plain local file I/O gets its `.path` (a `/gcs/...` FUSE path on Vertex).
-
-Images are chosen when the pipeline is built: `build(image, trainer_image)` wraps the functions
-with those base images. Nothing here reads the environment.
-
-The bodies are serialised by KFP on their own, so every import lives inside the body.
+They are *lightweight* Python components whose base image is the project's own image (which has
+`odpipe` installed), so the same component runs on Vertex AI / Kubeflow, in Docker under
+`kfp.local.DockerRunner`, and in this environment under `kfp.local.SubprocessRunner`. KFP
+serialises each body on its own, so its imports live inside it. Images are chosen when the
+pipeline is built (`build(image, trainer_image)`); nothing here reads the environment.
 """
 
 from typing import List, NamedTuple, Optional
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output, OutputPath
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output, OutputPath
 
 import odpipe
 
@@ -31,47 +28,66 @@ DEFAULT_TRAINER_IMAGE = f"{TRAINER_IMAGE_NAME}:{odpipe.__version__}"
 def fingerprint(
     annotations: str,
     images: str,
+    champion: Output[Artifact],
+    plan: Output[Artifact],
     fingerprint: OutputPath(str),
-    data_fingerprint: OutputPath(str),
-    message: OutputPath(str),
-    champion: OutputPath(str),
-    champion_version: OutputPath(str),
-    champion_label_map: OutputPath(str),
-    champion_checkpoint: OutputPath(str),
     model_home: str = "",
     force: bool = False,
+    model: str = "retinanet-mobilenetv2",
+    steps: int = 0,
+    batch_size: int = 0,
+    image_size: int = 0,
+    init_checkpoint: str = "default",
+    config_overrides: str = "",
+    warm_start: bool = False,
+    time_budget: float = 0.0,
+    existing_label_map: str = "",
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+    strict: bool = False,
+    tflite: str = "int8",
+    min_map: float = 0.0,
+    margin: float = 0.0,
 ) -> bool:
-    """Fingerprints the data (folder listings, no file read) and the model in service; never cached.
+    """Checks the run's settings, fingerprints data + settings + the model in service; never cached.
 
     Args:
         annotations: Folder of labelImg XML files (local path or gs:// URI).
         images: Folder of the images.
-        fingerprint: Hash of the listings and the current model version (every later task's input).
-        data_fingerprint: Hash of the listings alone.
-        message: One line saying what was found.
-        champion: Export folder of the model in service ("" when none).
-        champion_version: Its version ("" when none).
-        champion_label_map: Its label map ("" when none).
-        champion_checkpoint: Its checkpoint prefix ("" when none).
+        champion: The model in service (champion.json: version, export, checkpoint, label map, metrics; or none).
+        plan: plan.json: the fingerprints, the verdict and its one-line message.
+        fingerprint: Hash of the data, the settings that shape the model and the model in service.
         model_home: The model home (versions/ and current.json); empty for none.
-        force: Train even when the data and the model in service are unchanged.
+        force: Train even when nothing changed.
+        model: Model preset or Model Garden experiment (checked, fingerprinted).
+        steps: Training steps (checked, fingerprinted).
+        batch_size: Global batch size (checked, fingerprinted).
+        image_size: Input size (checked, fingerprinted).
+        init_checkpoint: "default", "none" or a checkpoint (checked for reachability, fingerprinted).
+        config_overrides: Model Garden overrides, a YAML file or YAML text (checked by applying them).
+        warm_start: Fine-tune from the model in service (fingerprinted).
+        time_budget: Training minutes (checked, fingerprinted).
+        existing_label_map: Label map whose ids to keep (checked readable, fingerprinted by content).
+        eval_fraction: Eval share of the split (checked, fingerprinted).
+        seed: Split seed (fingerprinted).
+        strict: Strict annotation checks (fingerprinted).
+        tflite: model.tflite kind (checked, fingerprinted).
+        min_map: Blessing threshold (checked; not fingerprinted).
+        margin: Margin over the champion (checked; not fingerprinted).
 
     Returns:
-        Whether the run must train (False: the data is unchanged since the last run).
+        Whether the run must train (False: nothing changed since the model in service or a lost attempt).
     """
-    import os
+    from odpipe.settings import Settings
+    from odpipe.tasks import at, record
+    from odpipe.tasks.data import fingerprint_task
 
-    from odpipe.fingerprint import plan
-
-    result = plan(annotations, images, model_home, force=force)
-    print(f"fingerprint: {result['message']}")
-    for name, path in (("fingerprint", fingerprint), ("data_fingerprint", data_fingerprint), ("message", message),
-                       ("champion", champion), ("champion_version", champion_version),
-                       ("champion_label_map", champion_label_map), ("champion_checkpoint", champion_checkpoint)):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(str(result[name]))
-    return bool(result["changed"])
+    settings = Settings(model=model, steps=steps, batch_size=batch_size, image_size=image_size,
+                        init_checkpoint=init_checkpoint, config_overrides=config_overrides, warm_start=warm_start,
+                        time_budget=time_budget, existing_label_map=existing_label_map, eval_fraction=eval_fraction,
+                        seed=seed, strict=strict, tflite=tflite, min_map=min_map, margin=margin, model_home=model_home)
+    result = fingerprint_task(annotations, images, at(champion), at(plan), fingerprint, model_home, force, settings)
+    return record(result, champion=champion, plan=plan)
 
 
 def annotations_to_csv(
@@ -92,24 +108,13 @@ def annotations_to_csv(
         report: The conversion report (report.json): counts, classes, dropped boxes, warnings.
         stats: Image, object and dropped counts as metrics.
         strict: Treat every warning or dropped box as an error.
-        fingerprint: The data fingerprint of this run (recorded; it keys the cache).
+        fingerprint: The run's fingerprint (recorded; it keys the cache).
     """
-    import json
+    from odpipe.tasks import at, record
+    from odpipe.tasks.data import csv_task
 
-    from odpipe.annotations import xml_to_csv
-
-    result = xml_to_csv(annotations, labels.path, images_dir=images, report_path=report.path, strict=strict)
-    counts = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    for name in ("dropped", "dropped_images", "warnings"):
-        if isinstance(result.get(name), (list, dict)):
-            counts[name] = len(result[name])
-    for name, value in counts.items():
-        stats.log_metric(name, value)
-    labels.metadata.update(counts)
-    labels.metadata["classes"] = json.loads(json.dumps(result.get("classes", {})))
-    labels.metadata["source"] = {"annotations": annotations, "images": images}
-    labels.metadata["fingerprint"] = fingerprint
-    report.metadata.update(counts)
+    result = csv_task(annotations, images, at(labels), at(report), strict, fingerprint)
+    record(result, labels=labels, report=report, stats=stats)
 
 
 def split(
@@ -128,42 +133,31 @@ def split(
         eval_fraction: Fraction of the images that goes to eval.csv, in (0, 1).
         seed: Random seed; the same seed gives the same split.
     """
-    import json
-    import os
+    from odpipe.tasks import at, record
+    from odpipe.tasks.data import split_task
 
-    from odpipe.split import split_csv
-
-    os.makedirs(splits.path, exist_ok=True)
-    result = split_csv(labels.path, splits.path, eval_fraction=eval_fraction, seed=seed, images_dir=images or None)
-    splits.metadata.update(json.loads(json.dumps(result, default=str)))
-    splits.metadata.update({"eval_fraction": eval_fraction, "seed": seed,
-                            "fingerprint": labels.metadata.get("fingerprint", "")})
+    result = split_task(at(labels), at(splits), images, eval_fraction, seed, labels.metadata.get("fingerprint", ""))
+    record(result, splits=splits)
 
 
 def label_map(
     labels: Input[Dataset],
+    champion: Input[Artifact],
     label_map: Output[Dataset],
     existing_label_map: str = "",
-    champion_label_map: str = "",
 ):
     """Writes the label map (label_map.pbtxt) for the classes of the labels CSV.
 
     Args:
         labels: The labels CSV from the annotations component.
+        champion: The model in service; its ids are kept (new classes appended) unless existing_label_map is given.
         label_map: The label map in TF Object Detection API pbtxt format.
-        existing_label_map: A previous label map (local path or gs:// URI) whose ids are kept, so that
-            ids stay stable across retraining; new classes get new ids. Empty for a fresh map.
-        champion_label_map: The label map of the model in service, used when no existing_label_map is
-            given, so old classes keep their ids and new classes are appended.
+        existing_label_map: A label map (local path or gs:// URI) whose ids are kept; empty for the champion's.
     """
-    from odpipe.label_map import num_classes, write_label_map
+    from odpipe.tasks import at, record
+    from odpipe.tasks.data import label_map_task
 
-    extend = existing_label_map or champion_label_map or None
-    classes = write_label_map(labels.path, label_map.path, extend=extend)
-    label_map.metadata["classes"] = {str(k): v for k, v in sorted(classes.items())}
-    label_map.metadata["num_classes"] = num_classes(classes)
-    label_map.metadata["class_count"] = len(classes)
-    label_map.metadata["extended_from"] = extend or ""
+    record(label_map_task(at(labels), at(label_map), existing_label_map, at(champion)), label_map=label_map)
 
 
 def records(
@@ -192,33 +186,19 @@ def records(
         dataflow_image: SDK container image for Dataflow workers; added as
             --sdk_container_image when the runner is Dataflow and none is given.
     """
-    from odpipe import storage
-    from odpipe.records import convert
+    from odpipe.tasks import at, record
+    from odpipe.tasks.data import records_task
 
-    args = list(beam_args or [])
-    if runner == "DataflowRunner" and dataflow_image and not any("sdk_container_image" in a for a in args):
-        args.append(f"--sdk_container_image={dataflow_image}")
-    storage.makedirs(records.uri)  # a local folder is created; a bucket needs none
-    prefix = records.uri.rstrip("/") + "/records"
-    summary = convert(
-        splits.uri.rstrip("/") + f"/{side}.csv",
-        images,
-        label_map.uri,
-        prefix,
-        shards=shards or None,
-        runner=runner,
-        beam_args=args,
-    )
-    rejected = summary.get("rejected", [])
-    records.metadata.update({k: v for k, v in summary.items() if k != "rejected"})
-    records.metadata.update({"side": side, "pattern": prefix + "-*.tfrecord", "rejected": len(rejected), "runner": runner,
-                             "fingerprint": splits.metadata.get("fingerprint", "")})
+    result = records_task(at(splits), at(label_map), images, at(records), side, shards, runner, beam_args,
+                          dataflow_image, splits.metadata.get("fingerprint", ""))
+    record(result, records=records)
 
 
 def train(
     train_records: Input[Dataset],
     eval_records: Input[Dataset],
     label_map: Input[Dataset],
+    champion: Input[Artifact],
     model: Output[Model],
     train_metrics: Output[Metrics],
     model_preset: str = "retinanet-mobilenetv2",
@@ -228,7 +208,6 @@ def train(
     init_checkpoint: str = "default",
     config_overrides: str = "",
     warm_start: bool = False,
-    champion_checkpoint: str = "",
     time_budget: float = 0.0,
 ):
     """Trains a detector on TF Model Garden; keeps checkpoints, the best one and the config.
@@ -237,6 +216,7 @@ def train(
         train_records: Training TFRecords from the records component.
         eval_records: Evaluation TFRecords, used for periodic evaluation and the best checkpoint.
         label_map: The label map; num_classes follows from its largest id.
+        champion: The model in service (its checkpoint is the warm start).
         model: The model directory (checkpoints, best/, config.yaml, TensorBoard summaries).
         train_metrics: Final step, loss and evaluation metrics.
         model_preset: "retinanet-mobilenetv2" (CPU), "retinanet-resnet50fpn" (GPU) or a Model Garden
@@ -247,43 +227,16 @@ def train(
         init_checkpoint: Start: "default" (the preset's published pretrained checkpoint), "none" (from
             scratch) or a checkpoint (folder, prefix or .index/.data file).
         config_overrides: Model Garden config overrides (a YAML file path or YAML text), applied strictly.
-        warm_start: Start from the checkpoint of the model in service (when there is one) instead of
-            the preset's default start, so retraining fine-tunes instead of starting over.
-        champion_checkpoint: Checkpoint prefix of the model in service ("" when none).
+        warm_start: Start from the model in service's checkpoint whenever there is one (it wins over
+            init_checkpoint), so retraining fine-tunes instead of starting over.
         time_budget: Training minutes (the steps are sized to end inside them); 0 for none.
     """
-    import json
+    from odpipe.tasks import at, record
+    from odpipe.tasks.model import train_task
 
-    from odpipe.model_home import warm_start_modules
-    from odpipe.train import train as train_model
-
-    options = {}
-    if warm_start and champion_checkpoint and init_checkpoint == "default":
-        init_checkpoint = champion_checkpoint  # its architecture comes from the config.yaml beside it
-        options["init_checkpoint_modules"] = warm_start_modules(champion_checkpoint, label_map.uri)
-        print(f"warm start from the model in service: {champion_checkpoint} ({options['init_checkpoint_modules']})")
-
-    result = train_model(
-        train_records.uri.rstrip("/") + "/records-*.tfrecord",
-        eval_records.uri.rstrip("/") + "/records-*.tfrecord",
-        label_map.uri,
-        model.uri,
-        model=model_preset,
-        image_size=image_size or None,
-        batch_size=batch_size or None,
-        steps=steps or None,
-        init_checkpoint=init_checkpoint or "none",
-        config_overrides=config_overrides or None,
-        time_budget=time_budget or None,
-        **options,
-    )
-    result = json.loads(json.dumps(result, default=str))
-    for name, value in {"step": result.get("step"), "loss": result.get("loss"), **(result.get("metrics") or {})}.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            train_metrics.log_metric(name, value)
-    model.metadata.update({k: v for k, v in result.items() if k != "model_dir"})
-    model.metadata["preset"] = model_preset
-    model.metadata["framework"] = "tensorflow"
+    result = train_task(at(train_records), at(eval_records), at(label_map), at(model), at(champion), model_preset,
+                        steps, batch_size, image_size, init_checkpoint, config_overrides, warm_start, time_budget)
+    record(result, model=model, train_metrics=train_metrics)
 
 
 def export(
@@ -302,27 +255,20 @@ def export(
         checkpoint: "best", "latest" or a checkpoint path.
         tflite: model.tflite type: "int8" (full-integer, calibrated), "fp16", "float", or "none".
     """
-    import json
+    from odpipe.tasks import at, record
+    from odpipe.tasks.model import export_task
 
-    from odpipe.export import export_model
-
-    kind = None if tflite in ("", "none") else tflite
-    result = export_model(model.uri, exported.uri, checkpoint=checkpoint, tflite=kind,
-                          calibration_records=calibration_records.uri.rstrip("/") + "/records-*.tfrecord")
-    exported.metadata.update(json.loads(json.dumps(result, default=str)))
-    # "checkpoint" is the prefix exported (export_model's summary); the choice made is "checkpoint_choice"
-    exported.metadata.update({"checkpoint_choice": checkpoint, "tflite": tflite, "framework": "tensorflow"})
+    record(export_task(at(model), at(calibration_records), at(exported), checkpoint, tflite), exported=exported)
 
 
 def evaluate(
     exported: Input[Model],
     eval_records: Input[Dataset],
+    champion: Input[Artifact],
     metrics: Output[Metrics],
     evaluation: Output[Dataset],
     report: Output[HTML],
     min_map: float = 0.0,
-    champion: str = "",
-    champion_version: str = "",
     margin: float = 0.0,
     model_home: str = "",
     fingerprint: str = "",
@@ -332,66 +278,34 @@ def evaluate(
     Args:
         exported: The export directory from the export component (the challenger).
         eval_records: Evaluation TFRecords from the records component.
+        champion: The model in service (scored on the same records); none on a first run.
         metrics: mAP, mAP@0.5, mAP@0.75 and AR@100 as metrics (and the champion's mAP).
         evaluation: Folder with metrics.json, the confusion matrix and PR curves.
         report: The self-contained HTML report (challenger and champion side by side).
         min_map: Bless only if mAP (0.5:0.95) is at least this; 0 for no threshold.
-        champion: Export folder of the model in service; empty for none (first run).
-        champion_version: Its version in the model home.
         margin: The challenger's mAP must be at least the champion's plus this.
         model_home: The model home; a challenger that is not blessed is noted there, so an
             unchanged rerun is skipped.
-        fingerprint: The run's data fingerprint (recorded in metrics.json).
+        fingerprint: The run's fingerprint (recorded in metrics.json).
 
     Returns:
         Whether the model is blessed (mAP >= min_map and >= the champion's + margin).
     """
-    import json
-    import os
-    import shutil
+    from odpipe.tasks import at, record
+    from odpipe.tasks.model import evaluate_task
 
-    from odpipe import storage
-    from odpipe.evaluate import evaluate as evaluate_model
-    from odpipe.model_home import record_attempt
-
-    os.makedirs(evaluation.path, exist_ok=True)
-    result = evaluate_model(
-        exported.uri,
-        eval_records.uri.rstrip("/") + "/records-*.tfrecord",
-        evaluation.path,
-        min_map=min_map or None,
-        champion=champion or None,
-        champion_version=champion_version or None,
-        margin=margin,
-    )
-    result["fingerprint"] = fingerprint
-    storage.write_text(result["files"]["metrics"], json.dumps(result, indent=1) + "\n")
-    shutil.copyfile(os.path.join(evaluation.path, "report.html"), report.path)
-    for key, name in (("mAP", "mAP"), ("mAP@0.5", "mAP_50"), ("mAP@0.75", "mAP_75"), ("recall", "AR_100")):
-        if isinstance(result.get(key), (int, float)):
-            metrics.log_metric(name, float(result[key]))
-    if result.get("champion") and isinstance(result["champion"].get("mAP"), (int, float)):
-        metrics.log_metric("champion_mAP", float(result["champion"]["mAP"]))
-    metrics.log_metric("blessed", 1.0 if result["blessed"] else 0.0)
-    summary = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
-    evaluation.metadata.update(json.loads(json.dumps(summary, default=str)))
-    evaluation.metadata["champion_version"] = champion_version
-    report.metadata["blessed"] = bool(result["blessed"])
-    print("blessing: " + "; ".join(result["blessing"]["reasons"]))
-    if model_home and fingerprint and not result["blessed"]:
-        record_attempt(model_home, fingerprint, {"mAP": result["mAP"], "champion_version": champion_version,
-                                                 "reasons": result["blessing"]["reasons"]})
-    return bool(result["blessed"])
+    result = evaluate_task(at(exported), at(eval_records), at(evaluation), at(report), at(champion), min_map, margin,
+                           model_home, fingerprint)
+    return record(result, metrics=metrics, evaluation=evaluation, report=report)
 
 
 def publish(
     exported: Input[Model],
     model: Input[Model],
     evaluation: Input[Dataset],
+    plan: Input[Artifact],
     published: Output[Model],
     model_home: str = "",
-    fingerprint: str = "",
-    data_fingerprint: str = "",
     run: str = "",
 ) -> NamedTuple("Published", [("version", str), ("saved_model", str)]):
     """Publishes a blessed export as a new version of the model home and makes it current.
@@ -400,46 +314,21 @@ def publish(
         exported: The export directory that passed evaluation.
         model: The model directory it was exported from (its training summary is recorded).
         evaluation: The evaluation folder (its metrics.json goes with the version).
+        plan: The fingerprint task's plan (its fingerprints are recorded in the version).
         published: What was published: the version's record (or, with no model home, the export).
         model_home: The model home (local or gs://); empty to publish to this run's output only.
-        fingerprint: The run's fingerprint (recorded in the version).
-        data_fingerprint: The fingerprint of the data alone (an unchanged rerun is skipped).
         run: The pipeline run that made it.
 
     Returns:
         version: The new version ("" without a model home).
         saved_model: URI of the published SavedModel folder.
     """
-    import json
-    import os
-    from collections import namedtuple
+    from odpipe.tasks import at, record
+    from odpipe.tasks.publish import publish_task
 
-    from odpipe import model_home as home
-    from odpipe import storage
-
-    Published = namedtuple("Published", ("version", "saved_model"))
-    if not model_home:
-        copied = storage.copy_tree(exported.uri, published.uri)
-        published.metadata.update({"files": copied, "source": exported.uri})
-        return Published("", storage.join(published.uri, "saved_model"))
-    metrics = json.loads(storage.read_text(os.path.join(evaluation.path, "metrics.json")))
-    provenance = {
-        "fingerprint": fingerprint,
-        "data_fingerprint": data_fingerprint,
-        "run": run,
-        "config": "export/config.yaml",
-        "training": {k: v for k, v in dict(model.metadata).items() if not isinstance(v, (dict, list))},
-        "export": {k: v for k, v in dict(exported.metadata).items() if not isinstance(v, (dict, list))},
-        "champion": (metrics.get("champion") or {}).get("version"),
-    }
-    current = home.publish(model_home, exported.uri, metrics, provenance, checkpoint=exported.metadata.get("checkpoint"))
-    record = {**current, "home": model_home}
-    storage.makedirs(os.path.dirname(published.path))
-    with open(published.path, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-    published.metadata.update(record)
-    print(f"published version {current['version']} to {model_home} (current.json updated)")
-    return Published(current["version"], storage.join(home.version_dir(model_home, current["version"]), "export", "saved_model"))
+    result = publish_task(at(exported), at(evaluation), at(published), model_home, at(plan), dict(model.metadata),
+                          dict(exported.metadata), run)
+    return record(result, published=published)
 
 
 def register(
@@ -467,16 +356,12 @@ def register(
     Returns:
         The registry model version's resource name.
     """
-    import json
-    import os
+    from odpipe.tasks import at, record
+    from odpipe.tasks.publish import register_task
 
-    from odpipe import registry
-
-    metrics = json.loads(open(os.path.join(evaluation.path, "metrics.json"), encoding="utf-8").read())
-    result = registry.upload_version(registry_model, saved_model, project, location, version or "0", metrics,
-                                     fingerprint, serving_image=serving_image or registry.SERVING_IMAGE)
-    print(f"registered {result['model']}@{result['version_id']} (aliases {', '.join(result['aliases'])})")
-    return f"{result['model']}@{result['version_id']}"
+    result = register_task(saved_model, version, at(evaluation), registry_model, project, location, fingerprint,
+                           serving_image)
+    return record(result)
 
 
 STAGES = (fingerprint, annotations_to_csv, split, label_map, records, train, export, evaluate, publish, register)

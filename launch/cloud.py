@@ -81,6 +81,7 @@ def _prepared(args: argparse.Namespace, scratch: str) -> tuple[str, dict[str, An
         if not args.pipeline_root.startswith("gs://"):
             raise UserError(f"--pipeline-root {args.pipeline_root}: Vertex AI needs a gs:// folder for pipeline outputs, "
                             "e.g. gs://BUCKET/odpipe")
+    target = "vertex" if args.vertex else "kubeflow"
     if getattr(args, "cron", None):
         (vertex.vertex_cron if args.vertex else kubeflow.kubeflow_cron)(args.cron)
     params = spec.pipeline_parameters(args)
@@ -96,8 +97,7 @@ def _prepared(args: argparse.Namespace, scratch: str) -> tuple[str, dict[str, An
         params["config_overrides"] = text if text.endswith("\n") else text + "\n"
     for name in spec.PATH_PARAMETERS:
         value = params.get(name)
-        if isinstance(value, str) and value and "\n" not in value and not storage.is_remote(value) and (
-                args.vertex or os.path.exists(value)):
+        if spec.is_local_path(name, value) and (args.vertex or os.path.exists(value)):
             flag = "--config" if name == "config_overrides" else "--" + name.replace("_", "-")
             raise UserError(f"{flag} {value}: a cloud run cannot read local files; upload it and pass gs://BUCKET/...")
     if args.pipeline:
@@ -108,9 +108,10 @@ def _prepared(args: argparse.Namespace, scratch: str) -> tuple[str, dict[str, An
         check_image("--image", args.image, DEFAULT_IMAGE)
         check_image("--trainer-image", args.trainer_image, DEFAULT_TRAINER_IMAGE)
         pipeline_yaml = spec.compile_pipeline(os.path.join(scratch, spec.PIPELINE_YAML), args.image,
-                                              args.trainer_image, args.trainer_memory, args.trainer_cpu)
+                                              args.trainer_image, args.trainer_memory, args.trainer_cpu, target=target)
     _check_compiled_images(pipeline_yaml)
-    return ("vertex" if args.vertex else "kubeflow"), params, pipeline_yaml
+    spec.check_accelerator(target, params.get("accelerator_type") or spec.compiled_accelerator(pipeline_yaml))
+    return target, params, pipeline_yaml
 
 
 def _check_compiled_images(pipeline_yaml: str) -> None:

@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 from launch import spec
 from odpipe import storage
+from odpipe.champion import Champion
+from odpipe.settings import Settings
 from odpipe.errors import UserError, first_line
 
 DEFAULT_WORK_DIR = "odpipe-work"
@@ -59,14 +61,10 @@ def run_locally(
     import yaml
     from kfp import local
 
-    spec.check_parameters(parameters)
-    for name in spec.INPUT_FOLDERS:
-        value = parameters[name]
-        if not storage.is_dir(value):
-            raise UserError(f"--{name} {value}: folder not found; pass the folder of your labelImg {name}")
+    check_run(parameters)
     work_dir = os.path.abspath(work_dir)
     os.makedirs(work_dir, exist_ok=True)
-    pipeline_yaml = spec.compile_pipeline(os.path.join(work_dir, spec.PIPELINE_YAML), image, trainer_image)
+    pipeline_yaml = spec.compile_pipeline(os.path.join(work_dir, spec.PIPELINE_YAML), image, trainer_image, target="local")
     with open(pipeline_yaml, encoding="utf-8") as f:
         spec_dict = yaml.safe_load(f)
     runs_root = os.path.join(work_dir, "runs")
@@ -82,7 +80,7 @@ def run_locally(
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         warnings.filterwarnings("ignore", message=".*not supported by the local runner.*")
         try:
-            spec.build(image, trainer_image, accelerators=False)(**parameters)
+            spec.build(image, trainer_image, target="local")(**parameters)
         except RuntimeError as err:
             error = re.sub(r"\x1b\[[0-9;]*m", "", first_line(err))
     new = sorted(set(os.listdir(runs_root)) - before)
@@ -101,6 +99,22 @@ def run_locally(
     return summary
 
 
+def check_run(parameters: dict[str, Any]) -> None:
+    """Everything that can be checked before the first task: parameter names, the input folders,
+    and the settings (numbers in range, files readable, the model home writable, the preset or
+    experiment known, the overrides applied, the start checkpoint reachable). One line, in seconds."""
+    spec.check_parameters(parameters)
+    for name in spec.INPUT_FOLDERS:
+        value = parameters[name]
+        if not storage.is_dir(value):
+            raise UserError(f"--{name} {value}: folder not found; pass the folder of your labelImg {name}")
+    settings = Settings.from_params(parameters)
+    settings.check_numbers()
+    settings.check_files()
+    warm = Champion.of_home(settings.model_home).checkpoint if settings.warm_start and settings.model_home else ""
+    settings.check_model(warm)
+
+
 def _read_json(path: str | None) -> Any:
     return json.loads(storage.read_text(path)) if path else None
 
@@ -114,11 +128,9 @@ def collect_outputs(run_dir: str, task_dirs: dict[str, str], order: list[str]) -
 
     plan = None
     verdict = (_read_json(out("fingerprint", "executor_output.json")) or {}).get("parameterValues")
-    if verdict is not None:  # the verdict is the task's Output; the other outputs are files beside it
-        folder = os.path.join(run_dir, task_dirs.get("fingerprint", "fingerprint"))
-        plan = {name: storage.read_text(os.path.join(folder, name)) for name in os.listdir(folder)
-                if name != "executor_output.json" and os.path.isfile(os.path.join(folder, name))}
-        plan["changed"] = verdict.get("Output")
+    if verdict is not None:  # the verdict is the task's Output; the plan and the champion are artifacts beside it
+        plan = {**(_read_json(out("fingerprint", "plan")) or {}), "changed": verdict.get("Output"),
+                "champion": _read_json(out("fingerprint", "champion"))}
     metrics = _read_json(out("evaluate", os.path.join("evaluation", "metrics.json")))
     rank = {name: i for i, name in enumerate(order)}
     tasks = {}

@@ -5,7 +5,7 @@ The command-line flags of `odpipe run/submit/schedule` are made from the pipelin
 added to `pipelines/training.py` is a flag at once, with its help. The order tasks are shown in
 is the DAG's (dependencies first), read from the compiled spec.
 
-    odpipe compile [-o pipeline.yaml] [--image IMG] [--trainer-image IMG]
+    odpipe compile [-o pipeline.yaml] [--target vertex|kubeflow] [--image IMG] [--trainer-image IMG]
 """
 
 from __future__ import annotations
@@ -14,34 +14,36 @@ import argparse
 import functools
 import json
 import os
+import re
 from typing import Any
 
 from odpipe import storage
 from odpipe.errors import UserError
+from odpipe.settings import KEYWORDS, overrides_kind
 
 PIPELINE_YAML = "pipeline.yaml"
 # Flags kept from earlier releases (parameter name -> extra flag spellings).
 ALIASES = {"config_overrides": ["--config"], "beam_args": ["--beam-arg"]}
-# Parameters that are local paths: made absolute for local runs, refused for cloud runs.
+# Parameters that are local paths: made absolute for local runs, refused for cloud runs; except
+# their keywords (KEYWORDS: init_checkpoint none/default) and YAML text (config_overrides).
 PATH_PARAMETERS = ("existing_label_map", "config_overrides", "init_checkpoint", "model_home")
 INPUT_FOLDERS = ("annotations", "images")
 
 
 def build(image: str | None = None, trainer_image: str | None = None, trainer_memory: str = "32G",
-          trainer_cpu: str = "8", accelerators: bool = True):
+          trainer_cpu: str = "8", target: str = "vertex"):
     from pipelines.training import build_pipeline
 
-    return build_pipeline(image, trainer_image, trainer_memory=trainer_memory, trainer_cpu=trainer_cpu,
-                          accelerators=accelerators)
+    return build_pipeline(image, trainer_image, trainer_memory=trainer_memory, trainer_cpu=trainer_cpu, target=target)
 
 
 def compile_pipeline(output: str = PIPELINE_YAML, image: str | None = None, trainer_image: str | None = None,
-                     trainer_memory: str = "32G", trainer_cpu: str = "8") -> str:
-    """Compiles the training pipeline to KFP v2 IR YAML at `output` (local path); returns it."""
+                     trainer_memory: str = "32G", trainer_cpu: str = "8", target: str = "vertex") -> str:
+    """Compiles the training pipeline for `target` to KFP v2 IR YAML at `output` (local path); returns it."""
     from kfp import compiler
 
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    compiler.Compiler().compile(build(image, trainer_image, trainer_memory, trainer_cpu), output)
+    compiler.Compiler().compile(build(image, trainer_image, trainer_memory, trainer_cpu, target), output)
     return output
 
 
@@ -54,8 +56,19 @@ def pipeline_spec() -> dict:
 
 
 def parameters() -> dict[str, dict]:
-    """name -> {"parameterType", "defaultValue", "description", "isOptional"} of the pipeline."""
-    return dict(pipeline_spec()["root"]["inputDefinitions"]["parameters"])
+    """name -> {"parameterType", "defaultValue", "description", "isOptional"} of the pipeline, in
+    the order `odpipe run -h` shows them (grouped as the data flows: `PARAMETER_GROUPS`)."""
+    from pipelines.training import PARAMETER_GROUPS
+
+    found = dict(pipeline_spec()["root"]["inputDefinitions"]["parameters"])
+    ordered = [name for group in PARAMETER_GROUPS.values() for name in group if name in found]
+    return {name: found[name] for name in ordered + sorted(set(found) - set(ordered))}
+
+
+def groups() -> dict[str, tuple[str, ...]]:
+    from pipelines.training import PARAMETER_GROUPS
+
+    return dict(PARAMETER_GROUPS)
 
 
 def task_order(spec: dict | None = None) -> list[str]:
@@ -88,33 +101,53 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _default_text(param: dict) -> str:
+    value = param.get("defaultValue")
+    if value in ("", [], None):
+        return ""
+    if param.get("parameterType") == "NUMBER_INTEGER":
+        value = int(value)
+    return f" (default {json.dumps(value)})"
+
+
 def add_parameter_arguments(parser: argparse.ArgumentParser, required_inputs: bool = True) -> None:
-    """One flag per pipeline parameter, typed and documented from the pipeline itself. Flags left
-    unset are not sent, so the pipeline's own defaults apply."""
-    group = parser.add_argument_group("pipeline parameters")
+    """One flag per pipeline parameter, typed and documented from the pipeline itself, in groups as
+    the data flows. Flags left unset are not sent, so the pipeline's own defaults apply."""
     types = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float}
-    for name, param in parameters().items():
-        kind = param.get("parameterType", "STRING")
-        help_text = param.get("description", "")
-        if "defaultValue" in param and param["defaultValue"] not in ("", [], None):
-            help_text += f" (default {json.dumps(param['defaultValue'])})"
-        flags = [_flag(name), *ALIASES.get(name, [])]
-        required = required_inputs and name in INPUT_FOLDERS
-        if kind == "BOOLEAN":
-            group.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif kind == "LIST":
-            group.add_argument(*flags, dest=name, action="append", default=None, metavar="VALUE",
-                               help=help_text + " (repeatable, e.g. --beam-arg=--region=europe-west4)")
-        else:
-            group.add_argument(*flags, dest=name, type=types.get(kind, str), default=None, required=required,
-                               help=help_text)
-    group.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                       help="any pipeline parameter by name (VALUE parsed as JSON when it can be)")
+    params = parameters()
+    for title, names in groups().items():
+        group = parser.add_argument_group(f"pipeline parameters: {title}")
+        for name in (n for n in names if n in params):
+            param = params[name]
+            kind = param.get("parameterType", "STRING")
+            help_text = param.get("description", "") + _default_text(param)
+            flags = [_flag(name), *ALIASES.get(name, [])]
+            if kind == "BOOLEAN":
+                group.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None,
+                                   help=help_text)
+            elif kind == "LIST":
+                group.add_argument(*flags, dest=name, action="append", default=None, metavar="VALUE",
+                                   help=help_text + " (repeatable, e.g. --beam-arg=--region=europe-west4)")
+            else:
+                group.add_argument(*flags, dest=name, type=types.get(kind, str), default=None,
+                                   required=required_inputs and name in INPUT_FOLDERS, help=help_text)
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="any pipeline parameter by name (VALUE parsed as JSON when it can be)")
+
+
+def is_local_path(name: str, value: Any) -> bool:
+    """Whether a path parameter's value names a local file or folder (not a keyword, YAML text or URI)."""
+    if not isinstance(value, str) or not value or storage.is_remote(value):
+        return False
+    if value in KEYWORDS.get(name, ()):
+        return False
+    return not (name == "config_overrides" and overrides_kind(value) == "text")
 
 
 def pipeline_parameters(args: argparse.Namespace, local: bool = False) -> dict[str, Any]:
-    """The pipeline arguments given on the command line (unset flags are left to the pipeline);
-    for a local run, local paths are made absolute (the tasks run in other folders)."""
+    """The pipeline arguments given on the command line (unset flags are left to the pipeline).
+    For a local run, local paths are made absolute (the tasks run in other folders) and must exist;
+    keywords (init_checkpoint none/default) and YAML text pass through unchanged."""
     params = {name: getattr(args, name) for name in parameters() if getattr(args, name, None) is not None}
     for item in getattr(args, "param", []) or []:
         name, sep, value = item.partition("=")
@@ -126,10 +159,11 @@ def pipeline_parameters(args: argparse.Namespace, local: bool = False) -> dict[s
             params[name] = value
     if local:
         for name in (*INPUT_FOLDERS, *PATH_PARAMETERS):
-            value = params.get(name)
-            if isinstance(value, str) and value and not storage.is_remote(value) and not (
-                    name == "config_overrides" and "\n" in value):
-                params[name] = os.path.abspath(value)
+            if is_local_path(name, params.get(name)):
+                if name not in ("model_home",) and not os.path.exists(params[name]):
+                    raise UserError(f"{_flag(name)} {params[name]}: no such file or folder; check the path"
+                                    + (" (or pass none / default)" if name in KEYWORDS else ""))
+                params[name] = os.path.abspath(params[name])
     return params
 
 
@@ -153,12 +187,41 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trainer-cpu", default="8", help="trainer CPU limit (default 8)")
 
 
+def check_accelerator(target: str, accelerator: str | None) -> None:
+    """Vertex AI names accelerators (NVIDIA_TESLA_T4); Kubeflow requests a Kubernetes resource
+    (nvidia.com/gpu): refuse the other platform's name in one line."""
+    if not accelerator:
+        return
+    if target == "kubeflow" and "/" not in accelerator:
+        raise UserError(f"--accelerator-type {accelerator}: a Vertex AI name, which Kubeflow cannot schedule; pass a "
+                        "Kubernetes resource such as nvidia.com/gpu")
+    if target == "vertex" and not re.fullmatch(r"[A-Z0-9_]+", accelerator):
+        raise UserError(f"--accelerator-type {accelerator}: not a Vertex AI accelerator; pass a name such as "
+                        "NVIDIA_TESLA_T4 or NVIDIA_L4 (nvidia.com/gpu is for Kubeflow)")
+
+
+def compiled_accelerator(pipeline_yaml: str) -> str | None:
+    """The default accelerator_type of a compiled pipeline (what a run gets unless it passes one)."""
+    import yaml
+
+    with open(pipeline_yaml, encoding="utf-8") as f:
+        params = (yaml.safe_load(f) or {}).get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+    return (params.get("accelerator_type") or {}).get("defaultValue")
+
+
+def add_target_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", choices=("vertex", "kubeflow"), default="vertex",
+                        help="platform to compile for: its accelerator names and defaults (default vertex)")
+
+
 def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default=PIPELINE_YAML, help="output YAML (default pipeline.yaml)")
+    add_target_argument(parser)
     add_image_arguments(parser)
 
 
 def run_compile(args: argparse.Namespace) -> int:
-    path = compile_pipeline(args.output, args.image, args.trainer_image, args.trainer_memory, args.trainer_cpu)
-    print(f"compiled pipeline -> {path}")
+    path = compile_pipeline(args.output, args.image, args.trainer_image, args.trainer_memory, args.trainer_cpu,
+                            target=args.target)
+    print(f"compiled pipeline for {args.target} -> {path}")
     return 0

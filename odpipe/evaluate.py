@@ -132,6 +132,7 @@ def evaluate(
     batch_size: int = 8,
     report_images: int = 24,
     progress: bool = True,
+    provenance: dict | None = None,
 ) -> dict:
     """Evaluate the export at `model` on the TFRecords matching `data` (a pattern or a list);
     write metrics.json, confusion_matrix.png, pr_curves.png, report.html to `report_dir`.
@@ -139,6 +140,7 @@ def evaluate(
     `champion` (an export folder or Detector: the model in service) is scored by the same code on
     the same images, ground truth and ignore rules, over the challenger's classes, and the model is
     blessed only if its mAP >= the champion's + `margin` (and >= `min_map`).
+    `provenance` (e.g. the run's fingerprint) is recorded in metrics.json as given.
     Returns the metrics.json content."""
     from tqdm import tqdm
 
@@ -274,6 +276,7 @@ def evaluate(
         "files": {k: storage.join(report_dir, f) for k, f in (
             ("metrics", "metrics.json"), ("confusion_matrix", "confusion_matrix.png"),
             ("pr_curves", "pr_curves.png"), ("report", "report.html"))},
+        **(provenance or {}),
     }
     storage.makedirs(report_dir)
     cm_png = report.confusion_matrix_png(matrix, labels)

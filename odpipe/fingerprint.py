@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 
 from odpipe import model_home, storage
+from odpipe.champion import Champion
+from odpipe.settings import Settings
 from odpipe.errors import UserError
 
 DIGITS = 20  # 80 bits: no collision in any realistic history, and short enough for a registry label
@@ -48,38 +50,45 @@ def data_fingerprint(annotations: str, images: str) -> dict:
             "image_files": counts["images"], "bytes": total}
 
 
-def plan(annotations: str, images: str, home: str = "", force: bool = False) -> dict:
-    """The run's fingerprint, whether it must train (`changed`, with a one-line `message`) and the
-    champion (the model in service: export, label map, checkpoint; "" fields when there is none)."""
+def plan(annotations: str, images: str, home: str = "", force: bool = False,
+         settings: Settings | None = None) -> dict:
+    """The run's plan: its `fingerprint` (data + settings + the model in service), whether it must
+    train (`changed`, with a one-line `message`) and the `champion` (a Champion; falsy when none)."""
     data = data_fingerprint(annotations, images)
-    current = model_home.read_current(home) if home else None
-    served = f"{current['version']}" if current else "none"
-    fingerprint = hashlib.sha256(f"{data['data_fingerprint']}|{served}".encode()).hexdigest()[:DIGITS]
-    champ = model_home.champion(home) if current else None
+    settings = settings or Settings()
+    shaped = settings.fingerprint()
+    champ = Champion.of_home(home)
+    fingerprint = hashlib.sha256(f"{data['data_fingerprint']}|{champ.version or 'none'}|{shaped}".encode()).hexdigest()[:DIGITS]
     attempt = model_home.read_attempt(home, fingerprint) if home else None
+    changed, message = _verdict(home, data, shaped, champ, attempt, force, fingerprint)
+    return {**data, "settings_fingerprint": shaped, "fingerprint": fingerprint, "changed": changed,
+            "message": message, "champion": champ}
+
+
+NOT_COMPARED = "min_map and margin are not compared; force=true retrains anyway"
+
+
+def _verdict(home: str, data: dict, shaped: str, champ: Champion, attempt: dict | None, force: bool,
+             fingerprint: str) -> tuple[bool, str]:
     files = f"{data['annotation_files']} annotation files, {data['image_files']} images"
+    same_data = bool(champ) and champ.data_fingerprint == data["data_fingerprint"]
+    same_settings = not champ.settings_fingerprint or champ.settings_fingerprint == shaped
     if force:
-        changed, message = True, f"retraining on request (force): {files}, fingerprint {fingerprint}"
-    elif current and current.get("data_fingerprint") == data["data_fingerprint"]:
-        changed = False
-        message = (f"data unchanged since version {current['version']} was published "
-                   f"({champ.get('created') or current.get('since')}): no new model published")
-    elif attempt:
-        changed = False
+        return True, f"retraining on request (force): {files}, fingerprint {fingerprint}"
+    if same_data and same_settings:
+        return False, (f"data and settings unchanged since version {champ.version} was published ({champ.since}): "
+                       f"no new model published ({NOT_COMPARED})")
+    if attempt:
         reasons = "; ".join(attempt.get("reasons") or []) or "not blessed"
-        message = (f"data unchanged since {attempt.get('date')}, when a model trained on it was not blessed "
-                   f"({reasons}): no new model published; pass force=true to retrain anyway")
-    else:
-        changed = True
-        message = (f"new data: {files}, fingerprint {fingerprint}; "
-                   + (f"champion is version {current['version']}" if current else "no model in service yet"))
-    return {
-        **data,
-        "fingerprint": fingerprint,
-        "changed": changed,
-        "message": message,
-        "champion_version": current["version"] if current else "",
-        "champion": champ["export"] if champ else "",
-        "champion_label_map": champ["label_map"] if champ else "",
-        "champion_checkpoint": champ["checkpoint"] if champ else "",
-    }
+        return False, (f"data unchanged since {attempt.get('date')}, when a model trained on it was not blessed "
+                       f"({reasons}): no new model published ({NOT_COMPARED})")
+    if same_data:
+        return True, f"settings changed since version {champ.version} was trained: retraining on {files}"
+    if not champ:
+        return True, f"new data: {files}, fingerprint {fingerprint}; no model in service yet"
+    seen = [v["version"] for v in model_home.list_versions(home)
+            if v.get("complete") and v.get("data_fingerprint") == data["data_fingerprint"]]
+    if seen:  # e.g. after a rollback: this data is not new, the model in service just was not trained on it
+        return True, (f"data unchanged since version {seen[-1]} was trained, but version {champ.version} is in "
+                      f"service ({champ.since}): retraining on {files} against it")
+    return True, f"new data: {files}, fingerprint {fingerprint}; champion is version {champ.version}"

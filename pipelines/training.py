@@ -16,6 +16,20 @@ from kfp import dsl
 from components import stages
 
 PIPELINE_NAME = "odpipe-training"
+TARGETS = ("vertex", "kubeflow", "local")
+# The trainer's default accelerator per target: Vertex AI names a machine accelerator, Kubeflow a
+# Kubernetes extended resource. The local runner requests none.
+DEFAULT_ACCELERATOR = {"vertex": "NVIDIA_TESLA_T4", "kubeflow": "nvidia.com/gpu", "local": ""}
+# The pipeline's parameters as `odpipe run -h` shows them: grouped as the data flows.
+PARAMETER_GROUPS = {
+    "data": ("annotations", "images", "strict", "force"),
+    "split": ("eval_fraction", "seed", "existing_label_map"),
+    "training": ("model", "steps", "batch_size", "image_size", "init_checkpoint", "warm_start", "time_budget",
+                 "config_overrides"),
+    "gate": ("min_map", "margin"),
+    "publishing": ("model_home", "tflite", "registry_model", "registry_project", "registry_location"),
+    "cloud": ("beam_runner", "beam_args", "shards", "accelerator_type", "accelerator_count"),
+}
 TRAINER_RETRIES = 3  # preemptions and transient errors; training resumes from its last checkpoint
 DATA_RETRIES = 2  # Beam stages rewrite their output atomically, so a retry is safe
 
@@ -26,7 +40,7 @@ def build_pipeline(
     trainer_memory: str = "32G",
     trainer_cpu: str = "8",
     beam_memory: str = "8G",
-    accelerators: bool = True,
+    target: str = "vertex",
 ):
     """The training pipeline built with these component images and trainer resources.
 
@@ -36,11 +50,14 @@ def build_pipeline(
         trainer_memory: Memory limit of the trainer task.
         trainer_cpu: CPU limit of the trainer task.
         beam_memory: Memory limit of the TFRecord (Beam launcher / DirectRunner) tasks.
-        accelerators: Request the trainer accelerator (pipeline parameters accelerator_type/count).
-            False for the kfp local runner, which ignores accelerators and (kfp 2.17) cannot resolve
-            those parameters inside a condition.
+        target: "vertex" or "kubeflow" (the trainer's accelerator request and its default name), or
+            "local" (no accelerator request: the kfp local runner ignores it and, in kfp 2.17,
+            cannot resolve those parameters inside a condition).
     """
+    if target not in TARGETS:
+        raise ValueError(f"target {target!r}: use one of {', '.join(TARGETS)}")
     ops = stages.build(image, trainer_image)
+    default_accelerator = DEFAULT_ACCELERATOR[target]
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -49,12 +66,11 @@ def build_pipeline(
     def training_pipeline(
         annotations: str,
         images: str,
-        model_home: str = "",
+        strict: bool = False,
         force: bool = False,
         eval_fraction: float = 0.2,
         seed: int = 0,
         existing_label_map: str = "",
-        strict: bool = False,
         model: str = "retinanet-mobilenetv2",
         steps: int = 0,
         batch_size: int = 0,
@@ -65,6 +81,7 @@ def build_pipeline(
         config_overrides: str = "",
         min_map: float = 0.0,
         margin: float = 0.0,
+        model_home: str = "",
         tflite: str = "int8",
         registry_model: str = "",
         registry_project: str = "",
@@ -72,7 +89,7 @@ def build_pipeline(
         beam_runner: str = "DirectRunner",
         beam_args: List[str] = [],  # noqa: B006 (a KFP default, never mutated)
         shards: int = 0,
-        accelerator_type: str = "NVIDIA_TESLA_T4",
+        accelerator_type: str = default_accelerator,
         accelerator_count: int = 1,
     ):
         """Retrains a detector when the labelImg data changed; publishes it only if it beats the model in service.
@@ -80,22 +97,22 @@ def build_pipeline(
         Args:
             annotations: Folder of labelImg XML files (gs:// URI or local path).
             images: Folder of the images the XML files name (gs:// URI or local path).
-            model_home: Where published models live (versions/NNNN/, current.json; gs:// or local); empty for none.
-            force: Retrain even when the data and the model in service are unchanged since the last run.
+            strict: Fail on any annotation warning or dropped box instead of reporting it.
+            force: Retrain even when the data, the settings and the model in service are unchanged since the last run.
             eval_fraction: Fraction of images held out for evaluation.
             seed: Seed of the train/eval split.
             existing_label_map: Label map whose class ids to keep; empty for the model in service's (or a new one).
-            strict: Fail on any annotation warning or dropped box instead of reporting it.
             model: Model preset ("retinanet-mobilenetv2", "retinanet-resnet50fpn") or Model Garden experiment.
             steps: Training steps; 0 for the preset's default.
             batch_size: Global batch size; 0 for the preset's default.
-            image_size: Input size in pixels; 0 for the preset's default.
+            image_size: Input size in pixels (a multiple of 32); 0 for the preset's default.
             init_checkpoint: Start of training: "default" (the preset's published pretrained checkpoint), "none" (from scratch) or a checkpoint path.
-            warm_start: Fine-tune from the model in service's checkpoint (when there is one) instead of the default start.
+            warm_start: Fine-tune from the model in service's checkpoint whenever there is one (it wins over init_checkpoint).
             time_budget: Training minutes; the steps are sized to end inside them (0 for none; steps wins when both are given).
-            config_overrides: Model Garden config overrides (YAML path or text); empty for none.
+            config_overrides: Model Garden config overrides: a YAML file (path or gs://) or YAML text (has a newline, "{" or ": "); empty for none.
             min_map: Minimum mAP (0.5:0.95) to bless the model; 0 for no threshold.
             margin: The new mAP must beat the model in service's, on the same eval records, by this much.
+            model_home: Where published models live (versions/NNNN/, current.json; gs:// or local); empty for none.
             tflite: model.tflite for phones: "int8" (full-integer, calibrated on the training records), "fp16", "float" or "none".
             registry_model: Vertex AI Model Registry model (id or resource name) to add blessed versions to; empty for none.
             registry_project: Google Cloud project of the registry model.
@@ -103,10 +120,16 @@ def build_pipeline(
             beam_runner: Beam runner of the TFRecord stage ("DirectRunner" or "DataflowRunner").
             beam_args: Extra Beam options, e.g. ["--project=P", "--region=R", "--temp_location=gs://B/tmp"].
             shards: TFRecord shards per side; 0 to size them from the data.
-            accelerator_type: Trainer accelerator, e.g. NVIDIA_TESLA_T4, NVIDIA_L4, NVIDIA_TESLA_A100.
+            accelerator_type: Trainer accelerator: on Vertex AI e.g. NVIDIA_TESLA_T4, NVIDIA_L4; on Kubeflow nvidia.com/gpu.
             accelerator_count: Number of trainer accelerators.
         """
-        plan = ops.fingerprint(annotations=annotations, images=images, model_home=model_home, force=force)
+        plan = ops.fingerprint(
+            annotations=annotations, images=images, model_home=model_home, force=force, model=model, steps=steps,
+            batch_size=batch_size, image_size=image_size, init_checkpoint=init_checkpoint,
+            config_overrides=config_overrides, warm_start=warm_start, time_budget=time_budget,
+            existing_label_map=existing_label_map, eval_fraction=eval_fraction, seed=seed, strict=strict,
+            tflite=tflite, min_map=min_map, margin=margin,
+        )
         plan.set_caching_options(False)  # it must look at the folders every run
         found = plan.outputs
         with dsl.If(found["Output"] == True, name="data-changed"):  # noqa: E712 (a KFP condition)
@@ -118,8 +141,8 @@ def build_pipeline(
             )
             label_map_task = ops.label_map(
                 labels=csv_task.outputs["labels"],
+                champion=found["champion"],
                 existing_label_map=existing_label_map,
-                champion_label_map=found["champion_label_map"],
             )
             record_tasks = {}
             for side in ("train", "eval"):
@@ -140,6 +163,7 @@ def build_pipeline(
                 train_records=record_tasks["train"].outputs["records"],
                 eval_records=record_tasks["eval"].outputs["records"],
                 label_map=label_map_task.outputs["label_map"],
+                champion=found["champion"],
                 model_preset=model,
                 steps=steps,
                 batch_size=batch_size,
@@ -147,12 +171,11 @@ def build_pipeline(
                 init_checkpoint=init_checkpoint,
                 config_overrides=config_overrides,
                 warm_start=warm_start,
-                champion_checkpoint=found["champion_checkpoint"],
                 time_budget=time_budget,
             )
             train_task.set_memory_limit(trainer_memory).set_cpu_limit(trainer_cpu)
             train_task.set_retry(TRAINER_RETRIES, backoff_duration="60s")  # it resumes from its last checkpoint
-            if accelerators:  # a build option, not a pipeline parameter: fixed when the pipeline is compiled
+            if target != "local":  # a build option, not a pipeline parameter: fixed when the pipeline is compiled
                 train_task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
 
             export_task = ops.export(
@@ -164,9 +187,8 @@ def build_pipeline(
             eval_task = ops.evaluate(
                 exported=export_task.outputs["exported"],
                 eval_records=record_tasks["eval"].outputs["records"],
-                min_map=min_map,
                 champion=found["champion"],
-                champion_version=found["champion_version"],
+                min_map=min_map,
                 margin=margin,
                 model_home=model_home,
                 fingerprint=found["fingerprint"],
@@ -176,9 +198,8 @@ def build_pipeline(
                     exported=export_task.outputs["exported"],
                     model=train_task.outputs["model"],
                     evaluation=eval_task.outputs["evaluation"],
+                    plan=found["plan"],
                     model_home=model_home,
-                    fingerprint=found["fingerprint"],
-                    data_fingerprint=found["data_fingerprint"],
                     run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 )
                 with dsl.If(registry_model != "", name="registry"):
@@ -195,6 +216,6 @@ def build_pipeline(
     return training_pipeline
 
 
-def pipelines(image: Optional[str] = None, trainer_image: Optional[str] = None) -> dict:
+def pipelines(image: Optional[str] = None, trainer_image: Optional[str] = None, target: str = "vertex") -> dict:
     """Every pipeline of the project by name (compile tests and `odpipe compile` iterate over it)."""
-    return {PIPELINE_NAME: build_pipeline(image, trainer_image)}
+    return {PIPELINE_NAME: build_pipeline(image, trainer_image, target=target)}

@@ -7,13 +7,16 @@ The expensive stages (train, export, evaluate) run for real in the kfp.local who
 from __future__ import annotations
 
 import csv
+import glob
+import inspect
 import json
 import os
 
 import pytest
-from kfp.dsl import Dataset, Metrics, Model
+from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from components import stages
+from odpipe.champion import Champion
 from odpipe.errors import UserError
 
 
@@ -51,6 +54,9 @@ def test_images_are_chosen_by_build_not_environment(comps, monkeypatch):
 
 def test_components_are_thin_lightweight_wrappers(comps):
     for name, comp in comps.all().items():
+        body = inspect.getsource(comp.python_func).split('"""', 2)[2].strip().splitlines()
+        calls = [line for line in body if "_task(" in line]
+        assert len(body) <= 12 and len(calls) == 1, f"{name}: a component is one call of an odpipe.tasks function"
         container = comp.component_spec.implementation.container
         command = " ".join(container.command)
         assert "kfp.dsl.executor_main" in command, name  # lightweight: runs under kfp.local too
@@ -87,6 +93,64 @@ def test_artifact_types(comps):
     assert kinds(comps.publish, "inputs")["exported"] == "system.Model@0.0.1"
 
 
+def kubeflow(kind, tmp_path, name, **metadata):
+    """An artifact as KFP's launcher hands it on Kubeflow: a minio:// URI (no file layer here speaks
+    it) with a local path that the launcher syncs (the test's stand-in for /minio/...)."""
+    a = kind(uri=f"minio://mlpipeline/v2/artifacts/odpipe-training/run-1/{name}")
+    a.custom_path = str(tmp_path / "minio" / name)
+    os.makedirs(os.path.dirname(a.path), exist_ok=True)
+    a.metadata.update(metadata)
+    return a
+
+
+@pytest.mark.slow
+def test_every_component_on_kubeflow_artifacts(comps, tiny_data, tmp_path):
+    """The whole chain, component by component, with minio:// artifacts: each reads and writes its
+    artifacts through the local path, and nothing is written under a folder named minio: here."""
+    home = str(tmp_path / "home")
+    art = {n: kubeflow(k, tmp_path, n) for n, k in (
+        ("champion", Artifact), ("plan", Artifact), ("labels", Dataset), ("report", Dataset), ("stats", Metrics),
+        ("splits", Dataset), ("label_map", Dataset), ("train", Dataset), ("eval", Dataset), ("model", Model),
+        ("train_metrics", Metrics), ("exported", Model), ("metrics", Metrics), ("evaluation", Dataset),
+        ("html", HTML), ("published", Model))}
+    fp_file = str(tmp_path / "minio" / "fingerprint")
+    train = dict(steps=2, batch_size=2, image_size=128, init_checkpoint="none")
+    changed = comps.fingerprint.python_func(annotations=str(tiny_data / "annotations"), images=str(tiny_data / "images"),
+                                            champion=art["champion"], plan=art["plan"], fingerprint=fp_file,
+                                            model_home=home, tflite="none", **train)
+    assert changed is True and art["champion"].metadata["version"] == "none"
+    fp = open(fp_file, encoding="utf-8").read()
+    assert json.loads(open(art["plan"].path, encoding="utf-8").read())["fingerprint"] == fp
+    comps.annotations_to_csv.python_func(annotations=str(tiny_data / "annotations"), images=str(tiny_data / "images"),
+                                         labels=art["labels"], report=art["report"], stats=art["stats"], fingerprint=fp)
+    assert art["labels"].metadata["images"] == 10 and art["stats"].metadata["images"] == 10
+    comps.split.python_func(labels=art["labels"], splits=art["splits"], images=str(tiny_data / "images"),
+                            eval_fraction=0.3, seed=1)
+    assert sorted(os.listdir(art["splits"].path)) == ["eval.csv", "train.csv"]
+    comps.label_map.python_func(labels=art["labels"], champion=art["champion"], label_map=art["label_map"])
+    for side in ("train", "eval"):
+        comps.records.python_func(splits=art["splits"], label_map=art["label_map"], images=str(tiny_data / "images"),
+                                  records=art[side], side=side, shards=1)
+        assert art[side].metadata["pattern"] == os.path.join(art[side].path, "records-*.tfrecord")
+    comps.train.python_func(train_records=art["train"], eval_records=art["eval"], label_map=art["label_map"],
+                            champion=art["champion"], model=art["model"], train_metrics=art["train_metrics"],
+                            steps=2, batch_size=2, image_size=128, init_checkpoint="none")
+    assert art["train_metrics"].metadata["step"] == 2 and os.path.isfile(os.path.join(art["model"].path, "config.yaml"))
+    comps.export.python_func(model=art["model"], calibration_records=art["train"], exported=art["exported"], tflite="none")
+    assert os.path.isfile(os.path.join(art["exported"].path, "saved_model", "saved_model.pb"))
+    blessed = comps.evaluate.python_func(exported=art["exported"], eval_records=art["eval"], champion=art["champion"],
+                                         metrics=art["metrics"], evaluation=art["evaluation"], report=art["html"],
+                                         model_home=home, fingerprint=fp)
+    assert blessed is True and "mAP" in art["metrics"].metadata
+    assert open(art["html"].path, encoding="utf-8").read().lstrip().lower().startswith("<!doctype html")
+    out = comps.publish.python_func(exported=art["exported"], model=art["model"], evaluation=art["evaluation"],
+                                    plan=art["plan"], published=art["published"], model_home=home, run="run-1")
+    assert out.version == "0001" and art["published"].metadata["version"] == "0001"
+    version = json.loads(open(os.path.join(home, "versions", "0001", "version.json"), encoding="utf-8").read())
+    assert version["fingerprint"] == fp and version["settings_fingerprint"] and version["training"]["step"] == 2
+    assert not os.path.exists("/minio") or not glob.glob("/minio/mlpipeline/v2/artifacts/odpipe-training/run-1/*")
+
+
 def test_data_stage_components_on_real_artifacts(comps, tiny_data, tmp_path):
     labels = artifact(Dataset, tmp_path / "csv" / "labels")
     report = artifact(Dataset, tmp_path / "csv" / "report")
@@ -115,7 +179,9 @@ def test_data_stage_components_on_real_artifacts(comps, tiny_data, tmp_path):
     old.write_text('item {\n  id: 7\n  name: "square"\n}\n', encoding="utf-8")
     label_map = artifact(Dataset, tmp_path / "lm" / "label_map")
     os.makedirs(os.path.dirname(label_map.path))
-    comps.label_map.python_func(labels=labels, label_map=label_map, existing_label_map=str(old))
+    none = artifact(Artifact, tmp_path / "champion.json")
+    Champion.none().save(none.path)
+    comps.label_map.python_func(labels=labels, champion=none, label_map=label_map, existing_label_map=str(old))
     classes = label_map.metadata["classes"]
     assert classes["7"] == "square"
     assert label_map.metadata["class_count"] == len(classes) == len(set(classes.values()))
@@ -159,6 +225,10 @@ def test_publish_to_the_model_home_and_without_one(comps, tmp_path):
     (src / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x01" * 1000)
     (src / "saved_model" / "variables" / "variables.index").write_bytes(b"idx")
     (src / "label_map.pbtxt").write_text('item {\n  id: 1\n  name: "a"\n}\n', encoding="utf-8")
+    (src / "export.json").write_text(json.dumps({"checkpoint": "ckpt-5"}), encoding="utf-8")
+    plan = artifact(Artifact, tmp_path / "plan.json")
+    plan_doc = {"fingerprint": "fp1", "data_fingerprint": "d1", "settings_fingerprint": "s1"}
+    (tmp_path / "plan.json").write_text(json.dumps(plan_doc), encoding="utf-8")
     best = tmp_path / "model" / "best"
     best.mkdir(parents=True)
     for name in ("ckpt-5.index", "ckpt-5.data-00000-of-00001"):
@@ -171,16 +241,17 @@ def test_publish_to_the_model_home_and_without_one(comps, tmp_path):
 
     # no model home: the export is copied to the run's own output
     published = artifact(Model, tmp_path / "pub" / "published")
-    out = comps.publish.python_func(exported=exported, model=model, evaluation=evaluation, published=published)
+    out = comps.publish.python_func(exported=exported, model=model, evaluation=evaluation, plan=plan,
+                                    published=published)
     assert out.version == "" and out.saved_model == os.path.join(published.path, "saved_model")
     assert open(os.path.join(published.path, "saved_model", "saved_model.pb"), "rb").read() == b"\x08\x01" * 1000
-    assert published.metadata["files"] == 3
+    assert published.metadata["files"] == 4
 
     # a model home: a new version with its checkpoint, provenance and current.json
     home = tmp_path / "home"
     published = artifact(Model, tmp_path / "pub2" / "published")
-    out = comps.publish.python_func(exported=exported, model=model, evaluation=evaluation, published=published,
-                                    model_home=str(home), fingerprint="fp1", data_fingerprint="d1", run="run-7")
+    out = comps.publish.python_func(exported=exported, model=model, evaluation=evaluation, plan=plan,
+                                    published=published, model_home=str(home), run="run-7")
     assert out.version == "0001" and out.saved_model == str(home / "versions" / "0001" / "export" / "saved_model")
     version = json.loads((home / "versions" / "0001" / "version.json").read_text())
     assert version["fingerprint"] == "fp1" and version["data_fingerprint"] == "d1" and version["run"] == "run-7"
@@ -191,7 +262,7 @@ def test_publish_to_the_model_home_and_without_one(comps, tmp_path):
 
     empty = artifact(Model, tmp_path / "nothing")
     with pytest.raises(UserError, match="export folder is empty or missing"):
-        comps.publish.python_func(exported=empty, model=model, evaluation=evaluation,
+        comps.publish.python_func(exported=empty, model=model, evaluation=evaluation, plan=plan,
                                   published=artifact(Model, tmp_path / "p3"), model_home=str(home))
 
 
@@ -221,7 +292,7 @@ def test_components_speak_buckets(comps, tiny_data, gcs_bucket, tmp_path):
     published = artifact(Model, f"{gcs_bucket}/components/run/publish/published")
     evaluation = artifact(Dataset, tmp_path / "evaluation")
     comps.publish.python_func(exported=exported, model=artifact(Model, tmp_path / "m"), evaluation=evaluation,
-                              published=published)
+                              plan=artifact(Artifact, tmp_path / "no-plan.json"), published=published)
     source = storage.glob(f"{exported.uri}/**")
     copied = storage.glob(f"{published.uri}/**")
     assert len(copied) == len(source) == 10 == published.metadata["files"]

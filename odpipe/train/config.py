@@ -19,6 +19,7 @@ import re
 from odpipe import storage
 from odpipe.errors import UserError, first_line
 from odpipe.label_map import num_classes
+from odpipe.settings import overrides_kind
 from odpipe.train.presets import DEFAULT_PRESET, register_presets, schedule
 
 BEST_SUBDIR = "best"
@@ -294,7 +295,7 @@ def build_config(
         if architecture:
             config.override({"task": {"model": architecture}}, is_strict=True)
     if config_overrides:
-        config = _apply_overrides(config, config_overrides)
+        config = apply_overrides(config, config_overrides)
     try:
         config.validate()
     except (KeyError, ValueError, AssertionError) as err:
@@ -324,11 +325,12 @@ def checkpoint_architecture(prefix: str) -> dict:
     return {}
 
 
-def _apply_overrides(config, overrides):
+def apply_overrides(config, overrides):
+    """`overrides` (a dict, YAML text or a YAML file: `settings.overrides_kind`) applied strictly."""
     from official.modeling import hyperparams
 
     source = overrides if isinstance(overrides, str) else "config overrides"
-    if isinstance(overrides, str) and not overrides.lstrip().startswith("{") and "\n" not in overrides:
+    if isinstance(overrides, str) and overrides_kind(overrides) == "path":
         if not storage.exists(overrides):
             raise UserError(f"{overrides}: config override file not found; check the path")
         overrides = storage.read_text(overrides)
