@@ -86,7 +86,7 @@ class Settings:
             _whole(name, getattr(self, name))
         _between("eval_fraction", self.eval_fraction, 0, 1, closed=False)
         _between("min_map", self.min_map, 0, 1)
-        _between("margin", self.margin, -1, 1)
+        _between("margin", self.margin, 0, 1)
         _between("time_budget", self.time_budget, 0, 7 * 24 * 60)
         if self.tflite not in TFLITE_KINDS:
             raise UserError(f"--tflite {self.tflite}: unknown kind; use one of {', '.join(TFLITE_KINDS)}")

@@ -120,7 +120,7 @@ def build_pipeline(
             beam_runner: Beam runner of the TFRecord stage ("DirectRunner" or "DataflowRunner").
             beam_args: Extra Beam options, e.g. ["--project=P", "--region=R", "--temp_location=gs://B/tmp"].
             shards: TFRecord shards per side; 0 to size them from the data.
-            accelerator_type: Trainer accelerator: on Vertex AI e.g. NVIDIA_TESLA_T4, NVIDIA_L4; on Kubeflow nvidia.com/gpu.
+            accelerator_type: Trainer accelerator, named as the platform compiled for names it (Vertex AI: an accelerator type; Kubeflow: a Kubernetes GPU resource); the default is that platform's.
             accelerator_count: Number of trainer accelerators.
         """
         plan = ops.fingerprint(

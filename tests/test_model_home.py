@@ -142,7 +142,7 @@ def test_fingerprint_changes_with_the_data_and_the_model_in_service(tmp_path):
     ann, img = _data(tmp_path)
     home = str(tmp_path / "home")
     first = fingerprint.plan(ann, img, home)
-    assert first["changed"] and "no model in service yet" in first["message"] and first["champion"] == ""
+    assert first["changed"] and "no model in service yet" in first["message"] and not first["champion"]
     assert fingerprint.plan(ann, img, home)["fingerprint"] == first["fingerprint"]  # stable
     (tmp_path / "ann" / "b.xml").write_text("<annotation/>")
     grown = fingerprint.plan(ann, img, home)
@@ -152,10 +152,13 @@ def test_fingerprint_changes_with_the_data_and_the_model_in_service(tmp_path):
 
     now = fingerprint.plan(ann, img, home)
     model_home.publish(home, fake_export(tmp_path / "e"), {"mAP": 0.4},
-                       {"fingerprint": now["fingerprint"], "data_fingerprint": now["data_fingerprint"]})
+                       {"fingerprint": now["fingerprint"], "data_fingerprint": now["data_fingerprint"],
+                        "settings_fingerprint": now["settings_fingerprint"]})
     same = fingerprint.plan(ann, img, home)
-    assert same["changed"] is False and "data unchanged since version 0001" in same["message"]
-    assert same["champion"].endswith(os.path.join("versions", "0001", "export")) and same["champion_version"] == "0001"
+    assert same["changed"] is False and "data and settings unchanged since version 0001" in same["message"]
+    assert "min_map and margin are not compared" in same["message"]
+    assert same["champion"].export.endswith(os.path.join("versions", "0001", "export"))
+    assert same["champion"].version == "0001"
     assert same["fingerprint"] != now["fingerprint"]  # the model in service is part of it
     assert fingerprint.plan(ann, img, home, force=True)["changed"] is True
 

@@ -53,6 +53,7 @@ def test_yaml_has_each_component_with_its_resources(compiled):
         assert image == ("reg.example/odpipe-gpu:5" if name == "exec-train" else "reg.example/odpipe:5")
     train = executors["exec-train"]["container"]["resources"]
     assert train["accelerator"]["resourceType"] == "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}"
+    assert spec["root"]["inputDefinitions"]["parameters"]["accelerator_type"]["defaultValue"] == "NVIDIA_TESLA_T4"
     assert train["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}"
     assert train["resourceMemoryLimit"] == "32G" and train["resourceCpuLimit"] == "8"
     for records in ("exec-records", "exec-records-2"):
@@ -79,11 +80,18 @@ def test_yaml_has_each_component_with_its_resources(compiled):
     assert tasks["records"]["taskInfo"]["name"] == "records-train"
     assert tasks["records-2"]["inputs"]["parameters"]["side"]["runtimeValue"]["constant"] == "eval"
     assert tasks["records"]["inputs"]["parameters"]["dataflow_image"]["runtimeValue"]["constant"] == "reg.example/odpipe:5"
-    # champion and challenger: evaluate gets the model in service from the fingerprint task
-    assert tasks["evaluate"]["inputs"]["parameters"]["champion"]["componentInputParameter"] == (
-        "pipelinechannel--fingerprint-champion")
-    assert tasks["label-map"]["inputs"]["parameters"]["champion_label_map"]["componentInputParameter"] == (
-        "pipelinechannel--fingerprint-champion_label_map")
+    # the champion is one artifact of the fingerprint task, taken by the tasks that need it
+    for task in ("label-map", "train", "evaluate"):
+        champion = tasks[task]["inputs"]["artifacts"]["champion"]
+        assert champion == {"componentInputArtifact": "pipelinechannel--fingerprint-champion"}, task
+    assert components["comp-fingerprint"]["outputDefinitions"]["artifacts"]["champion"]["artifactType"][
+        "schemaTitle"] == "system.Artifact"
+    fingerprint_outputs = components["comp-fingerprint"]["outputDefinitions"]
+    assert sorted(fingerprint_outputs["parameters"]) == ["Output", "fingerprint"]
+    assert sorted(fingerprint_outputs["artifacts"]) == ["champion", "plan"]
+    # every setting the first task checks is wired to it
+    fp_inputs = root["fingerprint"]["inputs"]["parameters"]
+    assert {"model", "steps", "init_checkpoint", "config_overrides", "min_map", "tflite"} <= set(fp_inputs)
     # the gate: publish runs only inside the condition on evaluate's `blessed` output
     blessed = tasks["condition-2"]
     assert blessed["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
@@ -95,6 +103,25 @@ def test_yaml_has_each_component_with_its_resources(compiled):
     # every pipeline parameter is documented for the UIs
     for name, param in spec["root"]["inputDefinitions"]["parameters"].items():
         assert param.get("description"), name
+
+
+def test_each_target_carries_only_its_own_accelerator_names(tmp_path):
+    """Kubeflow gets a Kubernetes resource name as the default, Vertex a Vertex name, local none."""
+    for target, expected in (("kubeflow", "nvidia.com/gpu"), ("vertex", "NVIDIA_TESLA_T4")):
+        path = tmp_path / f"{target}.yaml"
+        compiler.Compiler().compile(training.build_pipeline("r.example/o:1", "r.example/g:1", target=target), str(path))
+        text = path.read_text()
+        spec = yaml.safe_load(text)
+        assert spec["root"]["inputDefinitions"]["parameters"]["accelerator_type"]["defaultValue"] == expected
+        if target == "kubeflow":
+            assert "NVIDIA_TESLA" not in text and "NVIDIA_L4" not in text
+        kfp_components.load_component_from_file(str(path))
+    local = tmp_path / "local.yaml"
+    compiler.Compiler().compile(training.build_pipeline(target="local"), str(local))
+    assert "accelerator" not in yaml.safe_load(local.read_text())["deploymentSpec"]["executors"]["exec-train"][
+        "container"].get("resources", {})
+    with pytest.raises(ValueError, match="target 'gke'"):
+        training.build_pipeline(target="gke")
 
 
 # ------------------------------------------------------------------------------------------ local runs
