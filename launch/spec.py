@@ -160,7 +160,7 @@ def pipeline_parameters(args: argparse.Namespace, local: bool = False) -> dict[s
     if local:
         for name in (*INPUT_FOLDERS, *PATH_PARAMETERS):
             if is_local_path(name, params.get(name)):
-                if name not in ("model_home",) and not os.path.exists(params[name]):
+                if name in PATH_PARAMETERS and name != "model_home" and not os.path.exists(params[name]):
                     raise UserError(f"{_flag(name)} {params[name]}: no such file or folder; check the path"
                                     + (" (or pass none / default)" if name in KEYWORDS else ""))
                 params[name] = os.path.abspath(params[name])

@@ -58,6 +58,49 @@ def test_only_given_parameters_are_sent(tmp_path):
     assert params["annotations"].startswith("/") and params["annotations"].endswith("rel/ann")
 
 
+@pytest.mark.parametrize("argv", [["--init-checkpoint", "none"], ["--param", "init_checkpoint=none"],
+                                  ["--init-checkpoint", "default"], ["--param", "init_checkpoint=default"]])
+def test_keywords_of_path_parameters_reach_the_pipeline_unchanged(argv, tmp_path):
+    """Issue 14: `--init-checkpoint none` became <cwd>/none, and train failed after the data stages."""
+    params = spec.pipeline_parameters(parse(["run", "--annotations", str(tmp_path), "--images", str(tmp_path), *argv]),
+                                      local=True)
+    assert params["init_checkpoint"] == argv[-1].rpartition("=")[2]
+
+
+def test_local_paths_are_made_absolute_and_must_exist(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lm.pbtxt").write_text('item {\n  id: 1\n  name: "a"\n}\n')
+    base = ["run", "--annotations", ".", "--images", "."]
+    params = spec.pipeline_parameters(parse([*base, "--existing-label-map", "lm.pbtxt", "--model-home", "models",
+                                             "--config-overrides", "trainer: {train_steps: 5}"]), local=True)
+    assert params["existing_label_map"] == str(tmp_path / "lm.pbtxt") and params["model_home"] == str(tmp_path / "models")
+    assert params["config_overrides"] == "trainer: {train_steps: 5}"  # YAML text is not a path
+    for flag in ("--init-checkpoint", "--existing-label-map", "--config-overrides"):
+        assert main([*base, flag, "missing-thing"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"{flag} missing-thing: no such file or folder" in err, err
+
+
+def test_bad_settings_fail_before_anything_starts(tmp_path, capsys):
+    """Checked in the front end in seconds (the same checks the first task runs on a cluster)."""
+    import time
+
+    from odpipe.sample_data import write_sample_data
+
+    write_sample_data(str(tmp_path / "d"), images=4, seed=0)
+    base = ["run", "--annotations", str(tmp_path / "d" / "annotations"), "--images", str(tmp_path / "d" / "images"),
+            "--work-dir", str(tmp_path / "w"), "--init-checkpoint", "none"]
+    for extra, message in ((["--model", "retinanet-nope"], "--model retinanet-nope: neither an odpipe preset"),
+                           (["--config-overrides", "trainer: {no_such_key: 1}"], "no_such_key"),
+                           (["--min-map", "2"], "--min-map 2.0: must be a number in"),
+                           (["--tflite", "int4"], "--tflite int4: unknown kind")):
+        start = time.monotonic()
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err, err
+        assert time.monotonic() - start < 60 and not (tmp_path / "w" / "runs").exists()
+
+
 def test_every_parameter_flag_reaches_the_pipeline():
     """The flags are made from the pipeline's own inputDefinitions: every parameter has one, typed."""
     samples = {"STRING": ("gs://b/x", "gs://b/x"), "NUMBER_INTEGER": ("3", 3), "NUMBER_DOUBLE": ("0.5", 0.5)}
@@ -83,6 +126,12 @@ def test_help_and_order_come_from_the_pipeline(capsys):
         main(["run", "-h"])
     text = capsys.readouterr().out
     assert "Where published models live" in text and "--model-home" in text  # the pipeline's docstring
+    # grouped as the data flows, in a fixed order, integers shown as integers
+    titles = [line.strip() for line in text.splitlines() if line.startswith("pipeline parameters:")]
+    assert titles == [f"pipeline parameters: {g}:" for g in ("data", "split", "training", "gate", "publishing", "cloud")]
+    assert text.index("--annotations") < text.index("--eval-fraction") < text.index("--steps") < text.index("--min-map")
+    assert "(default 0.0)" not in text.split("--steps", 1)[1].split("--", 1)[0] and "(default 1)" in text
+    assert set(spec.parameters()) == {n for names in spec.groups().values() for n in names}
     order = spec.task_order()
     assert order[0] == "fingerprint" and order.index("train") < order.index("export") < order.index("evaluate")
     assert order.index("evaluate") < order.index("publish") < order.index("register")
@@ -308,7 +357,14 @@ def _posted(requests, path):
 def test_submit_kubeflow_request(kfp_host, tmp_path, capsys):
     host, requests = kfp_host
     pipeline = tmp_path / "p.yaml"
-    assert main(["compile", "-o", str(pipeline), "--image", "reg.example/odpipe:2", "--trainer-image", "reg.example/g:2"]) == 0
+    images = ["--image", "reg.example/odpipe:2", "--trainer-image", "reg.example/g:2"]
+    # a pipeline compiled for Vertex AI carries a Vertex accelerator name: Kubeflow refuses it in one line
+    assert main(["compile", "-o", str(tmp_path / "vertex.yaml"), *images]) == 0
+    assert main(["submit", "--kfp-host", host, "--pipeline", str(tmp_path / "vertex.yaml"), *GS_INPUTS]) == 2
+    assert "--accelerator-type NVIDIA_TESLA_T4: a Vertex AI name" in capsys.readouterr().err
+    assert main(["submit", "--kfp-host", host, *GS_INPUTS, *images, "--accelerator-type", "NVIDIA_L4"]) == 2
+    assert "--accelerator-type NVIDIA_L4: a Vertex AI name" in capsys.readouterr().err
+    assert main(["compile", "-o", str(pipeline), "--target", "kubeflow", *images]) == 0
     argv = ["submit", "--kfp-host", host, "--pipeline", str(pipeline), "--experiment", "retrain",
             "--pipeline-root", "gs://kfp-bucket/root", *GS_INPUTS, "--eval-fraction", "0.25",
             "--beam-runner", "DataflowRunner", "--beam-arg=--project=data-proj", "--no-cache"]
@@ -323,6 +379,7 @@ def test_submit_kubeflow_request(kfp_host, tmp_path, capsys):
     }
     spec = run["pipeline_spec"]
     assert spec["pipelineInfo"]["name"] == "odpipe-training"
+    assert "NVIDIA_TESLA" not in json.dumps(spec)  # compiled for Kubeflow: no Vertex accelerator name
     assert spec["deploymentSpec"]["executors"]["exec-split"]["container"]["image"] == "reg.example/odpipe:2"
     assert all(t.get("cachingOptions", {}).get("enableCache") in (None, False) for t in spec["root"]["dag"]["tasks"].values())
     assert "submitted Kubeflow run run-1" in capsys.readouterr().out
