@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 MP_VENV := .venv-mediapipe
 MP_STAMP := $(MP_VENV)/.installed
 DEMO_DIR ?= demo-output
+DEMO_FLAGS ?=
 REGISTRY ?= us-docker.pkg.dev/YOUR_PROJECT/odpipe
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -36,8 +37,8 @@ test: setup ## run the whole test suite (slow tests included)
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
-demo: setup ## generate sample data and run the whole pipeline locally
-	$(PY) -m launch.demo $(DEMO_DIR)
+demo: setup ## generate sample data and run the whole pipeline locally (DEMO_FLAGS="--steps 200" ...)
+	$(PY) -m launch.demo $(DEMO_DIR) $(DEMO_FLAGS)
 
 bench: setup ## benchmarks (records, train input, predict); figures go to the README
 	$(PY) -m odpipe.bench

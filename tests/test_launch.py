@@ -205,7 +205,7 @@ def test_run_names_the_failing_task(tmp_path, capsys):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.jpg").write_bytes(b"\xff\xd8")
     argv = ["run", "--annotations", str(tmp_path / "annotations"), "--images", str(tmp_path / "images"),
-            "--work-dir", str(tmp_path / "work")]
+            "--work-dir", str(tmp_path / "work"), "--init-checkpoint", "none"]
     assert main(argv) == 2
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()[-1]

@@ -154,6 +154,15 @@ LEARN = dict(steps=120, batch_size=4, config_overrides=(
     "trainer:\n  optimizer_config:\n    learning_rate:\n      cosine:\n        initial_learning_rate: 0.08\n"))
 
 
+def fingerprint_plan(data, home, params):
+    from odpipe.fingerprint import plan
+    from odpipe.settings import Settings
+
+    base = {"eval_fraction": 0.34, "steps": 2, "batch_size": 2, "image_size": 128, "tflite": "none",
+            "init_checkpoint": "none"}
+    return plan(str(data / "annotations"), str(data / "images"), str(home), settings=Settings(**{**base, **params}))
+
+
 def _grow(data, extra_dir, new_class):
     """More annotations in the same folders: new images, one of the old classes renamed to a new one."""
     import shutil
@@ -205,7 +214,7 @@ def test_the_retraining_loop_against_one_model_home(tmp_path, capsys):
 
     # the same data again: nothing to do, and it says so
     same, printed = _run(data, tmp_path / "w", model_home=str(home), **LEARN)
-    assert same["plan"]["changed"] is False and "data unchanged since version 0001" in printed
+    assert same["plan"]["changed"] is False and "data and settings unchanged since version 0001" in printed
     assert {s for t, s in same["tasks"].items() if t != "fingerprint"} == {"skipped (data unchanged)"}
     assert sorted(os.listdir(home / "versions")) == ["0001"]
 
@@ -240,10 +249,12 @@ def test_the_retraining_loop_against_one_model_home(tmp_path, capsys):
     assert os.path.isfile(os.path.join(three["candidate_export"], "saved_model", "saved_model.pb"))
     assert "skipped (model not blessed)" in printed and "none published (not blessed)" in printed
     assert json.loads((home / "current.json").read_text()) == in_service
-    # the attempt is remembered: the same data against the same champion is not retrained again
-    again, printed = _run(data, tmp_path / "w", model_home=str(home))
-    remembered = "data unchanged since version 0002" if two["blessed"] else "was not blessed"  # 0002: trained on it
-    assert again["plan"]["changed"] is False and remembered in printed
+    # the attempt is remembered: the same data and settings against the same champion are not retrained again
+    worse = dict(steps=1, batch_size=2, config_overrides=LEARN["config_overrides"])
+    again, printed = _run(data, tmp_path / "w", model_home=str(home), **worse)
+    assert again["plan"]["changed"] is False and "was not blessed" in printed, printed
+    # other settings are another recipe: they are not "unchanged" (issue 15: the fingerprint holds them)
+    assert fingerprint_plan(data, home, dict(worse, image_size=160))["changed"] is True
 
     # rollback
     assert main(["models", "promote", str(home), "0001"]) == 0
