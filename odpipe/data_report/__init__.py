@@ -81,7 +81,7 @@ def build_report(labels_csv: str, out_dir: str, splits_dir: str | None = None, i
     data_stats.json of the data that trained the model in service (drift)."""
     out_dir = str(out_dir)
     storage.make_writable_dir(out_dir)
-    geometry = model_geometry(model, int(image_size) if image_size else None)
+    geometry = model_geometry(model, int(image_size) if image_size else None)  # None or 0: the model's
     labels = load_labels(str(labels_csv), splits_dir or None)
     splits = {name: split_stats(lab, geometry) for name, lab in labels.items()}
     boxes = {name: s.pop("_boxes") for name, s in splits.items()}
@@ -115,20 +115,23 @@ def build_report(labels_csv: str, out_dir: str, splits_dir: str | None = None, i
 
 def add_data_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("labels_csv", help="labels CSV (from `odpipe csv`)")
-    parser.add_argument("-o", "--output", required=True, help="folder for data_report.html, data_stats.json, plots")
-    parser.add_argument("--split", dest="splits_dir", help="folder with train.csv and eval.csv (from `odpipe split`)")
-    parser.add_argument("--images-dir", help="folder the CSV's filenames are relative to (image facts, duplicates, "
+    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for data_report.html, data_stats.json, plots")
+    parser.add_argument("--split", dest="splits_dir", metavar="DIR", help="folder with train.csv and eval.csv (from `odpipe split`)")
+    parser.add_argument("--images-dir", metavar="DIR", help="folder the CSV's filenames are relative to (image facts, duplicates, "
                         "gallery); without it the report covers the labels only")
-    parser.add_argument("--model", default=DEFAULT_PRESET, help=f"preset or experiment (default {DEFAULT_PRESET}): "
+    parser.add_argument("--model", default=DEFAULT_PRESET, metavar="PRESET", help=f"preset or experiment (default {DEFAULT_PRESET}): "
                         "its input size and anchors")
-    parser.add_argument("--image-size", type=int, help="input size to judge box sizes at (default: the model's)")
-    parser.add_argument("--previous", help="data_stats.json of the data that trained the model in service (drift)")
-    parser.add_argument("--min-eval-objects", type=int, default=Thresholds.min_eval_objects,
+    parser.add_argument("--image-size", type=int, metavar="N", help="input size to judge box sizes at (default: the model's)")
+    parser.add_argument("--previous", metavar="STATS_JSON", help="data_stats.json of the data that trained the model in service (drift)")
+    parser.add_argument("--min-eval-objects", type=int, default=Thresholds.min_eval_objects, metavar="N",
                         help=f"warn for classes with fewer eval objects (default {Thresholds.min_eval_objects})")
     parser.add_argument("--strict", action="store_true", help="exit with code 2 when a check finds an error")
 
 
 def run_data_report(args: argparse.Namespace) -> int:
+    for flag, value in (("--image-size", args.image_size), ("--min-eval-objects", args.min_eval_objects)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value}: must be a positive number")
     result = build_report(args.labels_csv, args.output, splits_dir=args.splits_dir, images_dir=args.images_dir,
                           image_size=args.image_size, model=args.model, previous_stats=args.previous,
                           strict=args.strict, thresholds=Thresholds(min_eval_objects=args.min_eval_objects))
