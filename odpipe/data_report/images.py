@@ -97,43 +97,39 @@ def _groups(pairs: list[tuple[int, int]], n: int) -> list[list[int]]:
     return sorted((g for g in found.values() if len(g) > 1), key=lambda g: g[0])
 
 
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-
-
 def near_pairs(hashes: list[int], thumbs: list[bytes], max_bits: int = NEAR_DUPLICATE_BITS,
                max_mad: float = NEAR_DUPLICATE_MAD, chunk: int = 512) -> list[tuple[int, int]]:
-    """Index pairs (i < j) of near duplicates: hashes at most `max_bits` apart (numpy, in chunks),
-    confirmed by thumbnails at most `max_mad` apart."""
+    """Index pairs (i < j) of near duplicates: hashes at most `max_bits` apart, confirmed by
+    thumbnails at most `max_mad` apart (numpy, in chunks of rows)."""
     h = np.array(hashes, dtype=np.uint64)
+    t = np.frombuffer(b"".join(thumbs), dtype=np.uint8).reshape(len(thumbs), -1).astype(np.int16) \
+        if thumbs else np.zeros((0, 192), np.int16)
     pairs = []
     for start in range(0, len(h), chunk):
         block = h[start:start + chunk, None] ^ h[None, :]
-        bits = _POPCOUNT[block.view(np.uint8)].reshape(block.shape + (8,)).sum(axis=2)
-        for i, j in zip(*np.nonzero(bits <= max_bits)):
-            a, b = int(start + i), int(j)
-            if a < b:
-                diff = np.abs(np.frombuffer(thumbs[a], np.uint8).astype(int) - np.frombuffer(thumbs[b], np.uint8))
-                if diff.mean() <= max_mad:
-                    pairs.append((a, b))
+        i, j = np.nonzero(np.bitwise_count(block) <= max_bits)
+        i = i + start
+        keep = i < j
+        i, j = i[keep], j[keep]
+        close = np.abs(t[i] - t[j]).mean(axis=1) <= max_mad
+        pairs += list(zip(i[close].tolist(), j[close].tolist()))
     return pairs
 
 
 def duplicates(facts: dict[str, dict]) -> tuple[list[list[str]], list[list[str]]]:
-    """(exact duplicate groups by SHA-256, near-duplicate groups) of filenames; a near-duplicate
-    group is reported only when it is not one exact-duplicate group."""
+    """(exact duplicate groups by SHA-256, near-duplicate groups) of filenames. Near duplicates are
+    searched among one file per SHA-256 (a near group lists the exact copies too) and reported only
+    when a group holds more than one distinct content."""
     names = sorted(n for n, f in facts.items() if "sha256" in f)
     by_hash: dict[str, list[str]] = {}
     for name in names:
         by_hash.setdefault(facts[name]["sha256"], []).append(name)
     exact = sorted(g for g in by_hash.values() if len(g) > 1)
-    hashed = [n for n in names if "ahash" in facts[n]]
-    near = []
-    pairs = near_pairs([facts[n]["ahash"] for n in hashed], [facts[n]["thumb"] for n in hashed])
-    for group in _groups(pairs, len(hashed)):
-        files = [hashed[i] for i in group]
-        if len({facts[f]["sha256"] for f in files}) > 1:
-            near.append(files)
-    return exact, near
+    firsts = [g[0] for g in by_hash.values() if "ahash" in facts[g[0]]]
+    pairs = near_pairs([facts[n]["ahash"] for n in firsts], [facts[n]["thumb"] for n in firsts])
+    near = [sorted(f for i in group for f in by_hash[facts[firsts[i]]["sha256"]])
+            for group in _groups(pairs, len(firsts))]
+    return exact, sorted(near)
 
 
 def summarise(facts: dict[str, dict], csv_sizes: dict[str, tuple[int, int, int]]) -> dict:
