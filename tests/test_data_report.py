@@ -141,6 +141,15 @@ def test_images_much_larger_than_the_input_size(tmp_path):
     assert "large_images" not in checks(result)
 
 
+def test_images_with_more_objects_than_the_model_outputs(tmp_path):
+    crowd = [row("crowd.jpg", "cat", (i % 30 * 10, i // 30 * 10, i % 30 * 10 + 9, i // 30 * 10 + 9), (320, 240))
+             for i in range(model_geometry("retinanet-mobilenetv2").max_detections + 1)]
+    result, _ = report(tmp_path, clean_rows()[0] + crowd)
+    assert "crowded_images" in checks(result, "warning")
+    result, _ = report(tmp_path / "ok", clean_rows()[0] + crowd[:-1])
+    assert "crowded_images" not in checks(result)
+
+
 def test_near_identical_labels(tmp_path):
     rows, _, _ = clean_rows()
     result, _ = report(tmp_path, rows + objects("car", "Car", 5) + objects("car2", "car ", 5)

@@ -93,6 +93,15 @@ def check_image_size(stats: dict, geometry: Geometry, t: Thresholds) -> list[dic
                     "--image-size or tile the images")]
 
 
+def check_crowded(stats: dict, geometry: Geometry) -> list[dict]:
+    most = (stats["objects_per_image"] or {}).get("max", 0)
+    if most <= geometry.max_detections:
+        return []
+    return [anomaly("warning", "crowded_images", f"an image holds {most} objects, more than the {geometry.max_detections} "
+                    f"detections {geometry.model} outputs per image: recall on such images is capped; raise "
+                    "task.model.detection_generator.max_num_detections (train --config) or tile the images")]
+
+
 def _normal(name: str) -> str:
     return re.sub(r"[\s_\-.]+", " ", name.casefold()).strip()
 
@@ -157,7 +166,7 @@ def run_checks(splits: dict, geometry: Geometry, image_summary: dict | None, sid
     if not whole["objects"]:
         out.append(anomaly("error", "no_objects", "the labels CSV holds no object; annotate images first"))
     out += check_splits(splits, t) + check_box_sizes(whole, geometry, t) + check_aspect(whole, geometry, t)
-    out += check_image_size(whole, geometry, t) + check_labels(whole)
+    out += check_image_size(whole, geometry, t) + check_crowded(whole, geometry) + check_labels(whole)
     if image_summary is not None:
         out += check_images(image_summary, side_of)
     return sorted(out, key=lambda a: a["severity"] != "error")

@@ -3,7 +3,7 @@
 Read from the registered experiment (an odpipe preset or any Model Garden detection experiment,
 `odpipe.train.config.experiment_config`), never hard-coded: `model.input_size`, `min_level` ..
 `max_level`, `anchor.anchor_size`, `anchor.num_scales`, `anchor.aspect_ratios` and the parser's
-`match_threshold`. Model Garden's RetinaNet anchor at level l, scale i and aspect ratio a is
+`match_threshold` (and the detection generator's `max_num_detections`). Model Garden's RetinaNet anchor at level l, scale i and aspect ratio a is
 `anchor_size * 2**l * 2**(i/num_scales)` on a side, stretched to `* sqrt(a)` wide and `/ sqrt(a)`
 high (`official/vision/ops/anchor.py`).
 
@@ -34,6 +34,7 @@ class Geometry:
     num_scales: int
     aspect_ratios: tuple[float, ...]
     match_threshold: float
+    max_detections: int = 100  # the detection generator's max_num_detections
 
     def anchors(self) -> np.ndarray:
         """(N, 2) anchor widths and heights in input pixels, every level, scale and ratio."""
@@ -90,4 +91,5 @@ def model_geometry(model: str, image_size: int | None = None) -> Geometry:
     return Geometry(model=model, image_size=size, min_level=int(m.min_level), max_level=int(m.max_level),
                     anchor_size=float(anchor.anchor_size), num_scales=int(anchor.num_scales),
                     aspect_ratios=tuple(float(a) for a in anchor.aspect_ratios),
-                    match_threshold=float(getattr(parser, "match_threshold", 0.5)))
+                    match_threshold=float(getattr(parser, "match_threshold", 0.5)),
+                    max_detections=int(getattr(getattr(m, "detection_generator", None), "max_num_detections", 100)))
