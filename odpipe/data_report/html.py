@@ -8,7 +8,7 @@ from odpipe.report import data_uri
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 .error{color:#b00}.warning{color:#a60}.ok{color:#080;font-weight:bold}.bad{background:#fde8e8}
 li.error,li.warning{margin:4px 0}.tag{font-weight:bold;text-transform:uppercase;font-size:11px}
@@ -31,7 +31,8 @@ def _anomalies(anomalies: list[dict]) -> list[str]:
     errors = sum(a["severity"] == "error" for a in anomalies)
     warnings = len(anomalies) - errors
     verdict = ("<span class='ok'>no problem found</span>" if not anomalies else
-               f"<span class='error'>{errors} error(s)</span>, <span class='warning'>{warnings} warning(s)</span>")
+               f"<span class='{'error' if errors else 'ok'}'>{errors} error(s)</span>, "
+               f"<span class='{'warning' if warnings else 'ok'}'>{warnings} warning(s)</span>")
     out = [f"<h2 id='checks'>Checks: {verdict}</h2><ul>"]
     out += [f"<li class='{a['severity']}'><span class='tag'>{a['severity']}</span> [{e(a['check'])}] "
             f"{e(a['message'])}</li>" for a in anomalies]
