@@ -300,3 +300,20 @@ def test_report_opens_in_a_headless_browser_with_every_image_loaded(tmp_path, sa
     assert loaded, dom[:500]
     assert int(loaded.group(2)) >= 6 + 3 * 4 and loaded.group(1) == loaded.group(2)  # plots + gallery
     assert result["html"].endswith("data_report.html")
+
+
+def test_report_reads_and_writes_gs(tmp_path, gcs_bucket):
+    from odpipe import storage
+
+    images = _image_set(tmp_path)
+    rows = [row(f"img{i}.jpg", "cat", (40, 40, 140, 120)) for i in range(6)] + [row("copy0.jpg", "cat", (1, 1, 9, 9))]
+    storage.copy_tree(str(images), f"{gcs_bucket}/dr/images")
+    storage.write_text(f"{gcs_bucket}/dr/labels.csv", format_labels_csv(rows))
+    first = build_report(f"{gcs_bucket}/dr/labels.csv", f"{gcs_bucket}/dr/old", images_dir=f"{gcs_bucket}/dr/images",
+                         progress=False)
+    result = build_report(f"{gcs_bucket}/dr/labels.csv", f"{gcs_bucket}/dr/new", images_dir=f"{gcs_bucket}/dr/images",
+                          previous_stats=first["stats"], progress=False)
+    stats = json.loads(storage.read_text(result["stats"]))
+    assert stats["images"]["duplicates"] == [["copy0.jpg", "img0.jpg"]] and stats["drift"]["size_distance"] == 0.0
+    assert storage.read_text(result["html"]).startswith("<!DOCTYPE html>")
+    assert storage.exists(f"{gcs_bucket}/dr/new/box_sizes.png")
