@@ -3,7 +3,6 @@ drift on two fixtures, --strict, and the HTML opened in a headless Chromium with
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
