@@ -253,6 +253,9 @@ def test_cli_strict_exits_2_on_errors_only(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("odpipe data-report: error: ") and err.count("\n") == 1 and "too small" in err
     assert (tmp_path / "b/data_stats.json").exists()  # the report is written before the verdict
+    empty = write(tmp_path / "empty.csv", [row("a.jpg"), row("b.jpg")])
+    assert main(["data-report", empty, "-o", str(tmp_path / "e"), "--strict"]) == 2
+    assert "holds no object" in capsys.readouterr().err
     fine = write(tmp_path / "fine.csv", clean_rows()[0])
     assert main(["data-report", fine, "-o", str(tmp_path / "c"), "--strict"]) == 0
 
