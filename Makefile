@@ -12,7 +12,7 @@ REGISTRY ?= us-docker.pkg.dev/YOUR_PROJECT/odpipe
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help setup test demo bench lint compile images lock clean
+.PHONY: help setup browser test demo bench lint compile images lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,7 +31,16 @@ $(MP_STAMP): requirements-mediapipe.txt
 	$(MP_VENV)/bin/python -m pip install --quiet --no-cache-dir -r requirements-mediapipe.txt
 	@touch $(MP_STAMP)
 
-setup: $(STAMP) $(MP_STAMP) ## create .venv/ (and .venv-mediapipe/) and install everything (pinned)
+setup: $(STAMP) $(MP_STAMP) browser ## create .venv/ (and .venv-mediapipe/) and install everything (pinned)
+
+# Debian's Chromium opens data_report.html in a test (tests/test_data_report.py); installed where
+# root and apt-get are available, never failing the setup (the test skips without it).
+browser: ## install Chromium for the data report's headless-browser test, where root and apt-get allow
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "chromium: apt-get could not install it; the data report's browser test will skip"; \
+	  else echo "chromium: not installed (needs root and apt-get); the data report's browser test will skip"; fi; }
 
 test: setup ## run the whole test suite (slow tests included)
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15; rc=$$?; \

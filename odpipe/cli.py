@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample-data": ("odpipe.sample_data", "write a synthetic labelImg dataset"),
     "csv": ("odpipe.annotations", "labelImg XML folder -> one labels CSV (+ report)"),
     "split": ("odpipe.split", "labels CSV -> train.csv / eval.csv, by image, stratified"),
+    "data-report": ("odpipe.data_report", "look at the data: labels CSV -> data_report.html + checks"),
     "labelmap": ("odpipe.label_map", "labels CSV -> label_map.pbtxt (ids stable with --extend)"),
     "tfrecord": ("odpipe.records", "CSV + images -> sharded TFRecords (Apache Beam)"),
     "inspect": ("odpipe.inspect_records", "read TFRecords back; prove they match a CSV"),

@@ -121,10 +121,12 @@ def read_batches(paths: list[str], batch_size: int):
         yield [(bytes(d), e.decode("utf-8", "replace")) for d, e in zip(data, err)]
 
 
-def draw_detections(data: bytes, detections, ground_truth=None, max_side: int | None = None):
+def draw_detections(data: bytes, detections, ground_truth=None, max_side: int | None = None,
+                    ground_truth_colours: dict[str, int] | None = None):
     """A PIL RGB image of the encoded `data` with boxes drawn: detections in class colours with
     "name score" labels; optional ground truth [(name, (xmin, ymin, xmax, ymax))] in white/black
-    dashes. `max_side` shrinks the result (boxes scaled with it)."""
+    dashes, or, with `ground_truth_colours` ({name: class id}), in class colours with name labels
+    (the data report). `max_side` shrinks the result (boxes scaled with it)."""
     from PIL import Image, ImageDraw, ImageFont
 
     image = Image.open(io.BytesIO(data))
@@ -143,19 +145,23 @@ def draw_detections(data: bytes, detections, ground_truth=None, max_side: int | 
     def sbox(box):
         return [v * scale for v in box]
 
-    for name, box in ground_truth or []:
+    def labelled(box, colour, label):
         x0, y0, x1, y1 = sbox(box)
-        draw.rectangle([x0, y0, x1, y1], outline=(0, 0, 0), width=line + 2)
-        draw.rectangle([x0, y0, x1, y1], outline=(255, 255, 255), width=line)
-    for det in detections:
-        colour = class_colour(det.class_id)
-        x0, y0, x1, y1 = sbox(det.box)
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=line)
-        label = f"{det.name} {det.score:.2f}"
         tx0, ty0, tx1, ty1 = draw.textbbox((x0, y0), label, font=font)
         ty = y0 - (ty1 - ty0) - 2 if y0 - (ty1 - ty0) - 2 >= 0 else y0
         draw.rectangle([x0, ty, x0 + (tx1 - tx0) + 4, ty + (ty1 - ty0) + 2], fill=colour)
         draw.text((x0 + 2, ty), label, fill=(255, 255, 255), font=font)
+
+    for name, box in ground_truth or []:
+        if ground_truth_colours is not None:
+            labelled(box, class_colour(ground_truth_colours.get(name, 1)), name)
+            continue
+        x0, y0, x1, y1 = sbox(box)
+        draw.rectangle([x0, y0, x1, y1], outline=(0, 0, 0), width=line + 2)
+        draw.rectangle([x0, y0, x1, y1], outline=(255, 255, 255), width=line)
+    for det in detections:
+        labelled(det.box, class_colour(det.class_id), f"{det.name} {det.score:.2f}")
     return image
 
 

@@ -10,7 +10,8 @@ import io
 import numpy as np
 
 
-def _figure(width: float, height: float):
+def figure(width: float, height: float):
+    """A matplotlib Figure on the Agg canvas (no display, no global pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -19,7 +20,8 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     return buf.getvalue()
@@ -29,7 +31,7 @@ def confusion_matrix_png(matrix: np.ndarray, labels: list[str]) -> bytes:
     """Counts as a heat map; rows ground truth, columns predicted, last entry background."""
     n = len(labels)
     size = max(4.0, 0.6 * n + 2.0)
-    fig = _figure(size, size * 0.85)
+    fig = figure(size, size * 0.85)
     ax = fig.add_subplot()
     # colour by the share of each ground-truth row, so rare classes stay visible
     rows = matrix.sum(axis=1, keepdims=True).astype(float)
@@ -45,12 +47,12 @@ def confusion_matrix_png(matrix: np.ndarray, labels: list[str]) -> bytes:
             for c in range(n):
                 ax.text(c, r, str(int(matrix[r, c])), ha="center", va="center",
                         color="white" if share[r, c] > 0.5 else "black", fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def pr_curves_png(curves: dict[str, tuple[list[float], list[float]]]) -> bytes:
     """Precision-recall at IoU 0.5 per class (COCO's interpolated precision at 101 recalls)."""
-    fig = _figure(6.0, 4.5)
+    fig = figure(6.0, 4.5)
     ax = fig.add_subplot()
     for name, (recall, precision) in curves.items():
         ap = float(np.mean(precision)) if precision else 0.0
@@ -65,11 +67,18 @@ def pr_curves_png(curves: dict[str, tuple[list[float], list[float]]]) -> bytes:
         ax.legend(loc="lower left", fontsize=8)
     else:
         ax.text(0.5, 0.5, "no class with ground truth", ha="center", va="center")
-    return _png(fig)
+    return png_bytes(fig)
 
 
-def _data_uri(data: bytes, mime: str) -> str:
+def data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def jpeg_data_uri(image, quality: int = 85) -> str:
+    """A PIL image as a JPEG data URI (the thumbnails of the evaluation and data reports)."""
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return data_uri(buf.getvalue(), "image/jpeg")
 
 
 def gallery_entry(image, encoded: bytes, errors: int, score_threshold: float, label_map: dict[int, str],
@@ -80,10 +89,7 @@ def gallery_entry(image, encoded: bytes, errors: int, score_threshold: float, la
     dets = [d for d in image.detections if d.score >= score_threshold]
     gt = [(label_map.get(g.class_id, str(g.class_id)), g.box) for g in image.ground_truth]
     try:
-        thumb = draw_detections(encoded, dets, ground_truth=gt, max_side=max_side)
-        buf = io.BytesIO()
-        thumb.save(buf, format="JPEG", quality=85)
-        uri = _data_uri(buf.getvalue(), "image/jpeg")
+        uri = jpeg_data_uri(draw_detections(encoded, dets, ground_truth=gt, max_side=max_side))
     except Exception:  # noqa: BLE001 - a bad thumbnail must not lose the report
         uri = ""
     return {
@@ -161,8 +167,8 @@ def render_html(metrics: dict, confusion_png: bytes, pr_png: bytes, gallery: lis
     for label, row in zip(cm["labels"], cm["matrix"]):
         out.append(f"<tr><th>{e(label)}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>")
     out.append("</table><div class='plots'>")
-    out.append(f"<img alt='confusion matrix' src='{_data_uri(confusion_png, 'image/png')}'>")
-    out.append(f"<img alt='precision-recall curves' src='{_data_uri(pr_png, 'image/png')}'></div>")
+    out.append(f"<img alt='confusion matrix' src='{data_uri(confusion_png, 'image/png')}'>")
+    out.append(f"<img alt='precision-recall curves' src='{data_uri(pr_png, 'image/png')}'></div>")
     if metrics["skipped"]:
         out.append("<h2>Skipped images</h2><ul>")
         out += [f"<li>{e(s['file'])}: {e(s['reason'])}</li>" for s in metrics["skipped"]]
