@@ -48,6 +48,7 @@ def fingerprint(
     tflite: str = "int8",
     min_map: float = 0.0,
     margin: float = 0.0,
+    data_checks: str = "warn",
 ) -> bool:
     """Checks the run's settings, fingerprints data + settings + the model in service; never cached.
 
@@ -74,6 +75,7 @@ def fingerprint(
         tflite: model.tflite kind (checked, fingerprinted).
         min_map: Blessing threshold (checked; not fingerprinted).
         margin: Margin over the champion (checked; not fingerprinted).
+        data_checks: The data report's verdict, "warn" or "fail" (checked; not fingerprinted).
 
     Returns:
         Whether the run must train (False: nothing changed since the model in service or a lost attempt).
@@ -85,7 +87,8 @@ def fingerprint(
     settings = Settings(model=model, steps=steps, batch_size=batch_size, image_size=image_size,
                         init_checkpoint=init_checkpoint, config_overrides=config_overrides, warm_start=warm_start,
                         time_budget=time_budget, existing_label_map=existing_label_map, eval_fraction=eval_fraction,
-                        seed=seed, strict=strict, tflite=tflite, min_map=min_map, margin=margin, model_home=model_home)
+                        seed=seed, strict=strict, tflite=tflite, min_map=min_map, margin=margin, model_home=model_home,
+                        data_checks=data_checks)
     result = fingerprint_task(annotations, images, at(champion), at(plan), fingerprint, model_home, force, settings)
     return record(result, champion=champion, plan=plan)
 
@@ -158,6 +161,40 @@ def label_map(
     from odpipe.tasks.data import label_map_task
 
     record(label_map_task(at(labels), at(label_map), existing_label_map, at(champion)), label_map=label_map)
+
+
+def data_report(
+    labels: Input[Dataset],
+    splits: Input[Dataset],
+    champion: Input[Artifact],
+    report: Output[HTML],
+    data_stats: Output[Dataset],
+    data_metrics: Output[Metrics],
+    images: str = "",
+    model_preset: str = "retinanet-mobilenetv2",
+    image_size: int = 0,
+    data_checks: str = "warn",
+):
+    """Looks at the data before training: counts, box sizes at the input size, duplicates, checks, drift.
+
+    Args:
+        labels: The labels CSV from the annotations component.
+        splits: Folder with train.csv and eval.csv from the split component.
+        champion: The model in service; the data it was trained on is compared with this data (drift).
+        report: data_report.html (self-contained: plots and sample images with their boxes).
+        data_stats: Folder with data_stats.json (statistics, anomalies, drift) and the plots.
+        data_metrics: Headline figures: images, objects, classes, errors, warnings, unmatchable share.
+        images: Images folder (image facts, duplicates, the gallery); empty to skip them.
+        model_preset: The model preset whose input size and anchors the box sizes are judged against.
+        image_size: Input size in pixels; 0 for the preset's.
+        data_checks: "warn" (report errors, go on) or "fail" (an error in the data stops the run before training).
+    """
+    from odpipe.tasks import at, record
+    from odpipe.tasks.data import data_report_task
+
+    result = data_report_task(at(labels), at(splits), images, at(report), at(data_stats), at(champion), model_preset,
+                              image_size, data_checks)
+    record(result, report=report, data_stats=data_stats, data_metrics=data_metrics)
 
 
 def records(
@@ -364,7 +401,7 @@ def register(
     return record(result)
 
 
-STAGES = (fingerprint, annotations_to_csv, split, label_map, records, train, export, evaluate, publish, register)
+STAGES = (fingerprint, annotations_to_csv, split, label_map, data_report, records, train, export, evaluate, publish, register)
 TRAINER_STAGES = ("train",)
 
 

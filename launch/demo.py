@@ -76,6 +76,7 @@ def demo(
     echo(f"odpipe demo finished in {minutes:.1f} min: mAP {_num(metrics.get('mAP'))}, "
          f"mAP@0.5 {_num(metrics.get('mAP@0.5'))}")
     echo(f"report.html: {summary.get('report')}")
+    echo(f"data_report.html: {summary.get('data_report')}")
     summary["minutes"] = minutes
     return summary
 

@@ -161,6 +161,7 @@ def collect_outputs(run_dir: str, task_dirs: dict[str, str], order: list[str]) -
         "candidate_export": out("export", "exported"),
         "evaluation": out("evaluate", "evaluation"),
         "report": out("evaluate", os.path.join("evaluation", "report.html")),
+        "data_report": out("data-report", os.path.join("data_stats", "data_report.html")),
         "metrics": metrics,
         "blessed": None if metrics is None else bool(metrics.get("blessed")),
         "published": record,
@@ -194,6 +195,8 @@ def print_result(summary: dict[str, Any], echo: Callable[[str], None] = print) -
                  f"mAP@0.5 {_num(champion.get('mAP@0.5'))} on the same eval records")
         reasons = (metrics.get("blessing") or {}).get("reasons")
         echo(f"blessed: {summary.get('blessed')}" + (f" ({'; '.join(map(str, reasons))})" if reasons else ""))
+    if summary.get("data_report"):
+        echo(f"data report: {summary['data_report']}")
     if summary.get("report"):
         echo(f"report:  {summary['report']}")
     record = summary.get("published")

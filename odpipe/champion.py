@@ -18,6 +18,12 @@ from typing import Any
 from odpipe import model_home, storage
 
 FILE = "champion.json"
+DATA_STATS = "data_stats.json"  # odpipe.data_report.STATS_NAME, as stored in a model home version
+
+
+def _data_stats(version_dir: str) -> str:
+    path = storage.join(version_dir, DATA_STATS)
+    return path if storage.exists(path) else ""
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class Champion:
     data_fingerprint: str = ""
     settings_fingerprint: str = ""
     since: str = ""
+    data_stats: str = ""  # the data_stats.json of the data it was trained on (drift), when recorded
 
     @classmethod
     def none(cls, home: str = "") -> Champion:
@@ -57,6 +64,7 @@ class Champion:
             data_fingerprint=found.get("data_fingerprint") or "",
             settings_fingerprint=found.get("settings_fingerprint") or "",
             since=found.get("created") or found.get("since") or "",
+            data_stats=_data_stats(found["dir"]),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -57,6 +57,7 @@ class Settings:
     min_map: float = 0.0
     margin: float = 0.0
     model_home: str = ""
+    data_checks: str = "warn"
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Settings:
@@ -88,6 +89,8 @@ class Settings:
         _between("min_map", self.min_map, 0, 1)
         _between("margin", self.margin, 0, 1)
         _between("time_budget", self.time_budget, 0, 7 * 24 * 60)
+        if self.data_checks not in ("warn", "fail"):
+            raise UserError(f"--data-checks {self.data_checks}: use warn (report and go on) or fail (stop before training)")
         if self.tflite not in TFLITE_KINDS:
             raise UserError(f"--tflite {self.tflite}: unknown kind; use one of {', '.join(TFLITE_KINDS)}")
         if self.image_size and self.image_size % 32:

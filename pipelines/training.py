@@ -1,7 +1,7 @@
 """The training pipeline: wiring only.
 
-fingerprint (never cached) -> [data changed] annotations -> CSV -> split -> label map (the model
-in service's ids kept) -> TFRecords (train, eval; Beam) -> train -> export -> evaluate (challenger
+fingerprint (never cached) -> [data changed] annotations -> CSV -> split -> data report (checks,
+drift against the model in service's data) and label map (the model in service's ids kept) -> TFRecords (train, eval; Beam) -> train -> export -> evaluate (challenger
 and champion on the same records) -> [blessed] publish (model home version + current.json)
 -> [registry_model] Vertex Model Registry version
 
@@ -23,7 +23,7 @@ DEFAULT_ACCELERATOR = {"vertex": "NVIDIA_TESLA_T4", "kubeflow": "nvidia.com/gpu"
 # The pipeline's parameters as `odpipe run -h` shows them: grouped as the data flows.
 PARAMETER_GROUPS = {
     "data": ("annotations", "images", "strict", "force"),
-    "split": ("eval_fraction", "seed", "existing_label_map"),
+    "split": ("eval_fraction", "seed", "existing_label_map", "data_checks"),
     "training": ("model", "steps", "batch_size", "image_size", "init_checkpoint", "warm_start", "time_budget",
                  "config_overrides"),
     "gate": ("min_map", "margin"),
@@ -71,6 +71,7 @@ def build_pipeline(
         eval_fraction: float = 0.2,
         seed: int = 0,
         existing_label_map: str = "",
+        data_checks: str = "warn",
         model: str = "retinanet-mobilenetv2",
         steps: int = 0,
         batch_size: int = 0,
@@ -102,6 +103,7 @@ def build_pipeline(
             eval_fraction: Fraction of images held out for evaluation.
             seed: Seed of the train/eval split.
             existing_label_map: Label map whose class ids to keep; empty for the model in service's (or a new one).
+            data_checks: The data report's verdict: "warn" (errors are reported, training goes on) or "fail" (an error in the data stops the run before training).
             model: Model preset ("retinanet-mobilenetv2", "retinanet-resnet50fpn") or Model Garden experiment.
             steps: Training steps; 0 for the preset's default.
             batch_size: Global batch size; 0 for the preset's default.
@@ -128,7 +130,7 @@ def build_pipeline(
             batch_size=batch_size, image_size=image_size, init_checkpoint=init_checkpoint,
             config_overrides=config_overrides, warm_start=warm_start, time_budget=time_budget,
             existing_label_map=existing_label_map, eval_fraction=eval_fraction, seed=seed, strict=strict,
-            tflite=tflite, min_map=min_map, margin=margin,
+            tflite=tflite, min_map=min_map, margin=margin, data_checks=data_checks,
         )
         plan.set_caching_options(False)  # it must look at the folders every run
         found = plan.outputs
@@ -143,6 +145,15 @@ def build_pipeline(
                 labels=csv_task.outputs["labels"],
                 champion=found["champion"],
                 existing_label_map=existing_label_map,
+            )
+            report_task = ops.data_report(
+                labels=csv_task.outputs["labels"],
+                splits=split_task.outputs["splits"],
+                champion=found["champion"],
+                images=images,
+                model_preset=model,
+                image_size=image_size,
+                data_checks=data_checks,
             )
             record_tasks = {}
             for side in ("train", "eval"):
@@ -173,6 +184,7 @@ def build_pipeline(
                 warm_start=warm_start,
                 time_budget=time_budget,
             )
+            train_task.after(report_task)  # data_checks="fail": an error in the data stops the run before training
             train_task.set_memory_limit(trainer_memory).set_cpu_limit(trainer_cpu)
             train_task.set_retry(TRAINER_RETRIES, backoff_duration="60s")  # it resumes from its last checkpoint
             if target != "local":  # a build option, not a pipeline parameter: fixed when the pipeline is compiled

@@ -112,7 +112,7 @@ def test_every_component_on_kubeflow_artifacts(comps, tiny_data, tmp_path):
         ("champion", Artifact), ("plan", Artifact), ("labels", Dataset), ("report", Dataset), ("stats", Metrics),
         ("splits", Dataset), ("label_map", Dataset), ("train", Dataset), ("eval", Dataset), ("model", Model),
         ("train_metrics", Metrics), ("exported", Model), ("metrics", Metrics), ("evaluation", Dataset),
-        ("html", HTML), ("published", Model))}
+        ("html", HTML), ("published", Model), ("data_html", HTML), ("data_stats", Dataset), ("data_metrics", Metrics))}
     fp_file = str(tmp_path / "minio" / "fingerprint")
     train = dict(steps=2, batch_size=2, image_size=128, init_checkpoint="none")
     changed = comps.fingerprint.python_func(annotations=str(tiny_data / "annotations"), images=str(tiny_data / "images"),
@@ -128,6 +128,12 @@ def test_every_component_on_kubeflow_artifacts(comps, tiny_data, tmp_path):
                             eval_fraction=0.3, seed=1)
     assert sorted(os.listdir(art["splits"].path)) == ["eval.csv", "train.csv"]
     comps.label_map.python_func(labels=art["labels"], champion=art["champion"], label_map=art["label_map"])
+    comps.data_report.python_func(labels=art["labels"], splits=art["splits"], champion=art["champion"],
+                                  report=art["data_html"], data_stats=art["data_stats"],
+                                  data_metrics=art["data_metrics"], images=str(tiny_data / "images"), image_size=128)
+    assert art["data_metrics"].metadata["images"] == 10 and "errors" in art["data_stats"].metadata
+    assert os.path.isfile(os.path.join(art["data_stats"].path, "data_stats.json"))
+    assert "<img" in open(art["data_html"].path, encoding="utf-8").read()
     for side in ("train", "eval"):
         comps.records.python_func(splits=art["splits"], label_map=art["label_map"], images=str(tiny_data / "images"),
                                   records=art[side], side=side, shards=1)

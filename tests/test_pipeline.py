@@ -16,7 +16,7 @@ from kfp import compiler
 
 from pipelines import training
 
-STAGES = ["fingerprint", "annotations-to-csv", "split", "label-map", "records", "records-2", "train", "export",
+STAGES = ["fingerprint", "annotations-to-csv", "split", "label-map", "data-report", "records", "records-2", "train", "export",
           "evaluate", "publish", "register"]
 
 
@@ -68,7 +68,7 @@ def test_yaml_has_each_component_with_its_resources(compiled):
     assert changed["taskInfo"]["name"] == "data-changed" and changed["dependentTasks"] == ["fingerprint"]
     assert changed["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--fingerprint-Output'] == true"
     tasks = components["comp-condition-1"]["dag"]["tasks"]
-    assert sorted(tasks) == sorted(["annotations-to-csv", "split", "label-map", "records", "records-2", "train",
+    assert sorted(tasks) == sorted(["annotations-to-csv", "split", "label-map", "data-report", "records", "records-2", "train",
                                     "export", "evaluate", "condition-2"])
     for name, task in tasks.items():
         if name != "condition-2":
@@ -77,6 +77,7 @@ def test_yaml_has_each_component_with_its_resources(compiled):
     assert csv_inputs["componentInputParameter"] == "pipelinechannel--fingerprint-fingerprint"
     assert tasks["train"]["retryPolicy"]["maxRetryCount"] == 3 and tasks["train"]["retryPolicy"]["backoffDuration"] == "60s"
     assert tasks["records"]["retryPolicy"]["maxRetryCount"] == 2
+    assert "data-report" in tasks["train"]["dependentTasks"]  # data_checks=fail stops the run before training
     assert tasks["records"]["taskInfo"]["name"] == "records-train"
     assert tasks["records-2"]["inputs"]["parameters"]["side"]["runtimeValue"]["constant"] == "eval"
     assert tasks["records"]["inputs"]["parameters"]["dataflow_image"]["runtimeValue"]["constant"] == "reg.example/odpipe:5"
@@ -209,6 +210,7 @@ def test_the_retraining_loop_against_one_model_home(tmp_path, capsys):
     assert glob.glob(os.path.join(one["model"], "ckpt-*.index"))
     report = open(one["report"], encoding="utf-8").read()
     assert report.lstrip().lower().startswith("<!doctype html") and "data:image/png;base64," in report
+    assert one["data_report"] and f"data report: {one['data_report']}" in printed
     assert open(os.path.join(os.path.dirname(one["evaluation"]), "report"), encoding="utf-8").read() == report
     assert one["pipeline"] == str(tmp_path / "w" / "pipeline.yaml") and os.path.isfile(one["pipeline"])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from odpipe import fingerprint, storage
 from odpipe.annotations import xml_to_csv
 from odpipe.champion import Champion
+from odpipe.errors import UserError
 from odpipe.label_map import num_classes, write_label_map
 from odpipe.schema import shard_pattern
 from odpipe.settings import Settings
@@ -90,3 +91,25 @@ def records_task(splits_dir: str, label_map_path: str, images: str, records_dir:
     meta.update({"side": side, "pattern": records_pattern(records_dir), "rejected": len(summary.get("rejected", [])),
                  "runner": runner, "fingerprint": fingerprint})
     return Result({"records": meta})
+
+
+def data_report_task(labels_csv: str, splits_dir: str, images: str, report_path: str, stats_dir: str,
+                     champion: Champion | str | None = None, model: str = "retinanet-mobilenetv2",
+                     image_size: int = 0, data_checks: str = "warn") -> Result:
+    """The data report (HTML + data_stats.json) with drift against the champion's data; with
+    data_checks="fail" an error in the data stops the run here, before training."""
+    from odpipe import data_report
+
+    if data_checks not in ("warn", "fail"):
+        raise UserError(f"--data-checks {data_checks}: use warn or fail")
+    previous = Champion.read(champion).data_stats or None
+    storage.makedirs(stats_dir)
+    result = data_report.build_report(labels_csv, stats_dir, splits_dir=splits_dir, images_dir=images or None,
+                                      image_size=image_size or None, model=model, previous_stats=previous,
+                                      strict=data_checks == "fail", progress=False)
+    storage.write_bytes(report_path, storage.read_bytes(result["html"]))
+    for item in result["anomalies"]:
+        print(f"data {item['severity']}: {item['message']}")
+    metrics = {k: v for k, v in result["headline"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return Result({"data_stats": {**result["headline"], "previous": previous or ""}, "report": {},
+                   "data_metrics": metrics})
