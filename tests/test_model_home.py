@@ -19,6 +19,8 @@ def fake_export(folder, classes=("cat",)):
         f.write(b"pb")
     with open(os.path.join(folder, "label_map.pbtxt"), "w", encoding="utf-8") as f:
         f.write("".join(f'item {{\n  id: {i}\n  name: "{c}"\n}}\n' for i, c in enumerate(classes, 1)))
+    with open(os.path.join(folder, "export.json"), "w", encoding="utf-8") as f:  # the completion file, last
+        json.dump({"classes": list(classes)}, f)
     return str(folder)
 
 
@@ -97,6 +99,7 @@ def test_a_publish_killed_before_current_json_leaves_the_home_valid(tmp_path, mo
                 return real(*args, **kwargs)
             return wrapper
 
+        monkeypatch.setattr(storage, "create_exclusive", counted(storage.create_exclusive))
         monkeypatch.setattr(storage, "write_bytes", counted(real_write))
         monkeypatch.setattr(storage, "copy_tree", counted(real_copy))
         monkeypatch.setattr(os, "replace", counted(os.replace))
