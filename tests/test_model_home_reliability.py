@@ -186,3 +186,77 @@ def test_check_writable(tmp_path, gcs_bucket):
     assert storage.list_files(f"{gcs_bucket}/writable-home") == []
     with pytest.raises(UserError, match="gs://no-such-bucket-odpipe/home: cannot write to the model home"):
         model_home.check_writable("gs://no-such-bucket-odpipe/home")
+
+
+# -- issue 14 item 6: two runs, one model home ----------------------------------------------------
+
+RACER = """
+import json, os, sys, time
+sys.path.insert(0, {tests!r})
+home, export, run, barrier, map_value = sys.argv[1:6]
+if home.startswith("gs://"):
+    import pytest
+    from fixture_gcs import _anonymous_beam_clients
+    _anonymous_beam_clients(pytest.MonkeyPatch())
+from odpipe import model_home, storage
+
+claim = storage.create_exclusive
+first = [True]
+
+def racing(path, text):  # both runs have listed the home (same next number): now both claim it
+    if first[0]:
+        first[0] = False
+        open(os.path.join(barrier, run), "w").close()
+        deadline = time.time() + 120
+        while len(os.listdir(barrier)) < 2 and time.time() < deadline:
+            time.sleep(0.005)
+    return claim(path, text)
+
+storage.create_exclusive = racing
+print(json.dumps(model_home.publish(home, export, {{"mAP": float(map_value), "blessed": True}}, {{"run": run}})))
+"""
+
+
+def _race(home, tmp_path):
+    """Two processes publish to `home` at the same moment: both list the home, then meet at a
+    barrier, then both claim the same next number; returns their current.json answers."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    script = RACER.format(tests=TESTS)
+    procs = [subprocess.Popen([sys.executable, "-c", script, home, fake_export(tmp_path / f"race-{run}", (run,)),
+                               run, str(barrier), value], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for run, value in (("alpha", "0.61"), ("beta", "0.72"))]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def _check_race(home, results):
+    assert sorted(r["version"] for r in results) == ["0002", "0003"]  # one lost the claim and took the next number
+    for result, run, value in zip(results, ("alpha", "beta"), (0.61, 0.72)):
+        folder = model_home.version_dir(home, result["version"])
+        doc = json.loads(storage.read_text(storage.join(folder, "version.json")))
+        claim = json.loads(storage.read_text(storage.join(folder, "claim.json")))
+        metrics = json.loads(storage.read_text(storage.join(folder, "metrics.json")))
+        label_map = storage.read_text(storage.join(folder, "export", "label_map.pbtxt"))
+        assert doc["run"] == claim["run"] == run and doc["claim"] == claim["claim"]  # every file is this run's
+        assert metrics["mAP"] == value == doc["mAP"] and f'"{run}"' in label_map
+    versions, problem = model_home.inspect_home(home)
+    assert problem is None and [v["complete"] for v in versions] == [True, True, True]
+    champ = model_home.champion(home)  # current.json names a complete version, whichever run wrote last
+    assert champ["version"] in ("0002", "0003") and champ["previous"] == "0001"
+
+
+def test_two_runs_publishing_at_once_never_share_a_version(tmp_path):
+    home = _home(tmp_path, versions=1)
+    _check_race(home, _race(home, tmp_path))
+
+
+def test_two_runs_publishing_at_once_on_gcs(gcs_bucket, tmp_path):
+    home = f"{gcs_bucket}/race/{tmp_path.name}/home"
+    model_home.publish(home, fake_export(tmp_path / "e1"), {"mAP": 0.1, "blessed": True})
+    _check_race(home, _race(home, tmp_path))
