@@ -159,6 +159,7 @@ def test_publish_to_the_model_home_and_without_one(comps, tmp_path):
     (src / "saved_model" / "saved_model.pb").write_bytes(b"\x08\x01" * 1000)
     (src / "saved_model" / "variables" / "variables.index").write_bytes(b"idx")
     (src / "label_map.pbtxt").write_text('item {\n  id: 1\n  name: "a"\n}\n', encoding="utf-8")
+    (src / "export.json").write_text("{}", encoding="utf-8")  # the export's completion file
     best = tmp_path / "model" / "best"
     best.mkdir(parents=True)
     for name in ("ckpt-5.index", "ckpt-5.data-00000-of-00001"):
@@ -174,7 +175,7 @@ def test_publish_to_the_model_home_and_without_one(comps, tmp_path):
     out = comps.publish.python_func(exported=exported, model=model, evaluation=evaluation, published=published)
     assert out.version == "" and out.saved_model == os.path.join(published.path, "saved_model")
     assert open(os.path.join(published.path, "saved_model", "saved_model.pb"), "rb").read() == b"\x08\x01" * 1000
-    assert published.metadata["files"] == 3
+    assert published.metadata["files"] == 4
 
     # a model home: a new version with its checkpoint, provenance and current.json
     home = tmp_path / "home"
