@@ -37,12 +37,14 @@ def _listing(folder: str, flag: str, suffixes: tuple[str, ...], skip_hidden: boo
     return files
 
 
-def _read(path: str) -> bytes:
+def _hash(path: str) -> tuple[str, int]:
+    """(SHA-256, size) of one annotation's content."""
     try:
-        return storage.read_bytes(path)
+        data = storage.read_bytes(path)
     except OSError as err:
         raise UserError(f"{path}: cannot read this annotation ({err.strerror or first_line(err)}); "
                         "check its permissions") from None
+    return hashlib.sha256(data).hexdigest(), len(data)
 
 
 def data_fingerprint(annotations: str, images: str) -> dict:
@@ -56,15 +58,15 @@ def data_fingerprint(annotations: str, images: str) -> dict:
     xmls = _listing(annotations, "--annotations", (".xml",), skip_hidden=True)
     pictures = _listing(images, "--images", IMAGE_EXTENSIONS, skip_hidden=False)
     with concurrent.futures.ThreadPoolExecutor(READERS) as pool:  # a bucket answers reads in parallel
-        contents = list(pool.map(_read, [storage.join(annotations, *rel.split("/")) for rel, *_ in xmls]))
+        hashes = list(pool.map(_hash, [storage.join(annotations, *rel.split("/")) for rel, *_ in xmls]))
     digest = hashlib.sha256(b"[annotations]\n")
-    for (rel, *_), data in zip(xmls, contents):
-        digest.update(f"{rel}\t{hashlib.sha256(data).hexdigest()}\n".encode("utf-8", "surrogateescape"))
+    for (rel, *_), (sha, _) in zip(xmls, hashes):
+        digest.update(f"{rel}\t{sha}\n".encode("utf-8", "surrogateescape"))
     digest.update(b"[images]\n")
     for rel, size, mtime, checksum in pictures:
         digest.update(f"{rel}\t{size}\t{mtime:.3f}\t{checksum}\n".encode("utf-8", "surrogateescape"))
     return {"data_fingerprint": digest.hexdigest()[:DIGITS], "annotation_files": len(xmls),
-            "image_files": len(pictures), "bytes": sum(map(len, contents)) + sum(size for _, size, _, _ in pictures)}
+            "image_files": len(pictures), "bytes": sum(size for _, size in hashes) + sum(size for _, size, _, _ in pictures)}
 
 
 def plan(annotations: str, images: str, home: str = "", force: bool = False) -> dict:
