@@ -387,7 +387,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {'version':<8} {'mAP':>7} {'mAP@0.5':>7} {'blessed':<7}  {'created':<25} {'fingerprint':<14} run")
     for v in versions:
         mark = "*" if v["current"] else " "
-        if v["problem"] and not v["current"]:
+        if v["problem"]:
             print(f"{mark} {v['version']:<8} ({v['problem']}: skipped)")
             continue
         blessed = {True: "yes", False: "no"}.get(v["blessed"], "?")
