@@ -1,9 +1,10 @@
 """The data fingerprint: has anything changed since the model in service was trained?
 
-The first task of every pipeline run. It lists the annotations and images folders (names, sizes
-and modification times / object update times; no file is read, so it stays cheap on buckets with
-100k images) and hashes the listing (`data_fingerprint`). The run's `fingerprint` also covers
-which model is in service (current.json of the model home), so a promote or rollback changes it.
+The first task of every pipeline run. It hashes the annotations' contents (small XMLs) and the
+images' listing (names, sizes, modification times / object update times and, on gs://, the
+objects' checksums; no image is read, so it stays cheap on buckets with 100k images):
+`data_fingerprint`. The run's `fingerprint` also covers which model is in service (current.json of
+the model home), so a promote or rollback changes it.
 Every later task depends on the fingerprint, so KFP's cache hits exactly when nothing changed.
 
 It also decides whether the rest of the run is needed at all (`changed`):
@@ -14,40 +15,60 @@ It also decides whether the rest of the run is needed at all (`changed`):
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 
 from odpipe import model_home, storage
 from odpipe.champion import Champion
+from odpipe.errors import UserError, first_line
 from odpipe.settings import Settings
-from odpipe.errors import UserError
+from odpipe.voc import IMAGE_EXTENSIONS
 
 DIGITS = 20  # 80 bits: no collision in any realistic history, and short enough for a registry label
+READERS = 16  # annotations read at once (one request each on a bucket)
 
 
-def _listing(folder: str, flag: str) -> list[tuple[str, int, float]]:
+def _listing(folder: str, flag: str, suffixes: tuple[str, ...], skip_hidden: bool) -> list[tuple[str, int, float, str]]:
     try:
-        files = storage.stat_files(folder)
+        files = storage.stat_checksums(folder, skip_hidden=skip_hidden, suffixes=suffixes)
     except OSError as err:
         raise UserError(f"{flag} {folder}: cannot list it ({err.strerror or err}); check the path and its permissions") from None
     if not files:
-        raise UserError(f"{flag} {folder}: folder is empty or missing; pass the folder of your labelImg {flag[2:]}")
+        raise UserError(f"{flag} {folder}: folder is empty or missing, or holds no {'/'.join(suffixes)} file; "
+                        f"pass the folder of your labelImg {flag[2:]}")
     return files
 
 
+def _hash(path: str) -> tuple[str, int]:
+    """(SHA-256, size) of one annotation's content."""
+    try:
+        data = storage.read_bytes(path)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read this annotation ({err.strerror or first_line(err)}); "
+                        "check its permissions") from None
+    return hashlib.sha256(data).hexdigest(), len(data)
+
+
 def data_fingerprint(annotations: str, images: str) -> dict:
-    """{"data_fingerprint", "annotation_files", "image_files", "bytes"} of the two folders."""
-    digest = hashlib.sha256()
-    counts = {}
-    total = 0
-    for name, folder in (("annotations", annotations), ("images", images)):
-        files = _listing(folder, f"--{name}")
-        counts[name] = len(files)
-        digest.update(f"[{name}]\n".encode())
-        for rel, size, mtime in files:
-            digest.update(f"{rel}\t{size}\t{mtime:.3f}\n".encode("utf-8", "surrogateescape"))
-            total += size
-    return {"data_fingerprint": digest.hexdigest()[:DIGITS], "annotation_files": counts["annotations"],
-            "image_files": counts["images"], "bytes": total}
+    """{"data_fingerprint", "annotation_files", "image_files", "bytes"} of the two folders.
+
+    It covers what the pipeline reads: the XMLs the annotations stage reads (`.xml`, hidden ones
+    skipped) by their content, each hashed (they are small, and an XML edited in place with its
+    size and time restored is still new data); the images (IMAGE_EXTENSIONS) by what the listing
+    gives (name, size, time, and on gs:// the object's CRC32C and MD5). Other files (`.DS_Store`,
+    `notes.txt`) do not count."""
+    xmls = _listing(annotations, "--annotations", (".xml",), skip_hidden=True)
+    pictures = _listing(images, "--images", IMAGE_EXTENSIONS, skip_hidden=False)
+    with concurrent.futures.ThreadPoolExecutor(READERS) as pool:  # a bucket answers reads in parallel
+        hashes = list(pool.map(_hash, [storage.join(annotations, *rel.split("/")) for rel, *_ in xmls]))
+    digest = hashlib.sha256(b"[annotations]\n")
+    for (rel, *_), (sha, _) in zip(xmls, hashes):
+        digest.update(f"{rel}\t{sha}\n".encode("utf-8", "surrogateescape"))
+    digest.update(b"[images]\n")
+    for rel, size, mtime, checksum in pictures:
+        digest.update(f"{rel}\t{size}\t{mtime:.3f}\t{checksum}\n".encode("utf-8", "surrogateescape"))
+    return {"data_fingerprint": digest.hexdigest()[:DIGITS], "annotation_files": len(xmls),
+            "image_files": len(pictures), "bytes": sum(size for _, size in hashes) + sum(size for _, size, _, _ in pictures)}
 
 
 def plan(annotations: str, images: str, home: str = "", force: bool = False,

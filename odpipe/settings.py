@@ -9,8 +9,7 @@ The settings that shape the trained model (`SHAPING`) are hashed into the run's 
 "unchanged" means the same data *and* the same recipe; the gate settings (min_map, margin) only
 decide the blessing and are not compared (the "unchanged" message says so; force=true retrains).
 
-Config overrides are a file or YAML text by one rule (`overrides_kind`): YAML text when the value
-has a newline, starts with "{" or holds ": "; otherwise a path (local or gs://).
+Config overrides are a file or YAML text by one rule (`odpipe.train.config.overrides_kind`).
 """
 
 from __future__ import annotations
@@ -23,18 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from odpipe import storage
+from odpipe.model_home import check_writable
 from odpipe.errors import UserError
+from odpipe.train.config import overrides_kind
 
 KEYWORDS = {"init_checkpoint": ("none", "default")}  # values of path parameters that are not paths
 TFLITE_KINDS = ("int8", "fp16", "float", "none")
 SHAPING = ("model", "steps", "batch_size", "image_size", "init_checkpoint", "config_overrides", "warm_start",
            "time_budget", "existing_label_map", "eval_fraction", "seed", "strict", "tflite")
-
-
-def overrides_kind(value: str) -> str:
-    """"text" (inline YAML) or "path" (a YAML file, local or gs://): the one rule, decided here."""
-    value = str(value)
-    return "text" if ("\n" in value or value.lstrip().startswith("{") or ": " in value) else "path"
 
 
 @dataclass(frozen=True)
@@ -107,12 +102,12 @@ class Settings:
             raise UserError(f"--config-overrides {self.config_overrides}: file not found; pass a YAML file or YAML "
                             "text (e.g. 'trainer: {train_steps: 500}')")
         if self.model_home:
-            _check_writable(self.model_home)
+            check_writable(self.model_home)
 
     def check_model(self, champion_checkpoint: str = "") -> None:
         """The preset or experiment exists, the overrides apply to it, and the start checkpoint is reachable."""
         from odpipe.train.checks import check_init_checkpoint
-        from odpipe.train.config import apply_overrides, experiment_config, init_start
+        from odpipe.train.config import apply_overrides, experiment_config, init_start  # TensorFlow: when checked
 
         config = experiment_config(self.model)
         if self.config_overrides:
@@ -139,11 +134,3 @@ def _between(name: str, value: Any, low: float, high: float, closed: bool = True
     if not ok:
         bounds = f"[{low:g}, {high:g}]" if closed else f"({low:g}, {high:g})"
         raise UserError(f"{_flag(name)} {value}: must be a number in {bounds}")
-
-
-def _check_writable(home: str) -> None:
-    try:
-        storage.make_writable_dir(home)
-    except OSError as err:
-        raise UserError(f"--model-home {home}: cannot be written ({err.strerror or err}); fix its permissions "
-                        "or choose another folder") from None

@@ -1,6 +1,7 @@
 """GCS emulator fixtures.
 
-`gcs_bucket` starts `gcp-storage-emulator` (in memory) in a subprocess on a free loopback port,
+`gcs_bucket` starts `gcp-storage-emulator` (in memory; through tests/gcs_emulator.py, which makes
+it honour the `if_generation_match=0` precondition as Cloud Storage does) in a subprocess on a free loopback port,
 points `STORAGE_EMULATOR_HOST` at it for this process and every process it starts, creates a
 bucket and yields `gs://BUCKET`. Beam's GCS file system and the google-cloud-storage client
 honour the variable; TensorFlow's `gs://` does not, so tests read bucket data through
@@ -26,6 +27,7 @@ import urllib.request
 import pytest
 
 BUCKET = "odpipe-test"
+EMULATOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gcs_emulator.py")  # + ifGenerationMatch=0
 
 
 def _free_port() -> int:
@@ -81,7 +83,7 @@ def gcs_emulator():
     port = _free_port()
     host = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, EMULATOR, "start", "--host", "127.0.0.1", "--port", str(port),
          "--in-memory", "--default-bucket", BUCKET],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

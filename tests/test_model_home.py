@@ -19,6 +19,8 @@ def fake_export(folder, classes=("cat",)):
         f.write(b"pb")
     with open(os.path.join(folder, "label_map.pbtxt"), "w", encoding="utf-8") as f:
         f.write("".join(f'item {{\n  id: {i}\n  name: "{c}"\n}}\n' for i, c in enumerate(classes, 1)))
+    with open(os.path.join(folder, "export.json"), "w", encoding="utf-8") as f:  # the completion file, last
+        json.dump({"classes": list(classes)}, f)
     return str(folder)
 
 
@@ -97,6 +99,7 @@ def test_a_publish_killed_before_current_json_leaves_the_home_valid(tmp_path, mo
                 return real(*args, **kwargs)
             return wrapper
 
+        monkeypatch.setattr(storage, "create_exclusive", counted(storage.create_exclusive))
         monkeypatch.setattr(storage, "write_bytes", counted(real_write))
         monkeypatch.setattr(storage, "copy_tree", counted(real_copy))
         monkeypatch.setattr(os, "replace", counted(os.replace))
@@ -292,3 +295,45 @@ def test_warm_start_restores_by_label_map_and_brings_the_architecture(tmp_path):
     assert model_home.warm_start_modules(checkpoint, str(grown)) == "backbone,decoder"
     assert checkpoint_architecture(checkpoint) == {"backbone": {"mobilenet": {"filter_size_scale": 0.5}},
                                                    "head": {"num_filters": 64}}
+
+
+def test_data_fingerprint_sees_an_xml_edited_in_place_and_ignores_other_files(tmp_path):
+    """An XML rewritten with its size and modification time restored is new data (its content is
+    hashed); files that are neither images nor XML, and hidden XMLs (the annotations stage skips
+    them), leave the fingerprint as it is."""
+    ann, img = _data(tmp_path)
+    xml = tmp_path / "ann" / "a.xml"
+    xml.write_text("<annotation><object><name>cat</name></object></annotation>")
+    before = fingerprint.data_fingerprint(ann, img)
+    stat = os.stat(xml)
+    xml.write_text("<annotation><object><name>dog</name></object></annotation>")  # same size
+    os.utime(xml, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(xml).st_size == stat.st_size
+    edited = fingerprint.data_fingerprint(ann, img)
+    assert edited["data_fingerprint"] != before["data_fingerprint"]
+    for junk in ("ann/.DS_Store", "ann/notes.txt", "ann/.hidden.xml", "img/.DS_Store", "img/notes.txt", "img/x.json"):
+        (tmp_path / junk).write_text("junk")
+    assert fingerprint.data_fingerprint(ann, img) == edited
+    (tmp_path / "img" / "b.PNG").write_bytes(b"png")  # an image, any case
+    grown = fingerprint.data_fingerprint(ann, img)
+    assert grown["image_files"] == 2 and grown["data_fingerprint"] != edited["data_fingerprint"]
+
+
+def test_data_fingerprint_on_gcs_uses_the_objects_checksums(gcs_bucket, tmp_path, monkeypatch):
+    """On gs:// an image rewritten with the same size and the same update time still changes the
+    fingerprint: the listing's CRC32C/MD5 are part of it."""
+    ann, img = _data(tmp_path)
+    remote = f"{gcs_bucket}/fp-crc/{tmp_path.name}"
+    storage.copy_tree(ann, f"{remote}/ann")
+    storage.copy_tree(img, f"{remote}/img")
+    storage.write_text(f"{remote}/img/notes.txt", "ignored")
+    real = storage.stat_checksums
+
+    def frozen_times(folder, **kwargs):  # the same size and update time for every object
+        return [(rel, size, 0.0, checksum) for rel, size, _, checksum in real(folder, **kwargs)]
+
+    monkeypatch.setattr(storage, "stat_checksums", frozen_times)
+    first = fingerprint.data_fingerprint(f"{remote}/ann", f"{remote}/img")
+    assert first["image_files"] == 1 and first["annotation_files"] == 1
+    storage.write_bytes(f"{remote}/img/a.jpg", b"JPG")  # same size, new content
+    assert fingerprint.data_fingerprint(f"{remote}/ann", f"{remote}/img")["data_fingerprint"] != first["data_fingerprint"]

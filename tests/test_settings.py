@@ -101,11 +101,11 @@ def test_files_are_checked(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="--config-overrides .*missing.yaml: file not found"):
         Settings(config_overrides=str(tmp_path / "missing.yaml")).check_files()
 
-    def read_only(path):  # as root every folder is writable: fail the code's own probe instead
+    def read_only(path, text):  # as root every folder is writable: fail the code's own probe instead
         raise PermissionError(errno.EACCES, "Permission denied", path)
 
-    monkeypatch.setattr(storage, "make_writable_dir", read_only)
-    with pytest.raises(UserError, match="--model-home .*home: cannot be written .Permission denied.; fix its permissions"):
+    monkeypatch.setattr(storage, "write_text", read_only)
+    with pytest.raises(UserError, match="home: cannot write to the model home .Permission denied."):
         Settings(model_home=str(tmp_path / "home")).check_files()
 
 

@@ -132,3 +132,72 @@ def test_production_code_touches_no_private_beam_name():
     for path in root.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert "_Credentials" not in text and "internal.gcp" not in text, path
+
+
+def test_create_exclusive_lets_one_writer_own_a_name(base):
+    """A local exclusive create; on gs:// an upload with if_generation_match=0 (the fixture's emulator
+    honours it, as Cloud Storage does): the second create fails and the first content stays."""
+    path = storage.join(base, "claims", "0001", "claim.json")
+    storage.create_exclusive(path, "first")
+    with pytest.raises(FileExistsError):
+        storage.create_exclusive(path, "second")
+    assert storage.read_text(path) == "first"
+
+
+def test_the_stock_emulator_ignores_if_generation_match(tmp_path):
+    """Why tests/gcs_emulator.py exists: gcp-storage-emulator itself overwrites the object."""
+    import subprocess
+    import sys
+
+    from fixture_gcs import _free_port, _wait_until_up
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage as gcs
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port",
+                             str(port), "--in-memory", "--default-bucket", "stock"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_until_up(f"http://127.0.0.1:{port}/storage/v1/b", proc)
+        client = gcs.Client(project="p", credentials=AnonymousCredentials(),
+                            client_options={"api_endpoint": f"http://127.0.0.1:{port}"})
+        blob = client.bucket("stock").blob("k")
+        blob.upload_from_string(b"one", if_generation_match=0)
+        blob.upload_from_string(b"two", if_generation_match=0)  # Cloud Storage: 412 PreconditionFailed
+        assert blob.download_as_bytes() == b"two"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_stat_checksums_follows_the_walker_and_gives_bucket_checksums(base):
+    for rel in ("a.xml", "notes.txt", ".DS_Store", "sub/b.XML", ".hidden/c.xml"):
+        storage.write_text(storage.join(base, "s", *rel.split("/")), rel)
+    found = storage.stat_checksums(storage.join(base, "s"), skip_hidden=True, suffixes=(".xml",))
+    assert [(rel, size) for rel, size, _, _ in found] == [("a.xml", 5), ("sub/b.XML", 9)]
+    if storage.is_remote(base):
+        assert all(checksum.startswith("crc32c:") and len(checksum) > len("crc32c:,md5:") for *_, checksum in found)
+        assert found[0][3] != found[1][3]
+    else:
+        assert all(checksum == "" for *_, checksum in found)
+
+
+def test_replace_text_removes_the_temp_files_of_dead_writers(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder = tmp_path / "home"
+    folder.mkdir()
+    (folder / f".current.json.{dead.pid}.tmp").write_text("{half")  # a publish killed before its rename
+    (folder / f".current.json.{os.getppid()}.tmp").write_text("{")  # a live writer, just started: kept
+    (folder / f".other.json.{dead.pid}.tmp").write_text("{")  # another file's: not this writer's business
+    storage.replace_text(str(folder / "current.json"), "{}\n")
+    assert sorted(os.listdir(folder)) == sorted([".other.json.%d.tmp" % dead.pid, f".current.json.{os.getppid()}.tmp",
+                                                 "current.json"])
+    old = folder / f".current.json.{os.getppid()}.tmp"
+    os.utime(old, (0, 0))  # a writer on another machine, long gone
+    storage.replace_text(str(folder / "current.json"), "{}\n")
+    assert not old.exists()

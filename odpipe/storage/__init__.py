@@ -287,19 +287,27 @@ def stat_files(folder: str) -> list[tuple[str, int, float]]:
 
 def replace_text(path: str, text: str, encoding: str = "utf-8") -> None:
     """Write `path` so that a reader sees the old content or the new one, never a part: a local
-    file is written beside it and renamed over it; a Cloud Storage object appears whole on upload."""
+    file is written beside it (`.NAME.PID.tmp`) and renamed over it; a Cloud Storage object appears
+    whole on upload. The temporary files of writers killed before their rename are removed
+    (`remove_stale_temps`); a failed write removes its own."""
     path = str(path)
     if is_remote(path):
         write_text(path, text, encoding)
         return
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
+    remove_stale_temps(parent, os.path.basename(path))
     temp = os.path.join(parent, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(temp, "w", encoding=encoding) as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp, path)
+    try:
+        with open(temp, "w", encoding=encoding) as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
 
 
 def list_prefix(prefix: str) -> list[str]:
@@ -326,4 +334,6 @@ def replace(source: str, destination: str) -> None:
 
 
 # The one folder walker lives beside this module (odpipe/storage/walker.py); it is part of this API.
-from odpipe.storage.walker import Walk, find, walk  # noqa: E402
+from odpipe.storage.walker import Walk, filter_listing, find, walk  # noqa: E402
+# Exclusive create, listings with checksums, stale temporary files: odpipe/storage/objects.py.
+from odpipe.storage.objects import create_exclusive, remove_stale_temps, stat_checksums  # noqa: E402

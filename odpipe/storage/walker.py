@@ -88,10 +88,18 @@ def _walk_local(root: str, recursive: bool, skip_hidden: bool, suffixes) -> Walk
 
 def _walk_remote(root: str, recursive: bool, skip_hidden: bool, suffixes) -> Walk:
     prefix = root.rstrip("/") + "/"
+    return filter_listing(root, [path[len(prefix) :] for path in glob_after(prefix, "**")], recursive, skip_hidden,
+                          suffixes)
+
+
+def filter_listing(root: str, names: list[str], recursive: bool = True, skip_hidden: bool = False,
+                   suffixes=None) -> Walk:
+    """The walker's rules applied to a bucket listing (`names`: object names relative to `root`),
+    for callers that list objects themselves (e.g. with their checksums)."""
+    suffixes = tuple(s.lower() for s in suffixes) if suffixes else None
     found = Walk(root, [])
     hidden_folders: set[str] = set()
-    for path in glob_after(prefix, "**"):
-        rel = path[len(prefix) :]
+    for rel in names:
         if not rel or rel.endswith("/"):  # the "folder" placeholder objects some tools write
             continue
         parts = rel.split("/")

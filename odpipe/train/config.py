@@ -19,7 +19,6 @@ import re
 from odpipe import storage
 from odpipe.errors import UserError, first_line
 from odpipe.label_map import num_classes
-from odpipe.settings import overrides_kind
 from odpipe.train.presets import DEFAULT_PRESET, register_presets, schedule
 
 BEST_SUBDIR = "best"
@@ -323,6 +322,13 @@ def checkpoint_architecture(prefix: str) -> dict:
         model = (doc.get("task") or {}).get("model") or {}
         return {k: model[k] for k in ARCHITECTURE_KEYS if k in model}
     return {}
+
+
+def overrides_kind(value: str) -> str:
+    """"text" (inline YAML) or "path" (a YAML file, local or gs://): the one rule, decided here.
+    YAML text has a newline, starts with "{" or holds ": "; anything else is a path."""
+    value = str(value)
+    return "text" if ("\n" in value or value.lstrip().startswith("{") or ": " in value) else "path"
 
 
 def apply_overrides(config, overrides):
