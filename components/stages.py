@@ -341,6 +341,7 @@ def publish(
     model: Input[Model],
     evaluation: Input[Dataset],
     plan: Input[Artifact],
+    data_stats: Input[Dataset],
     published: Output[Model],
     model_home: str = "",
     run: str = "",
@@ -352,6 +353,7 @@ def publish(
         model: The model directory it was exported from (its training summary is recorded).
         evaluation: The evaluation folder (its metrics.json goes with the version).
         plan: The fingerprint task's plan (its fingerprints are recorded in the version).
+        data_stats: The data report's folder; its data_stats.json is kept with the version (drift next time).
         published: What was published: the version's record (or, with no model home, the export).
         model_home: The model home (local or gs://); empty to publish to this run's output only.
         run: The pipeline run that made it.
@@ -364,7 +366,7 @@ def publish(
     from odpipe.tasks.publish import publish_task
 
     result = publish_task(at(exported), at(evaluation), at(published), model_home, at(plan), dict(model.metadata),
-                          dict(exported.metadata), run)
+                          dict(exported.metadata), run, at(data_stats))
     return record(result, published=published)
 
 

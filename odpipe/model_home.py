@@ -276,11 +276,12 @@ def _claim(home: str, token: str, run: str) -> str:
 
 
 def publish(home: str, export_dir: str, metrics: dict, provenance: dict | None = None,
-            checkpoint: str | None = None) -> dict:
+            checkpoint: str | None = None, extra: dict[str, str] | None = None) -> dict:
     """Adds a new version (claim first, then export, label map, checkpoint files, metrics,
     version.json last) and then makes it current (current.json last of all). Refused: an
     unfinished export, a model whose metrics say it is not blessed, a home whose current.json is
-    damaged (the champion comparison could not have run). Returns current.json's content."""
+    damaged (the champion comparison could not have run). `extra` ({name: file}) is copied into
+    the version too (e.g. data_stats.json, the data it was trained on). Returns current.json's content."""
     home = _root(home)
     files = _export_files(export_dir)
     if "blessed" in metrics and metrics["blessed"] is not True:
@@ -297,6 +298,8 @@ def publish(home: str, export_dir: str, metrics: dict, provenance: dict | None =
         storage.copy_tree(parent, storage.join(folder, "checkpoint"), ckpt_files)
         if "config.yaml" in files:  # the architecture beside the checkpoint (warm starts rebuild it)
             storage.copy_tree(export_dir, storage.join(folder, "checkpoint"), ["config.yaml"])
+    for name, source in (extra or {}).items():
+        storage.write_bytes(storage.join(folder, name), storage.read_bytes(source))
     storage.write_text(storage.join(folder, "metrics.json"), json.dumps(metrics, indent=1, default=str) + "\n")
     doc = {**(provenance or {}), "version": version, **{k: metrics.get(k) for k in HEADLINE},
            "blessed": metrics.get("blessed"), "created": _now(), "checkpoint": f"checkpoint/{stem}" if stem else None,

@@ -211,6 +211,7 @@ def build_pipeline(
                     model=train_task.outputs["model"],
                     evaluation=eval_task.outputs["evaluation"],
                     plan=found["plan"],
+                    data_stats=report_task.outputs["data_stats"],
                     model_home=model_home,
                     run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 )

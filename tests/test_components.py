@@ -150,8 +150,10 @@ def test_every_component_on_kubeflow_artifacts(comps, tiny_data, tmp_path):
     assert blessed is True and "mAP" in art["metrics"].metadata
     assert open(art["html"].path, encoding="utf-8").read().lstrip().lower().startswith("<!doctype html")
     out = comps.publish.python_func(exported=art["exported"], model=art["model"], evaluation=art["evaluation"],
-                                    plan=art["plan"], published=art["published"], model_home=home, run="run-1")
+                                    plan=art["plan"], data_stats=art["data_stats"], published=art["published"],
+                                    model_home=home, run="run-1")
     assert out.version == "0001" and art["published"].metadata["version"] == "0001"
+    assert Champion.of_home(home).data_stats == os.path.join(home, "versions", "0001", "data_stats.json")
     version = json.loads(open(os.path.join(home, "versions", "0001", "version.json"), encoding="utf-8").read())
     assert version["fingerprint"] == fp and version["settings_fingerprint"] and version["training"]["step"] == 2
     assert not os.path.exists("/minio") or not glob.glob("/minio/mlpipeline/v2/artifacts/odpipe-training/run-1/*")
@@ -247,8 +249,9 @@ def test_publish_to_the_model_home_and_without_one(comps, tmp_path):
 
     # no model home: the export is copied to the run's own output
     published = artifact(Model, tmp_path / "pub" / "published")
+    no_stats = artifact(Dataset, tmp_path / "no-data-report")
     out = comps.publish.python_func(exported=exported, model=model, evaluation=evaluation, plan=plan,
-                                    published=published)
+                                    data_stats=no_stats, published=published)
     assert out.version == "" and out.saved_model == os.path.join(published.path, "saved_model")
     assert open(os.path.join(published.path, "saved_model", "saved_model.pb"), "rb").read() == b"\x08\x01" * 1000
     assert published.metadata["files"] == 4
@@ -257,7 +260,7 @@ def test_publish_to_the_model_home_and_without_one(comps, tmp_path):
     home = tmp_path / "home"
     published = artifact(Model, tmp_path / "pub2" / "published")
     out = comps.publish.python_func(exported=exported, model=model, evaluation=evaluation, plan=plan,
-                                    published=published, model_home=str(home), run="run-7")
+                                    data_stats=no_stats, published=published, model_home=str(home), run="run-7")
     assert out.version == "0001" and out.saved_model == str(home / "versions" / "0001" / "export" / "saved_model")
     version = json.loads((home / "versions" / "0001" / "version.json").read_text())
     assert version["fingerprint"] == "fp1" and version["data_fingerprint"] == "d1" and version["run"] == "run-7"
@@ -268,7 +271,7 @@ def test_publish_to_the_model_home_and_without_one(comps, tmp_path):
 
     empty = artifact(Model, tmp_path / "nothing")
     with pytest.raises(UserError, match="export folder is empty or missing"):
-        comps.publish.python_func(exported=empty, model=model, evaluation=evaluation, plan=plan,
+        comps.publish.python_func(exported=empty, model=model, evaluation=evaluation, plan=plan, data_stats=no_stats,
                                   published=artifact(Model, tmp_path / "p3"), model_home=str(home))
 
 
@@ -298,7 +301,8 @@ def test_components_speak_buckets(comps, tiny_data, gcs_bucket, tmp_path):
     published = artifact(Model, f"{gcs_bucket}/components/run/publish/published")
     evaluation = artifact(Dataset, tmp_path / "evaluation")
     comps.publish.python_func(exported=exported, model=artifact(Model, tmp_path / "m"), evaluation=evaluation,
-                              plan=artifact(Artifact, tmp_path / "no-plan.json"), published=published)
+                              plan=artifact(Artifact, tmp_path / "no-plan.json"),
+                              data_stats=artifact(Dataset, tmp_path / "no-stats"), published=published)
     source = storage.glob(f"{exported.uri}/**")
     copied = storage.glob(f"{published.uri}/**")
     assert len(copied) == len(source) == 10 == published.metadata["files"]

@@ -211,6 +211,7 @@ def test_the_retraining_loop_against_one_model_home(tmp_path, capsys):
     report = open(one["report"], encoding="utf-8").read()
     assert report.lstrip().lower().startswith("<!doctype html") and "data:image/png;base64," in report
     assert one["data_report"] and f"data report: {one['data_report']}" in printed
+    assert (home / "versions" / "0001" / "data_stats.json").is_file()  # run 2's drift is measured against it
     assert open(os.path.join(os.path.dirname(one["evaluation"]), "report"), encoding="utf-8").read() == report
     assert one["pipeline"] == str(tmp_path / "w" / "pipeline.yaml") and os.path.isfile(one["pipeline"])
 

@@ -7,6 +7,7 @@ import json
 from typing import NamedTuple
 
 from odpipe import model_home, storage
+from odpipe.champion import DATA_STATS
 from odpipe.tasks import Result, scalars
 
 
@@ -19,9 +20,10 @@ class Published(NamedTuple):
 
 def publish_task(export_dir: str, evaluation_dir: str, published_path: str, model_home_dir: str = "",
                  plan: dict | str | None = None, training: dict | None = None, export: dict | None = None,
-                 run: str = "") -> Result:
+                 run: str = "", data_stats: str = "") -> Result:
     """Publishes `export_dir` as the next version of the model home (then current.json), or, without
-    a home, copies it to the run's own output. `plan` is the fingerprint task's plan.json."""
+    a home, copies it to the run's own output. `plan` is the fingerprint task's plan.json;
+    `data_stats` the data report's folder (its data_stats.json goes with the version: drift)."""
     if not model_home_dir:
         copied = storage.copy_tree(export_dir, published_path)
         return Result({"published": {"files": copied, "source": export_dir}},
@@ -39,7 +41,10 @@ def publish_task(export_dir: str, evaluation_dir: str, published_path: str, mode
         "export": scalars(export),
         "champion": (metrics.get("champion") or {}).get("version"),
     }
-    current = model_home.publish(model_home_dir, export_dir, metrics, provenance, checkpoint=export.get("checkpoint"))
+    stats = storage.join(data_stats, DATA_STATS) if data_stats else ""
+    extra = {DATA_STATS: stats} if stats and storage.exists(stats) else None
+    current = model_home.publish(model_home_dir, export_dir, metrics, provenance, checkpoint=export.get("checkpoint"),
+                                 extra=extra)
     record = {**current, "home": model_home_dir}
     storage.write_text(published_path, json.dumps(record, indent=1) + "\n")
     print(f"published version {current['version']} to {model_home_dir} (current.json updated)")
