@@ -18,7 +18,7 @@ import re
 import warnings
 from typing import Any, Callable
 
-from launch import spec
+from launch import docker, spec
 from odpipe import storage
 from odpipe.errors import UserError, first_line
 
@@ -49,8 +49,10 @@ def run_locally(
     image: str | None = None,
     trainer_image: str | None = None,
     echo: Callable[[str], None] = print,
+    in_docker: bool = False,
 ) -> dict[str, Any]:
-    """Compiles the pipeline into `work_dir` and runs it with the kfp local runner.
+    """Compiles the pipeline into `work_dir` and runs it with the kfp local runner (`in_docker`:
+    every task in its image, with kfp's DockerRunner; see launch/docker.py).
 
     Returns a summary: {"run_dir", "pipeline", "tasks": {display name: status}, "plan",
     "metrics", "blessed", "published", "export", "report", "records", "model", ...}.
@@ -72,7 +74,12 @@ def run_locally(
     runs_root = os.path.join(work_dir, "runs")
     os.makedirs(runs_root, exist_ok=True)
     before = set(os.listdir(runs_root))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=runs_root, raise_on_error=True)
+    if in_docker:
+        docker.check_images(docker.images_of(spec_dict))
+        runner = docker.docker_runner(parameters)
+    else:
+        runner = local.SubprocessRunner(use_venv=False)
+    local.init(runner=runner, pipeline_root=runs_root, raise_on_error=True)
     echo(f"odpipe run: pipeline {pipeline_yaml}, outputs under {runs_root}")
     error = None
     with warnings.catch_warnings():
@@ -98,6 +105,8 @@ def run_locally(
         if failed:  # name the task itself (kfp's message names the condition around it)
             error = f"task {', '.join(repr(name) for name in failed)} failed"
         raise UserError(f"local pipeline run failed: {error}; see that task's log above (outputs so far: {run_dir})")
+    if in_docker and run_dir:  # kfp may read a removed container's exit code as success
+        docker.check_task_outputs(run_dir, _task_dirs(spec_dict), spec_dict)
     return summary
 
 
@@ -158,6 +167,7 @@ def collect_outputs(run_dir: str, task_dirs: dict[str, str], order: list[str]) -
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=f"local outputs (default ./{DEFAULT_WORK_DIR})")
+    docker.add_docker_arguments(parser)
     spec.add_parameter_arguments(parser)
 
 
@@ -195,6 +205,7 @@ def print_result(summary: dict[str, Any], echo: Callable[[str], None] = print) -
 
 
 def run_run(args: argparse.Namespace) -> int:
-    summary = run_locally(spec.pipeline_parameters(args, local=True), args.work_dir)
+    summary = run_locally(spec.pipeline_parameters(args, local=True), args.work_dir, args.image, args.trainer_image,
+                          in_docker=args.docker)
     print_result(summary)
     return 0
