@@ -137,7 +137,7 @@ def test_the_demo_pipeline_runs_in_the_images(tmp_path):
     assert summary["tasks"]["train"] == "done" and summary["tasks"]["publish"] == "done"
     current = read_current(str(home))
     assert current and current["version"] == summary["published"]["version"] == "0001", current
-    assert (home / "versions" / "0001" / "export" / "saved_model.pb").is_file()
+    assert list((home / "versions" / "0001" / "export").rglob("saved_model.pb"))
     metrics = json.loads(open(os.path.join(summary["evaluation"], "metrics.json")).read())
     assert "mAP" in metrics and metrics["blessed"] is True
     report = summary["report"]
