@@ -31,6 +31,9 @@ from odpipe.errors import UserError, first_line
 # Parameters naming local paths the tasks read (mounted read-only) or write (read-write).
 READ_PATHS = ("annotations", "images", "existing_label_map", "init_checkpoint", "config_overrides")
 WRITE_PATHS = ("model_home",)
+# What a failed docker run raises from kfp: RuntimeError (a task failed), ValueError (kfp read a failed
+# container as a success, and the next task asks for outputs the failed one never wrote).
+RUN_FAILURES = (RuntimeError, ValueError)
 # What a container needs when it runs as a user the image's /etc/passwd does not know.
 CONTAINER_ENV = {"HOME": "/tmp", "USER": "odpipe", "LOGNAME": "odpipe", "MPLCONFIGDIR": "/tmp/matplotlib"}
 
@@ -84,8 +87,11 @@ def images_of(spec_dict: dict) -> list[str]:
 
 
 def _client():
-    import docker
-
+    try:
+        import docker
+    except ImportError:
+        raise UserError("--docker needs the docker Python package; install the dev requirements "
+                        "(pip install -r requirements-dev.txt -c requirements.lock)") from None
     try:
         client = docker.from_env()
         client.ping()

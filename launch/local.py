@@ -74,9 +74,11 @@ def run_locally(
     runs_root = os.path.join(work_dir, "runs")
     os.makedirs(runs_root, exist_ok=True)
     before = set(os.listdir(runs_root))
+    failures: tuple = (RuntimeError,)
     if in_docker:
         docker.check_images(docker.images_of(spec_dict))
         runner = docker.docker_runner(parameters)
+        failures = docker.RUN_FAILURES
     else:
         runner = local.SubprocessRunner(use_venv=False)
     local.init(runner=runner, pipeline_root=runs_root, raise_on_error=True)
@@ -90,7 +92,7 @@ def run_locally(
         warnings.filterwarnings("ignore", message=".*not supported by the local runner.*")
         try:
             spec.build(image, trainer_image, accelerators=False)(**parameters)
-        except RuntimeError as err:
+        except failures as err:
             error = re.sub(r"\x1b\[[0-9;]*m", "", first_line(err))
     new = sorted(set(os.listdir(runs_root)) - before)
     run_dir = os.path.join(runs_root, new[-1]) if new else None

@@ -157,3 +157,25 @@ def test_a_component_failing_in_its_container_fails_the_run(tmp_path):
     broken.write_text("<annotation><object><name>cat</name>")  # not XML: the CSV stage fails
     with pytest.raises(UserError, match=r"task 'annotations-to-csv' failed"):
         local.run_locally(_docker_params(data), str(tmp_path / "work"), echo=lambda line: None, in_docker=True)
+
+
+@pytest.mark.docker
+def test_a_failed_container_read_as_a_success_still_fails_the_run(tmp_path, monkeypatch):
+    """kfp 2.17 removes a container before reading its exit code and then reports success: forced
+    here for every container, the failing CSV task must still fail the run, by name."""
+    from kfp.local import docker_task_handler
+
+    from odpipe.sample_data import write_sample_data
+
+    real = docker_task_handler.run_docker_container
+
+    def exit_code_lost(*args, **kwargs):
+        real(*args, **kwargs)
+        return 0
+
+    monkeypatch.setattr(docker_task_handler, "run_docker_container", exit_code_lost)
+    data = tmp_path / "data"
+    write_sample_data(str(data), images=4, seed=0)
+    sorted((data / "annotations").iterdir())[0].write_text("<annotation><object>")
+    with pytest.raises(UserError, match=r"task 'annotations-to-csv' failed"):
+        local.run_locally(_docker_params(data), str(tmp_path / "work"), echo=lambda line: None, in_docker=True)
