@@ -129,6 +129,13 @@ def docker_runner(parameters: dict[str, Any], user: str | None = None):
                               environment=dict(CONTAINER_ENV))
 
 
+def prepare(spec_dict: dict, parameters: dict[str, Any]) -> tuple[Any, tuple[type[Exception], ...]]:
+    """(the DockerRunner, the exceptions that mean a failed run) for a compiled pipeline and its
+    parameters, once every image of the pipeline is known to be on this machine."""
+    check_images(images_of(spec_dict))
+    return docker_runner(parameters), RUN_FAILURES
+
+
 def _missing_outputs(folder: str, component: dict) -> list[str]:
     """The declared outputs of one task that are not in its folder."""
     result = os.path.join(folder, "executor_output.json")

@@ -74,13 +74,10 @@ def run_locally(
     runs_root = os.path.join(work_dir, "runs")
     os.makedirs(runs_root, exist_ok=True)
     before = set(os.listdir(runs_root))
-    failures: tuple = (RuntimeError,)
     if in_docker:
-        docker.check_images(docker.images_of(spec_dict))
-        runner = docker.docker_runner(parameters)
-        failures = docker.RUN_FAILURES
+        runner, failures = docker.prepare(spec_dict, parameters)
     else:
-        runner = local.SubprocessRunner(use_venv=False)
+        runner, failures = local.SubprocessRunner(use_venv=False), (RuntimeError,)
     local.init(runner=runner, pipeline_root=runs_root, raise_on_error=True)
     echo(f"odpipe run: pipeline {pipeline_yaml}, outputs under {runs_root}")
     error = None
