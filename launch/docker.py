@@ -36,6 +36,8 @@ WRITE_PATHS = ("model_home",)
 RUN_FAILURES = (RuntimeError, ValueError)
 # What a container needs when it runs as a user the image's /etc/passwd does not know.
 CONTAINER_ENV = {"HOME": "/tmp", "USER": "odpipe", "LOGNAME": "odpipe", "MPLCONFIGDIR": "/tmp/matplotlib"}
+# Passed on from the caller when set (`odpipe run` keeps TensorFlow's C++ log quiet, the tasks too).
+PASSED_ENV = ("TF_CPP_MIN_LOG_LEVEL",)
 
 
 def add_docker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,8 +127,8 @@ def docker_runner(parameters: dict[str, Any], user: str | None = None):
 
     mounts = [Mount(target=path, source=path, type="bind", read_only=read_only)
               for path, read_only in sorted(mounts_for(parameters).items())]
-    return local.DockerRunner(mounts=mounts, user=user or f"{os.getuid()}:{os.getgid()}",
-                              environment=dict(CONTAINER_ENV))
+    environment = {**CONTAINER_ENV, **{name: os.environ[name] for name in PASSED_ENV if name in os.environ}}
+    return local.DockerRunner(mounts=mounts, user=user or f"{os.getuid()}:{os.getgid()}", environment=environment)
 
 
 def prepare(spec_dict: dict, parameters: dict[str, Any]) -> tuple[Any, tuple[type[Exception], ...]]:

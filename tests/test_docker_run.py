@@ -45,15 +45,16 @@ def test_mounts_are_the_parameters_paths_inputs_read_only_model_home_writable(tm
     assert docker_run.mounts_for(remote) == {}
 
 
-def test_the_runner_mounts_them_and_runs_as_the_calling_user(tmp_path):
+def test_the_runner_mounts_them_and_runs_as_the_calling_user(tmp_path, monkeypatch):
     pytest.importorskip("docker")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     (tmp_path / "a").mkdir()
     runner = docker_run.docker_runner({"annotations": str(tmp_path / "a"), "model_home": str(tmp_path / "m")})
     args = runner.container_run_args
     assert args["user"] == f"{os.getuid()}:{os.getgid()}"
     assert [(m["Source"], m["Target"], m["ReadOnly"]) for m in args["mounts"]] == [
         (str(tmp_path / "a"), str(tmp_path / "a"), True), (str(tmp_path / "m"), str(tmp_path / "m"), False)]
-    assert args["environment"]["HOME"] == "/tmp"
+    assert args["environment"]["HOME"] == "/tmp" and args["environment"]["TF_CPP_MIN_LOG_LEVEL"] == "3"
 
 
 @pytest.fixture(scope="module")
