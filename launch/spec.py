@@ -25,6 +25,8 @@ ALIASES = {"config_overrides": ["--config"], "beam_args": ["--beam-arg"]}
 # Parameters that are local paths: made absolute for local runs, refused for cloud runs.
 PATH_PARAMETERS = ("existing_label_map", "config_overrides", "init_checkpoint", "model_home")
 INPUT_FOLDERS = ("annotations", "images")
+# Values of a path parameter that are words, not paths.
+PATH_WORDS = {"init_checkpoint": ("default", "none")}
 
 
 def build(image: str | None = None, trainer_image: str | None = None, trainer_memory: str = "32G",
@@ -128,7 +130,7 @@ def pipeline_parameters(args: argparse.Namespace, local: bool = False) -> dict[s
         for name in (*INPUT_FOLDERS, *PATH_PARAMETERS):
             value = params.get(name)
             if isinstance(value, str) and value and not storage.is_remote(value) and not (
-                    name == "config_overrides" and "\n" in value):
+                    name == "config_overrides" and "\n" in value) and value not in PATH_WORDS.get(name, ()):
                 params[name] = os.path.abspath(value)
     return params
 

@@ -124,28 +124,35 @@ def _docker_params(data, **extra) -> dict:
 
 
 @pytest.mark.docker
-def test_the_demo_pipeline_runs_in_the_images(tmp_path):
+def test_the_demo_pipeline_runs_in_the_images(tmp_path, capsys):
+    """`odpipe run --docker` end to end on the demo data: every task in its image."""
+    import re
+
+    from odpipe.cli import main
     from odpipe.model_home import read_current
     from odpipe.sample_data import write_sample_data
 
     data = tmp_path / "data"
     write_sample_data(str(data), images=24, seed=0)
     home = tmp_path / "models"
-    lines: list[str] = []
-    summary = local.run_locally(_docker_params(data, model_home=str(home)), str(tmp_path / "work"),
-                                echo=lines.append, in_docker=True)
-    assert all(state == "done" or state.startswith("skipped") for state in summary["tasks"].values()), summary["tasks"]
-    assert summary["tasks"]["train"] == "done" and summary["tasks"]["publish"] == "done"
+    argv = ["run", "--docker", "--work-dir", str(tmp_path / "work"), "--model-home", str(home)]
+    for name, value in _docker_params(data).items():
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    for task in ("fingerprint", "annotations-to-csv", "records-train", "train", "export", "evaluate", "publish"):
+        assert re.search(rf"^  {task} +done$", out, re.M), task
+    assert f"published: version 0001 in {home} (now current)" in out
     current = read_current(str(home))
-    assert current and current["version"] == summary["published"]["version"] == "0001", current
+    assert current and current["version"] == "0001", current
     assert list((home / "versions" / "0001" / "export").rglob("saved_model.pb"))
-    metrics = json.loads(open(os.path.join(summary["evaluation"], "metrics.json")).read())
+    report = re.search(r"^report: +(\S+)$", out, re.M).group(1)
+    assert "<html" in open(report, encoding="utf-8").read().lower()
+    metrics = json.loads(open(os.path.join(os.path.dirname(report), "metrics.json")).read())
     assert "mAP" in metrics and metrics["blessed"] is True
-    report = summary["report"]
-    assert report and "<html" in open(report, encoding="utf-8").read().lower()
     # written by the calling user, not by root in the container
     assert os.stat(home / "versions" / "0001").st_uid == os.getuid()
-    assert os.stat(summary["evaluation"]).st_uid == os.getuid()
+    assert os.stat(report).st_uid == os.getuid()
 
 
 @pytest.mark.docker
@@ -180,3 +187,15 @@ def test_a_failed_container_read_as_a_success_still_fails_the_run(tmp_path, monk
     sorted((data / "annotations").iterdir())[0].write_text("<annotation><object>")
     with pytest.raises(UserError, match=r"task 'annotations-to-csv' failed"):
         local.run_locally(_docker_params(data), str(tmp_path / "work"), echo=lambda line: None, in_docker=True)
+
+
+@pytest.mark.parametrize("word", ["none", "default"])
+def test_run_keeps_init_checkpoint_words(tmp_path, word):
+    """`odpipe run --init-checkpoint none` reached the trainer as the path ./none (it trained nothing)."""
+    from odpipe.cli import build_parser
+
+    args = build_parser("run").parse_args(["run", "--annotations", str(tmp_path), "--images", str(tmp_path),
+                                           "--init-checkpoint", word, "--model-home", "models"])
+    params = spec.pipeline_parameters(args, local=True)
+    assert params["init_checkpoint"] == word
+    assert params["model_home"] == os.path.abspath("models")
