@@ -8,11 +8,20 @@ MP_VENV := .venv-mediapipe
 MP_STAMP := $(MP_VENV)/.installed
 DEMO_DIR ?= demo-output
 DEMO_FLAGS ?=
-REGISTRY ?= us-docker.pkg.dev/YOUR_PROJECT/odpipe
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# Images: tagged VERSION and VERSION-GITSHA (-dirty when the work tree has uncommitted changes),
+# under REGISTRY/ when REGISTRY is given (then also pushed); `make compile` uses the same tag.
+REGISTRY ?=
+GIT_SHA := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo nogit)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+IMAGE_TAG ?= $(VERSION)-$(GIT_SHA)
+IMAGE_PREFIX := $(if $(REGISTRY),$(REGISTRY)/,)
+IMAGE ?= $(IMAGE_PREFIX)odpipe:$(IMAGE_TAG)
+TRAINER_IMAGE ?= $(IMAGE_PREFIX)odpipe-gpu:$(IMAGE_TAG)
+# Docker and stand-in base images on a development machine without registry access.
+CONTAINER_ENV ?= ../shared/tools/container-env.sh
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help setup browser test demo bench lint compile images lock clean
+.PHONY: help setup browser test demo bench lint compile images test-images lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,7 +52,7 @@ browser: ## install Chromium for the data report's headless-browser test, where 
 	  else echo "chromium: not installed (needs root and apt-get); the data report's browser test will skip"; fi; }
 
 test: setup ## run the whole test suite (slow tests included)
-	$(PY) -m pytest -q -p no:cacheprovider --durations=15; rc=$$?; \
+	$(PY) -m pytest -q -p no:cacheprovider -m 'not docker' --durations=15; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 demo: setup ## generate sample data and run the whole pipeline locally (DEMO_FLAGS="--steps 200" ...)
@@ -55,14 +64,22 @@ bench: setup ## benchmarks (records, train input, predict); figures go to the RE
 lint: setup ## lint the Dockerfiles
 	$(VENV)/bin/hadolint images/*.Dockerfile
 
-compile: setup ## compile the pipeline to pipeline.yaml
-	$(VENV)/bin/odpipe compile -o pipeline.yaml --image $(REGISTRY)/odpipe:$(VERSION) --trainer-image $(REGISTRY)/odpipe-gpu:$(VERSION)
+compile: setup ## compile the pipeline to pipeline.yaml for the images of `make images` (same REGISTRY)
+	$(VENV)/bin/odpipe compile -o pipeline.yaml --image $(IMAGE) --trainer-image $(TRAINER_IMAGE)
 
-images: ## build and push the component images (needs Docker; REGISTRY=...)
-	docker build -f images/cpu.Dockerfile -t $(REGISTRY)/odpipe:$(VERSION) .
-	docker build -f images/gpu.Dockerfile -t $(REGISTRY)/odpipe-gpu:$(VERSION) .
-	docker push $(REGISTRY)/odpipe:$(VERSION)
-	docker push $(REGISTRY)/odpipe-gpu:$(VERSION)
+images: ## build the component images (needs Docker); REGISTRY=... also pushes them
+	docker build -f images/cpu.Dockerfile --build-arg VERSION=$(VERSION) --label org.opencontainers.image.revision=$(GIT_SHA) \
+	  -t $(IMAGE_PREFIX)odpipe:$(VERSION) -t $(IMAGE) .
+	docker build -f images/gpu.Dockerfile --build-arg VERSION=$(VERSION) --label org.opencontainers.image.revision=$(GIT_SHA) \
+	  -t $(IMAGE_PREFIX)odpipe-gpu:$(VERSION) -t $(TRAINER_IMAGE) .
+	@if [ -n "$(REGISTRY)" ]; then set -e; for t in $(IMAGE_PREFIX)odpipe:$(VERSION) $(IMAGE) \
+	  $(IMAGE_PREFIX)odpipe-gpu:$(VERSION) $(TRAINER_IMAGE); do docker push $$t; done; fi
+	@echo "images: $(IMAGE) $(TRAINER_IMAGE) (and :$(VERSION)); pipeline for them: make compile$(if $(REGISTRY), REGISTRY=$(REGISTRY),)"
+
+test-images: $(STAMP) ## build the images and run the pipeline in them end to end (Docker; minutes)
+	bash $(CONTAINER_ENV)
+	$(MAKE) images REGISTRY=
+	$(PY) -m pytest -q -p no:cacheprovider -m docker tests/test_docker_run.py
 
 lock: ## re-resolve and freeze requirements.lock
 	rm -rf /tmp/odpipe-lock && $(PYTHON) -m venv /tmp/odpipe-lock

@@ -18,7 +18,7 @@ import re
 import warnings
 from typing import Any, Callable
 
-from launch import spec
+from launch import docker, spec
 from odpipe import storage
 from odpipe.champion import Champion
 from odpipe.settings import Settings
@@ -51,8 +51,10 @@ def run_locally(
     image: str | None = None,
     trainer_image: str | None = None,
     echo: Callable[[str], None] = print,
+    in_docker: bool = False,
 ) -> dict[str, Any]:
-    """Compiles the pipeline into `work_dir` and runs it with the kfp local runner.
+    """Compiles the pipeline into `work_dir` and runs it with the kfp local runner (`in_docker`:
+    every task in its image, with kfp's DockerRunner; see launch/docker.py).
 
     Returns a summary: {"run_dir", "pipeline", "tasks": {display name: status}, "plan",
     "metrics", "blessed", "published", "export", "report", "records", "model", ...}.
@@ -70,7 +72,11 @@ def run_locally(
     runs_root = os.path.join(work_dir, "runs")
     os.makedirs(runs_root, exist_ok=True)
     before = set(os.listdir(runs_root))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=runs_root, raise_on_error=True)
+    if in_docker:
+        runner, failures = docker.prepare(spec_dict, parameters)
+    else:
+        runner, failures = local.SubprocessRunner(use_venv=False), (RuntimeError,)
+    local.init(runner=runner, pipeline_root=runs_root, raise_on_error=True)
     echo(f"odpipe run: pipeline {pipeline_yaml}, outputs under {runs_root}")
     error = None
     with warnings.catch_warnings():
@@ -81,7 +87,7 @@ def run_locally(
         warnings.filterwarnings("ignore", message=".*not supported by the local runner.*")
         try:
             spec.build(image, trainer_image, target="local")(**parameters)
-        except RuntimeError as err:
+        except failures as err:
             error = re.sub(r"\x1b\[[0-9;]*m", "", first_line(err))
     new = sorted(set(os.listdir(runs_root)) - before)
     run_dir = os.path.join(runs_root, new[-1]) if new else None
@@ -96,6 +102,8 @@ def run_locally(
         if failed:  # name the task itself (kfp's message names the condition around it)
             error = f"task {', '.join(repr(name) for name in failed)} failed"
         raise UserError(f"local pipeline run failed: {error}; see that task's log above (outputs so far: {run_dir})")
+    if in_docker and run_dir:  # kfp may read a removed container's exit code as success
+        docker.check_task_outputs(run_dir, _task_dirs(spec_dict), spec_dict)
     return summary
 
 
@@ -171,6 +179,7 @@ def collect_outputs(run_dir: str, task_dirs: dict[str, str], order: list[str]) -
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=f"local outputs (default ./{DEFAULT_WORK_DIR})")
+    docker.add_docker_arguments(parser)
     spec.add_parameter_arguments(parser)
 
 
@@ -210,6 +219,7 @@ def print_result(summary: dict[str, Any], echo: Callable[[str], None] = print) -
 
 
 def run_run(args: argparse.Namespace) -> int:
-    summary = run_locally(spec.pipeline_parameters(args, local=True), args.work_dir)
+    summary = run_locally(spec.pipeline_parameters(args, local=True), args.work_dir, args.image, args.trainer_image,
+                          in_docker=args.docker)
     print_result(summary)
     return 0
