@@ -96,7 +96,7 @@ def test_run_docker_with_a_missing_image_is_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "odpipe", "run", "--docker", "--image", "odpipe-no-such-image:0",
          "--annotations", str(tmp_path / "annotations"), "--images", str(tmp_path / "images"),
-         "--work-dir", str(tmp_path / "w")],
+         "--work-dir", str(tmp_path / "w"), "--init-checkpoint", "none"],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
