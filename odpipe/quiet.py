@@ -15,8 +15,12 @@ Everything else (real warnings and errors) still shows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import sys
+import tempfile
 import warnings
 
 TF_LOG_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
@@ -45,3 +49,37 @@ def quiet_libraries() -> None:
     logger = logging.getLogger("tensorflow")  # the logger TensorFlow's tf_logging writes through
     if not any(isinstance(f, _DropMessages) for f in logger.filters):
         logger.addFilter(_DropMessages())
+
+
+# Lines native (C++) code writes straight to file descriptor 2, which no Python filter reaches: the
+# TFLite converter's absl log (before absl::InitializeLog, every level goes to stderr) and the TFLite
+# interpreter's delegate notice. Only these exact messages are dropped.
+NATIVE_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[WI]\d{4} [\d:. ]+\d+ \S+\.cc:\d+\] (Ignored output_format|Ignored drop_control_dependency"
+    r"|MLIR V1 optimization pass is not enabled)"
+    r"|fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, output_inference_type: \w+"
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU)\.?\s*$"
+)
+
+
+@contextlib.contextmanager
+def native_noise_filtered():
+    """Inside: what native code writes to stderr (fd 2) is held in a temporary file, then written
+    back without the NATIVE_NOISE lines (everything else, errors included, still shows)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode("utf-8", "replace").splitlines(True)
+                    if not NATIVE_NOISE.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
