@@ -50,7 +50,7 @@ def test_a_failed_int8_export_leaves_the_previous_export_untouched(model_dir, ex
     stamp = os.stat(out / "saved_model" / "saved_model.pb").st_mtime_ns
     junk = tmp_path / "junk.tfrecord"
     junk.write_bytes(b"junk calibration file")
-    with pytest.raises(UserError, match="calibration"):
+    with pytest.raises(UserError, match="junk.tfrecord"):
         export_model(str(model_dir), str(out), tflite="int8", calibration_records=str(junk))
     assert {p: (out / p).read_bytes() for p in before} == before
     assert os.stat(out / "saved_model" / "saved_model.pb").st_mtime_ns == stamp
@@ -174,3 +174,22 @@ def test_predict_repairs_a_truncated_jpeg_like_the_records_stage(detector, sampl
     assert summary["images"] == 1 and not summary["unreadable"]
     assert summary["prepared"] == [{"file": str(tmp_path / "in" / "cut.jpg"), "image": f"repaired: {TRUNCATED_JPEG}"}]
     assert (tmp_path / "out" / "images" / "cut.jpg").is_file()
+
+
+def test_swap_on_a_bucket_replaces_every_object_and_writes_export_json_last(gcs_bucket):
+    """gs:// has no folder rename: the old objects go, the new ones are copied, export.json last."""
+    from odpipe import storage
+    from odpipe.export import _swap_in, check_export
+
+    export_dir, staging = f"{gcs_bucket}/swap/exp", f"{gcs_bucket}/swap/.exp.partial-1"
+    for rel, text in (("export.json", "old"), ("model.tflite", "old int8"), ("saved_model/saved_model.pb", "old")):
+        storage.write_text(f"{export_dir}/{rel}", text)
+    for rel, text in (("saved_model/saved_model.pb", "new"), ("label_map.pbtxt", "new"), ("export.json", "new")):
+        storage.write_text(f"{staging}/{rel}", text)
+    _swap_in(staging, export_dir)
+    assert storage.list_files(export_dir) == ["export.json", "label_map.pbtxt", "saved_model/saved_model.pb"]
+    assert {storage.read_text(f"{export_dir}/{f}") for f in storage.list_files(export_dir)} == {"new"}
+    check_export(export_dir)
+    storage.delete([f"{export_dir}/export.json"])
+    with pytest.raises(UserError, match="no export.json"):
+        check_export(export_dir)
