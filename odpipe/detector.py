@@ -88,7 +88,7 @@ class Detector:
                     f"{self.export_dir}: no saved_model/ folder; point {flag} at the folder written by "
                     "`odpipe export -o EXPORT_DIR`"
                 )
-        check_export(local)
+        check_export(local, shown=self.export_dir if local == self._tempdir else None)
         self.label_map: dict[int, str] = _export_label_map(local, saved_model, self.export_dir)
         import tensorflow as tf
 

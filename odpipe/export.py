@@ -292,18 +292,20 @@ def _swap_in(staging: str, export_dir: str) -> None:
         storage.remove_tree(old)
 
 
-def check_export(folder: str) -> None:
+def check_export(folder: str, shown: str | None = None) -> None:
     """UserError unless `folder` (local or gs://) holds a complete export: its export.json is written
     last, so an interrupted or failed `odpipe export` leaves a folder without it. Call it before
-    evaluating, serving or publishing an export folder."""
+    evaluating, serving or publishing an export folder. `shown`: the name the user gave (e.g. the
+    gs:// URI of a local copy)."""
     folder = str(folder).rstrip("/")
+    shown = str(shown or folder).rstrip("/")
     if storage.exists(f"{folder}/{COMPLETION_FILE}"):
         return
     if not storage.is_dir(folder):
-        raise UserError(f"{folder}: no such export folder; point at the folder written by `odpipe export -o`")
+        raise UserError(f"{shown}: no such export folder; point at the folder written by `odpipe export -o`")
     raise UserError(
-        f"{folder}: not a complete export (no {COMPLETION_FILE}: an interrupted or failed `odpipe export`, "
-        f"or an older one); export again with `odpipe export --model-dir MODEL_DIR -o {folder}`"
+        f"{shown}: not a complete export (no {COMPLETION_FILE}: an interrupted or failed `odpipe export`, "
+        f"or an older one); export again with `odpipe export --model-dir MODEL_DIR -o {shown}`"
     )
 
 
