@@ -18,6 +18,8 @@ import importlib
 import os
 import sys
 
+from odpipe import quiet
+
 # command -> (module, one-line help). Order is the data flow.
 COMMANDS: dict[str, tuple[str, str]] = {
     "sample-data": ("odpipe.sample_data", "write a synthetic labelImg dataset"),
@@ -41,9 +43,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _quiet_tensorflow(argv: list[str]) -> None:
-    """Set before TensorFlow is imported: level 3 keeps its C++ errors such as the cuInit line of a
-    CPU-only machine (not an error there) off stderr; `--verbose` keeps them (level 2)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if "--verbose" in argv else "3")
+    """Set before TensorFlow is imported: level 3 (odpipe.quiet, set when odpipe is imported) keeps
+    its C++ errors such as the cuInit line of a CPU-only machine (not an error there) off stderr;
+    `--verbose` keeps them (level 2) unless the user set the variable."""
+    if "--verbose" in argv and quiet.tf_level_defaulted:
+        os.environ[quiet.TF_LOG_VARIABLE] = "2"
 
 
 class Parser(argparse.ArgumentParser):

@@ -28,8 +28,9 @@ import numpy as np
 
 from odpipe import storage
 from odpipe.errors import UserError, first_line
-from odpipe.export import OUTPUT_KEYS, SIGNATURE_BYTES, SIGNATURE_TENSOR  # the contract, defined by its producer
+from odpipe.export import OUTPUT_KEYS, SIGNATURE_BYTES, SIGNATURE_TENSOR, check_export  # the contract, by its producer
 from odpipe.label_map import read_label_map
+from odpipe.records.images import Rejected, prepare_image
 
 
 @dataclass
@@ -51,30 +52,32 @@ class Detection:
         }
 
 
-def _copy_remote_dir(uri: str) -> str:
+def _copy_remote_dir(uri: str, flag: str = "--model") -> str:
     """Copy every object under `uri` to a new local temp folder; returns that folder."""
     files = storage.list_files(uri)
     if not files:
-        raise UserError(f"{uri}: no files there; point --model at the folder `odpipe export -o` wrote")
+        raise UserError(f"{uri}: no files there; point {flag} at the folder `odpipe export -o` wrote")
     local = tempfile.mkdtemp(prefix="odpipe-export-")
     storage.copy_tree(uri, local, files)
     return local
 
 
 class Detector:
-    """An exported model plus its label map; call it on a list of encoded image bytes."""
+    """An exported model plus its label map; call it on a list of encoded image bytes.
 
-    def __init__(self, export_dir: str):
+    `flag` names the option the folder came from in error messages (--model, --champion)."""
+
+    def __init__(self, export_dir: str, flag: str = "--model"):
         self.export_dir = str(export_dir)
         self._tempdir = None
         self._lite = None
         self._warned_fallback = False
         if self.export_dir.lower().endswith(".tflite"):
-            self._load_tflite(self.export_dir)
+            self._load_tflite(self.export_dir, flag)
             return
         local = self.export_dir
         if storage.is_remote(local):
-            local = self._tempdir = _copy_remote_dir(local)
+            local = self._tempdir = _copy_remote_dir(local, flag)
         saved_model = os.path.join(local, "saved_model")
         if not os.path.isdir(saved_model):
             if os.path.isfile(os.path.join(local, "saved_model.pb")):
@@ -82,20 +85,11 @@ class Detector:
                 local = os.path.dirname(local.rstrip(os.sep))
             else:
                 raise UserError(
-                    f"{self.export_dir}: no saved_model/ folder; point --model at the folder written by "
+                    f"{self.export_dir}: no saved_model/ folder; point {flag} at the folder written by "
                     "`odpipe export -o EXPORT_DIR`"
                 )
-        label_map_path = None
-        for candidate in (os.path.join(local, "label_map.pbtxt"), os.path.join(saved_model, "assets", "label_map.pbtxt")):
-            if os.path.isfile(candidate):
-                label_map_path = candidate
-                break
-        if label_map_path is None:
-            raise UserError(
-                f"{self.export_dir}: no label_map.pbtxt beside saved_model/ or in saved_model/assets/; "
-                "re-export with `odpipe export`"
-            )
-        self.label_map: dict[int, str] = read_label_map(label_map_path)
+        check_export(local, shown=self.export_dir if local == self._tempdir else None)
+        self.label_map: dict[int, str] = _export_label_map(local, saved_model, self.export_dir)
         import tensorflow as tf
 
         try:
@@ -113,25 +107,28 @@ class Detector:
         self._bytes_fn = signatures[SIGNATURE_BYTES]
         self._tensor_fn = signatures.get(SIGNATURE_TENSOR)
 
-    def _load_tflite(self, path: str) -> None:
-        """A model.tflite from `odpipe export --tflite`; its label map is the label_map.pbtxt beside
-        it or else the labels.txt packed in its metadata."""
+    def _load_tflite(self, path: str, flag: str) -> None:
+        """A model.tflite from `odpipe export --tflite`; its label map is the labels.txt packed in its
+        metadata (a label_map.pbtxt beside it must agree), else the label_map.pbtxt beside it."""
         from odpipe.tflite import LiteModel
         from odpipe.tflite_metadata import read_label_file
 
         try:
             data = storage.read_bytes(path)
         except FileNotFoundError:
-            raise UserError(f"{path}: no such file; point --model at a model.tflite written by `odpipe export --tflite`") from None
-        beside = storage.join(path.rsplit("/", 1)[0], "label_map.pbtxt") if "/" in path else "label_map.pbtxt"
+            raise UserError(f"{path}: no such file; point {flag} at a model.tflite written by `odpipe export --tflite`") from None
+        folder = path.rsplit("/", 1)[0] if "/" in path else "."
+        if storage.exists(storage.join(folder, "saved_model")):  # inside an export folder: it must be complete
+            check_export(folder)
+        beside = storage.join(folder, "label_map.pbtxt")
+        inside = read_label_file(data)
         if storage.exists(beside):
-            self.label_map = read_label_map(beside)
+            self.label_map = _agreeing(read_label_map(beside), beside, inside, f"{path} (its metadata's labels.txt)")
+        elif inside is None:
+            raise UserError(f"{path}: no label_map.pbtxt beside it and no labels.txt in its metadata; "
+                            "re-export with `odpipe export --tflite`")
         else:
-            labels = read_label_file(data)
-            if labels is None:
-                raise UserError(f"{path}: no label_map.pbtxt beside it and no labels.txt in its metadata; "
-                                "re-export with `odpipe export --tflite`")
-            self.label_map = labels
+            self.label_map = inside
         self._lite = LiteModel(data, path)
         self._bytes_fn = self._tensor_fn = None
 
@@ -183,8 +180,7 @@ class Detector:
     def detect_bytes(self, encoded: list[bytes]) -> list[dict[str, np.ndarray] | str]:
         """Per image: its raw outputs (arrays cut to num_detections) or, if the model cannot read
         it, a one-line reason. One bad image never loses the rest of the batch; an image that
-        TensorFlow cannot decode but Pillow can read completely (TIFF, odd BMPs...) is converted
-        to an RGB PNG and run again."""
+        TensorFlow cannot decode goes through the records stage's check (`_retry_converted`)."""
         encoded = list(encoded)
         results = self._detect_bytes(encoded)
         return [
@@ -217,14 +213,19 @@ class Detector:
         return results
 
     def _retry_converted(self, data: bytes, reason: str) -> dict[str, np.ndarray] | str:
-        """An image TensorFlow cannot decode (e.g. TIFF) but Pillow can, re-encoded as RGB PNG."""
+        """An image TensorFlow cannot decode, checked, converted or repaired by the records stage's
+        rule (`odpipe.records.images.prepare_image`: TIFF/BMP/CMYK... converted, a JPEG that only
+        lacks its end repaired), run again; the model's reason stands for an image that rule rejects."""
         import tensorflow as tf
 
-        png = _to_png(data)
-        if png is None:
+        try:
+            prepared = prepare_image(data)
+        except Rejected:
+            return reason
+        if prepared.data == data:
             return reason
         try:
-            return self._split(self.run_bytes([png]), 1)[0]
+            return self._split(self.run_bytes([prepared.data]), 1)[0]
         except tf.errors.OpError:
             return reason
 
@@ -267,6 +268,35 @@ class Detector:
         return out
 
 
+def _export_label_map(local: str, saved_model: str, shown: str) -> dict[int, str]:
+    """The label map of an export: saved_model/assets/label_map.pbtxt (inside the model) and the
+    label_map.pbtxt beside it, which must agree when both are there."""
+    beside = os.path.join(local, "label_map.pbtxt")
+    assets = os.path.join(saved_model, "assets", "label_map.pbtxt")
+    inside = read_label_map(assets) if os.path.isfile(assets) else None
+    if os.path.isfile(beside):
+        return _agreeing(read_label_map(beside), beside, inside, assets)
+    if inside is None:
+        raise UserError(
+            f"{shown}: no label_map.pbtxt beside saved_model/ or in saved_model/assets/; re-export with `odpipe export`"
+        )
+    return inside
+
+
+def _agreeing(beside: dict[int, str], beside_path: str, inside: dict[int, str] | None, inside_path: str) -> dict[int, str]:
+    """`beside` when it names the classes the model was exported with (`inside`, None: unknown);
+    a UserError naming the first difference otherwise (a swapped label map would relabel every box)."""
+    if inside is None or beside == inside:
+        return beside
+    ids = sorted(set(beside) | set(inside))
+    first = next(i for i in ids if beside.get(i) != inside.get(i))
+    raise UserError(
+        f"{beside_path}: class id {first} is {beside.get(first, 'absent')!r} here but "
+        f"{inside.get(first, 'absent')!r} inside the model ({inside_path}); this label map is not the model's: "
+        "restore the export's own label_map.pbtxt or re-export with `odpipe export`"
+    )
+
+
 def _reason(err: Exception) -> str:
     """The informative line of a TensorFlow error (not "Graph execution error" boilerplate)."""
     text = getattr(err, "message", None) or str(err)
@@ -274,23 +304,6 @@ def _reason(err: Exception) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith(boilerplate)]
     return ((useful or lines or [type(err).__name__])[0])[:300]
-
-
-def _to_png(data: bytes) -> bytes | None:
-    """RGB PNG bytes of an image Pillow can decode completely; None otherwise (a truncated or
-    corrupt file stays unreadable: Pillow refuses truncated images by default)."""
-    import io
-
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            buf = io.BytesIO()
-            im.convert("RGB").save(buf, format="PNG")
-            return buf.getvalue()
-    except Exception:  # noqa: BLE001 - any failure means "cannot convert"
-        return None
 
 
 def image_info(data: bytes) -> tuple[int, int, int] | None:

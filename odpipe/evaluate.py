@@ -41,13 +41,13 @@ import heapq
 import itertools
 import json
 import math
-import sys
 import dataclasses
 
 import numpy as np
 
 from odpipe import storage
 from odpipe.errors import UserError
+from odpipe.progress import progress_bar
 
 # The numbers (pure): odpipe/metrics.py; re-exported here, where they have always been imported from.
 from odpipe.metrics import (  # noqa: E402,F401
@@ -142,8 +142,6 @@ def evaluate(
     blessed only if its mAP >= the champion's + `margin` (and >= `min_map`).
     `provenance` (e.g. the run's fingerprint) is recorded in metrics.json as given.
     Returns the metrics.json content."""
-    from tqdm import tqdm
-
     from odpipe import report
     from odpipe.detector import Detector, image_info
 
@@ -153,8 +151,8 @@ def evaluate(
     files = sorted({f for p in patterns for f in shard_files(p)})
     if not files:
         raise UserError(f"{' '.join(patterns)}: no TFRecord file matches; check the pattern (e.g. records/eval-*.tfrecord)")
-    if min_map is not None and (not isinstance(min_map, (int, float)) or math.isnan(min_map)):
-        raise UserError(f"--min-map {min_map!r}: must be a number (e.g. 0.5)")
+    if min_map is not None and (not isinstance(min_map, (int, float)) or not 0.0 <= min_map <= 1.0):
+        raise UserError(f"--min-map {min_map!r}: must be a number between 0 and 1 (an mAP, e.g. 0.5)")
     if champion == "":
         champion = None  # an empty pipeline parameter means no champion
     if not isinstance(margin, (int, float)) or math.isnan(margin) or margin < 0:
@@ -163,7 +161,7 @@ def evaluate(
         raise UserError(f"--score-threshold {score_threshold}: must be between 0 and 1")
 
     detector = model if isinstance(model, Detector) else Detector(model)
-    rival = None if champion is None else champion if isinstance(champion, Detector) else Detector(champion)
+    rival = None if champion is None else champion if isinstance(champion, Detector) else Detector(champion, "--champion")
     label_map = detector.label_map
     rival_detections: list[list] = []  # the champion's detections, image by image
     class_index = {cid: k for k, cid in enumerate(sorted(label_map))}
@@ -172,8 +170,7 @@ def evaluate(
     skipped: list[dict] = []
     worst: list = []  # min-heap of (errors, -index, EvalImage, encoded) keeping the worst N
     matrix = np.zeros((background + 1,) * 2, dtype=np.int64)
-    bar = tqdm(total=_expected_images(patterns), unit="img", desc="evaluate", file=sys.stderr,
-               disable=not progress, mininterval=0.5 if sys.stderr.isatty() else 5.0)
+    bar = progress_bar(_expected_images(patterns), "evaluate", "img", progress)
     try:
         for path in files:
             for batch in _serialized_batches(path, batch_size):

@@ -24,12 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import uuid
 
+from odpipe import storage
 from odpipe.errors import UserError, first_line
 from odpipe.tflite import DEFAULT_CALIBRATION_IMAGES, QUANTIZATIONS, SIGNATURE_TFLITE  # noqa: F401 - re-exported
 
 SIGNATURE_BYTES = "serving_default"
 SIGNATURE_TENSOR = "serving_image_tensor"
+COMPLETION_FILE = "export.json"  # written last: a folder without it is not a (complete) export
+TFLITE_FILE = "model.tflite"
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")  # read by odpipe.detector
 
 
@@ -168,16 +172,14 @@ def export_model(model_dir: str, export_dir: str, checkpoint: str = "best", tfli
     `tflite`: False/None (no model.tflite), True or "float", "fp16", "int8". int8 is calibrated on up
     to `calibration_images` images of `calibration_records` (a pattern or a list; default: the
     training records named in the model's config)."""
-    import tensorflow as tf
-
-    from odpipe.tflite import calibration_files, quantization_of, write_tflite
+    from odpipe.tflite import calibration_files, quantization_of
 
     quantization = quantization_of(tflite)
     if quantization == "int8" and calibration_images < 1:
         raise UserError(f"--calibration-images {calibration_images}: must be at least 1")
 
-    from odpipe.label_map import format_label_map, num_classes, read_label_map
-    from odpipe.train import config_to_yaml, load_config
+    from odpipe.label_map import read_label_map
+    from odpipe.train import load_config
 
     model_dir = str(model_dir).rstrip("/")
     export_dir = str(export_dir).rstrip("/")
@@ -186,6 +188,27 @@ def export_model(model_dir: str, export_dir: str, checkpoint: str = "best", tfli
     prefix, chosen = resolve_export_checkpoint(model_dir, checkpoint)
     if quantization == "int8":
         calibration_files(calibration_records, config)  # fail before the slow SavedModel export
+    staging = _staging_dir(export_dir)  # a bad -o fails here, before the slow export
+    try:
+        summary = _write_export(config, prefix, model_dir, label_map, staging, export_dir, quantization,
+                                calibration_records, calibration_images)
+        summary["checkpoint_choice"] = chosen
+        storage.write_text(f"{staging}/{COMPLETION_FILE}", json.dumps(summary, indent=2))  # written last
+        _swap_in(staging, export_dir)
+    finally:
+        storage.remove_tree(staging)
+    return summary
+
+
+def _write_export(config, prefix: str, model_dir: str, label_map: dict, staging: str, export_dir: str, quantization,
+                  calibration_records, calibration_images: int) -> dict:
+    """SavedModel, label map, config (+ model.tflite) into `staging`; the summary names `export_dir`."""
+    import tensorflow as tf
+
+    from odpipe.label_map import format_label_map, num_classes
+    from odpipe.tflite import write_tflite
+    from odpipe.train import config_to_yaml
+
     try:
         detector = ServingModel(config, prefix)
     except (AssertionError, ValueError, tf.errors.OpError) as err:
@@ -193,28 +216,23 @@ def export_model(model_dir: str, export_dir: str, checkpoint: str = "best", tfli
             f"{prefix}: checkpoint does not match the model in {model_dir}/config.yaml "
             f"({first_line(err, 160)}); pick a checkpoint of this model dir"
         ) from None
-    step = _checkpoint_step(prefix)
     module = _module(detector)
-    saved_model = f"{export_dir}/saved_model"
     signatures = {
         SIGNATURE_BYTES: module.serve_bytes.get_concrete_function(),
         SIGNATURE_TENSOR: module.serve_images.get_concrete_function(),
     }
-    tf.saved_model.save(module, saved_model, signatures=signatures)
+    tf.saved_model.save(module, f"{staging}/saved_model", signatures=signatures)
     config_text = config_to_yaml(config)
     label_text = format_label_map(label_map)
-    for folder in (export_dir, f"{saved_model}/assets"):
-        tf.io.gfile.makedirs(folder)
-        with tf.io.gfile.GFile(f"{folder}/label_map.pbtxt", "w") as f:
-            f.write(label_text)
-        with tf.io.gfile.GFile(f"{folder}/config.yaml", "w") as f:
-            f.write(config_text)
+    for folder in (staging, f"{staging}/saved_model/assets"):
+        storage.write_text(f"{folder}/label_map.pbtxt", label_text)
+        storage.write_text(f"{folder}/config.yaml", config_text)
     summary = {
         "export_dir": export_dir,
-        "saved_model": saved_model,
+        "saved_model": f"{export_dir}/saved_model",
         "checkpoint": prefix,
-        "checkpoint_choice": chosen,
-        "step": step,
+        "checkpoint_choice": None,
+        "step": _checkpoint_step(prefix),
         "signatures": [SIGNATURE_BYTES, SIGNATURE_TENSOR],
         "image_size": detector.image_size,
         "num_classes": num_classes(label_map),
@@ -223,13 +241,72 @@ def export_model(model_dir: str, export_dir: str, checkpoint: str = "best", tfli
         "tflite": None,
     }
     if quantization:
-        summary["tflite"] = write_tflite(
-            detector, f"{export_dir}/model.tflite", quantization, label_map,
-            calibration_records=calibration_records, calibration_images_max=calibration_images,
-        )
-    with tf.io.gfile.GFile(f"{export_dir}/export.json", "w") as f:
-        json.dump(summary, f, indent=2)
+        lite = write_tflite(detector, f"{staging}/{TFLITE_FILE}", quantization, label_map,
+                            calibration_records=calibration_records, calibration_images_max=calibration_images)
+        summary["tflite"] = dict(lite, path=f"{export_dir}/{TFLITE_FILE}")
     return summary
+
+
+# -- one complete export or none: written aside, swapped in, export.json last --------------------
+
+
+def _staging_dir(export_dir: str) -> str:
+    """A new, writable sibling folder of `export_dir` to write the export into (OSError/UserError
+    for an -o that cannot become an export folder)."""
+    if storage.is_remote(export_dir):
+        if storage.is_file(export_dir):
+            raise UserError(f"{export_dir}: is a file; give -o a folder for the export")
+    elif os.path.lexists(export_dir) and not os.path.isdir(export_dir):
+        raise UserError(f"{export_dir}: is a file; give -o a folder for the export (or move that file)")
+    existing = storage.list_files(export_dir) if storage.is_dir(export_dir) else []
+    if existing and not any(f == COMPLETION_FILE or f.startswith("saved_model/") for f in existing):
+        raise UserError(f"{export_dir}: holds files that are not an odpipe export ({existing[0]}, ...); "
+                        "give -o a new or empty folder (an export replaces the whole folder)")
+    parent, name = storage.split(export_dir)
+    staging = storage.join(parent, f".{name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    storage.make_writable_dir(staging)
+    return staging
+
+
+def _swap_in(staging: str, export_dir: str) -> None:
+    """Replace `export_dir` by the complete export in `staging`. Locally two renames (the old folder
+    is moved aside, then deleted); on a bucket the old objects are deleted and the new ones copied,
+    export.json last, so a reader never sees export.json beside files of another export."""
+    if storage.is_remote(export_dir):
+        storage.remove_tree(export_dir)
+        files = [f for f in storage.list_files(staging) if f != COMPLETION_FILE]
+        storage.copy_tree(staging, export_dir, files)
+        storage.copy_tree(staging, export_dir, [COMPLETION_FILE])
+        return
+    old = None
+    if os.path.isdir(export_dir):
+        old = f"{staging}.old"
+        os.rename(export_dir, old)
+    try:
+        os.rename(staging, export_dir)
+    except OSError:
+        if old:
+            os.rename(old, export_dir)  # put the previous export back
+        raise
+    if old:
+        storage.remove_tree(old)
+
+
+def check_export(folder: str, shown: str | None = None) -> None:
+    """UserError unless `folder` (local or gs://) holds a complete export: its export.json is written
+    last, so an interrupted or failed `odpipe export` leaves a folder without it. Call it before
+    evaluating, serving or publishing an export folder. `shown`: the name the user gave (e.g. the
+    gs:// URI of a local copy)."""
+    folder = str(folder).rstrip("/")
+    shown = str(shown or folder).rstrip("/")
+    if storage.exists(f"{folder}/{COMPLETION_FILE}"):
+        return
+    if not storage.is_dir(folder):
+        raise UserError(f"{shown}: no such export folder; point at the folder written by `odpipe export -o`")
+    raise UserError(
+        f"{shown}: not a complete export (no {COMPLETION_FILE}: an interrupted or failed `odpipe export`, "
+        f"or an older one); export again with `odpipe export --model-dir MODEL_DIR -o {shown}`"
+    )
 
 
 def _checkpoint_step(prefix: str) -> int | None:

@@ -15,6 +15,11 @@ pool behind it. Outputs:
                                   predictions can be corrected in labelImg and fed back to
                                   `odpipe csv --images-dir <input folder>` as new training data
 
+Each image goes through the records stage's check first (`odpipe.records.images.prepare_image`,
+structure walk), so predict reads what `odpipe tfrecord` writes: a JPEG that only lacks its end is
+repaired, TIFF/BMP/CMYK JPEG... converted (the prediction says so under "image"), a corrupt one is
+listed under "unreadable" with the records stage's reason.
+
 <name> keeps the image's path relative to the folder it was found in (files named directly or by
 a glob: the base name); a clash gets a `_1`, `_2` suffix. An image that cannot be read is counted
 and listed under "unreadable", never a crash; no input matching at all is a UserError.
@@ -33,8 +38,10 @@ from collections import Counter
 
 from odpipe import storage
 from odpipe.annotations import IMAGE_EXTENSIONS
+from odpipe.detector import image_info
 from odpipe.errors import UserError, first_line
 from odpipe.progress import progress_bar
+from odpipe.records.images import Rejected, prepare_image
 
 PALETTE = [
     (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
@@ -200,6 +207,22 @@ def _write_outputs(output_dir, path, name, data, width, height, depth, detection
     return dropped
 
 
+def _prepare(data: bytes):
+    """(bytes for the model, (width, height, depth), what was done or None) for one read image, by
+    the records stage's rule (`odpipe.records.images.prepare_image`, structure walk): a JPEG that only
+    lacks its end is repaired, TIFF/BMP/CMYK... converted; or (None, reason) for an image it rejects."""
+    info = image_info(data)
+    if info is None:
+        return None, "not an image (unknown format or corrupt header)"
+    try:
+        prepared = prepare_image(data, verify="structure")
+    except Rejected as err:
+        return None, str(err)
+    note = f"repaired: {prepared.repaired}" if prepared.repaired else (
+        f"converted: {prepared.conversion}" if prepared.conversion else None)
+    return prepared.data, info, note
+
+
 def predict(
     model,
     inputs,
@@ -215,7 +238,7 @@ def predict(
 
     Returns the summary: {"images", "detections", "classes", "unreadable": [{file, reason}],
     "voc_boxes_dropped", "predictions"}."""
-    from odpipe.detector import Detector, image_info
+    from odpipe.detector import Detector
 
     if not 0.0 <= threshold <= 1.0:
         raise UserError(f"--threshold {threshold}: must be between 0 and 1")
@@ -238,15 +261,13 @@ def predict(
             start += len(batch)
             good = []
             for (path, name), (data, err) in zip(batch_items, batch):
-                info = None if err else image_info(data)
-                if err:
-                    unreadable.append({"file": path, "reason": err})
-                elif info is None:
-                    unreadable.append({"file": path, "reason": "not an image (unknown format or corrupt header)"})
+                item = (None, err) if err else _prepare(data)
+                if item[0] is None:
+                    unreadable.append({"file": path, "reason": item[1]})
                 else:
-                    good.append((path, name, data, info))
+                    good.append((path, name, *item))
             results = detector.detect_bytes([g[2] for g in good])
-            for (path, name, data, (width, height, depth)), raw in zip(good, results):
+            for (path, name, data, (width, height, depth), note), raw in zip(good, results):
                 if isinstance(raw, str):
                     unreadable.append({"file": path, "reason": f"the model cannot decode it: {raw}"})
                     continue
@@ -254,7 +275,7 @@ def predict(
                 classes.update(d.name for d in dets)
                 records.append({
                     "filename": path, "output": name, "width": width, "height": height,
-                    "detections": [d.as_dict() for d in dets],
+                    "detections": [d.as_dict() for d in dets], **({"image": note} if note else {}),
                 })
                 if pool is not None:
                     pending.append(pool.submit(_write_outputs, output_dir, path, name, data, width, height, depth, dets, voc, draw))
@@ -276,6 +297,7 @@ def predict(
         "detections": sum(len(r["detections"]) for r in records),
         "classes": dict(sorted(classes.items())),
         "unreadable": unreadable,
+        "prepared": [{"file": r["filename"], "image": r["image"]} for r in records if "image" in r],
         "voc_boxes_dropped": voc_dropped,
         "predictions": storage.join(output_dir, "predictions.json"),
     }
@@ -312,6 +334,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {item['file']}: {item['reason']}")
         if len(summary["unreadable"]) > 20:
             print(f"  ... and {len(summary['unreadable']) - 20} more (see predictions.json)")
+    if summary["prepared"]:
+        print(f"{len(summary['prepared'])} image(s) repaired or converted for the model, as `odpipe tfrecord` "
+              f"would (first: {summary['prepared'][0]['file']}: {summary['prepared'][0]['image']})")
     if summary["voc_boxes_dropped"]:
         print(f"{summary['voc_boxes_dropped']} detection(s) under one pixel were left out of the VOC files")
     print(f"wrote {summary['predictions']}")

@@ -32,6 +32,7 @@ import numpy as np
 
 from odpipe import __version__, storage
 from odpipe.errors import UserError, first_line
+from odpipe.quiet import native_noise_filtered
 
 QUANTIZATIONS = ("float", "fp16", "int8")
 SIGNATURE_TFLITE = "serving_default"  # the one signature of model.tflite
@@ -250,10 +251,12 @@ def write_tflite(serving, path: str, quantization: str, label_map: dict[int, str
         files = calibration_files(calibration_records, serving.config)
         calibration, files_read, skipped = calibration_images(files, calibration_images_max, size)
     try:
-        data = convert(serving, quantization, calibration)
+        with native_noise_filtered():
+            data = convert(serving, quantization, calibration)
     except (ValueError, RuntimeError) as err:  # the converter's errors
         raise UserError(f"{path}: TFLite {quantization} conversion failed ({first_line(err, 200)})") from None
-    interpreter = tf.lite.Interpreter(model_content=data)
+    with native_noise_filtered():
+        interpreter = tf.lite.Interpreter(model_content=data)
     runner_outputs = interpreter.get_signature_runner(SIGNATURE_TFLITE).get_output_details()
     # The converter orders the outputs its own way; on-device detectors read them as boxes,
     # classes, scores, count (TFLite_Detection_PostProcess's order), so they are put in that order.
@@ -300,9 +303,11 @@ class LiteModel:
         import tensorflow as tf
 
         self.where = where
+        self._first_run = True
         try:
-            self.interpreter = tf.lite.Interpreter(model_content=data, num_threads=max(1, os.cpu_count() or 1))
-            self.runner = self.interpreter.get_signature_runner(SIGNATURE_TFLITE)
+            with native_noise_filtered():
+                self.interpreter = tf.lite.Interpreter(model_content=data, num_threads=max(1, os.cpu_count() or 1))
+                self.runner = self.interpreter.get_signature_runner(SIGNATURE_TFLITE)
         except (ValueError, RuntimeError) as err:
             raise UserError(f"{where}: not a TFLite model odpipe can run ({first_line(err)}); "
                             "export it with `odpipe export --tflite`") from None
@@ -331,7 +336,12 @@ class LiteModel:
                 info = np.iinfo(self.dtype)
                 pixels = np.clip(np.round(pixels / scale_q + zero), info.min, info.max)
             pixels = pixels.astype(self.dtype)
-        out = self.runner(**{INPUT_NAME: pixels})
+        if self._first_run:  # the interpreter announces its delegate on the first run
+            with native_noise_filtered():
+                out = self.runner(**{INPUT_NAME: pixels})
+            self._first_run = False
+        else:
+            out = self.runner(**{INPUT_NAME: pixels})
         boxes = np.asarray(out["detection_boxes"], np.float32)  # normalised to the S x S input
         factor = self.size / float(scale)
         boxes = boxes * factor / np.array([height, width, height, width], np.float32)

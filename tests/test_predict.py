@@ -133,13 +133,13 @@ def test_predict_end_to_end(predicted, predict_inputs):
     out, summary = predicted
     doc = json.loads((out / "predictions.json").read_text())
     bad = {os.path.basename(u["file"]) for u in summary["unreadable"]}
-    assert bad == {"empty.jpg", "text.jpg", "truncated.jpg"}  # counted and reported, not a crash
-    reasons = {os.path.basename(u["file"]): u["reason"] for u in summary["unreadable"]}
-    assert "model cannot decode" in reasons["truncated.jpg"] and "JPEG" in reasons["truncated.jpg"]
-    # the truncated JPEG failed its batch; the batch's other images were still predicted
-    assert doc["images_found"] == 11 and summary["images"] == 8
+    assert bad == {"empty.jpg", "text.jpg"}  # counted and reported, not a crash
+    # the records stage's rule: the truncated JPEG is repaired and the TIFF converted, each noted
+    assert doc["images_found"] == 11 and summary["images"] == 9
     by_name = {p["output"]: p for p in doc["predictions"]}
-    assert {"UPPER", "gray", "sub/rgb", "scan"} <= set(by_name)
+    assert {"UPPER", "gray", "sub/rgb", "scan", "truncated"} <= set(by_name)
+    assert by_name["truncated"]["image"].startswith("repaired: truncated JPEG")
+    assert by_name["scan"]["image"].startswith("converted: tiff_") and "image" not in by_name["UPPER"]
     with Image.open(predict_inputs / "UPPER.JPG") as im:
         assert (by_name["UPPER"]["width"], by_name["UPPER"]["height"]) == im.size
     total = 0

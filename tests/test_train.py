@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -62,8 +63,11 @@ def test_build_config_preset_defaults_and_schedule():
     preset = PRESETS["retinanet-mobilenetv2"]
     assert config.task.model.backbone.type == "mobilenet"
     assert config.task.model.input_size == [preset.image_size, preset.image_size, 3]
-    assert config.task.train_data.input_path == "t-*.tfrecord"
-    assert config.task.validation_data.input_path == "e-*.tfrecord"
+    # absolute, so config.yaml names the same records from any folder (int8 calibration reads them)
+    assert config.task.train_data.input_path == os.path.abspath("t-*.tfrecord")
+    assert config.task.validation_data.input_path == os.path.abspath("e-*.tfrecord")
+    assert build_config("a/t-*.tfrecord,gs://b/t-*.tfrecord", "e", LABELS).task.train_data.input_path == (
+        f"{os.path.abspath('a/t-*.tfrecord')},gs://b/t-*.tfrecord")
     assert config.task.train_data.global_batch_size == 4
     assert config.trainer.train_steps == 300
     assert config.trainer.optimizer_config.learning_rate.cosine.decay_steps == 300

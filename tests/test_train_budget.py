@@ -30,6 +30,29 @@ def test_steps_win_over_a_time_budget_and_bad_budgets_are_errors():
     assert positive("--time-budget", 2.5, float) == 2.5
 
 
+def test_budgets_the_measurement_cannot_honour_are_refused_naming_the_smallest():
+    """--time-budget 0.01 trained 64 times longer than asked and 1e17 ended in an int64 traceback."""
+    from odpipe.errors import UserError
+    from odpipe.train.budget import MAX_MINUTES, MIN_MINUTES, check_budget
+
+    for bad in (0.01, 1e17, 0, -3, float("nan"), float("inf"), "ten", True):
+        with pytest.raises(UserError, match=r"--time-budget .*between 1 and 10080 minutes.*smallest budget is 1") as err:
+            check_budget(bad)
+        assert "omit it for the default" not in str(err.value)  # there is no default budget
+    assert check_budget(None) is None
+    assert check_budget(MIN_MINUTES) == 1.0 and check_budget("2.5") == 2.5 and check_budget(MAX_MINUTES) == MAX_MINUTES
+
+
+def test_cli_refuses_a_tiny_budget_before_writing_anything(records, label_map_path, tmp_path, capsys):
+    from odpipe.cli import main
+
+    rc = main(["train", "--train", records["train"], "--eval", records["eval"], "--label-map", str(label_map_path),
+               "--model-dir", str(tmp_path / "m"), "--init-checkpoint", "none", "--time-budget", "0.01"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--time-budget 0.01" in err[0] and "smallest budget is 1" in err[0]
+    assert not (tmp_path / "m").exists()
+
+
 def test_planned_schedule_is_model_gardens_warmup_cosine_for_the_planned_total():
     import numpy as np
     import tensorflow as tf

@@ -13,6 +13,12 @@ counting the evaluations at the interval that step count gets (steps/5, at least
 --eval-interval is given). The schedule is Model Garden's warmup + cosine over a total held in a
 variable (`odpipe.modeling.detection.PlannedWarmupCosine`): set to the planned total, it runs to its
 end at the last step; planned and actual minutes are reported.
+
+Budgets outside [MIN_MINUTES, MAX_MINUTES] are refused before anything runs: under a minute the
+set-up and the measurement alone (model build, compile, 30 steps, one evaluation) take longer than
+the budget on any machine odpipe was measured on, so the run could only overrun it; over a week the
+step count planned from 20 timed steps is an extrapolation nobody should trust (and 1e17 minutes
+overflows the step counter). A run whose measurement still overran its budget says so at the end.
 """
 
 from __future__ import annotations
@@ -20,9 +26,30 @@ from __future__ import annotations
 import math
 import time
 
+from odpipe.errors import UserError
+
 WARMUP_STEPS = 10
 TIMED_STEPS = 20
 MARGIN = 0.03  # of the budget: checkpoint writes and the final save
+MIN_MINUTES = 1.0  # set-up + measurement: 0.6-1 min measured on the 2-core CPU machine (tiny data, 128 px)
+MAX_MINUTES = 7 * 24 * 60.0
+
+
+def check_budget(minutes) -> float | None:
+    """`minutes` as a float when it is a budget the measurement can honour; None stays None."""
+    if minutes is None:
+        return None
+    try:
+        value = float(minutes)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(minutes, bool) or not MIN_MINUTES <= value <= MAX_MINUTES:
+        raise UserError(
+            f"--time-budget {minutes}: must be between {MIN_MINUTES:g} and {MAX_MINUTES:g} minutes "
+            f"(the smallest budget is {MIN_MINUTES:g}: set-up and the step-rate measurement alone take about "
+            "that); for a shorter run give --steps instead"
+        )
+    return value
 
 
 def default_eval_interval(steps: int) -> int:

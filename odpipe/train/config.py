@@ -106,6 +106,13 @@ def _aug_config(aug_type: str | None) -> dict | None:
     raise UserError(f"--aug-type: unknown policy; use one of {', '.join(AUG_TYPES)}")
 
 
+def absolute_patterns(pattern: str) -> str:
+    """Record patterns (Model Garden's comma-joined input_path) with local ones made absolute: the
+    saved config.yaml must name the same files from any working folder (export's int8 calibration,
+    a resume, evaluate reading it later); gs:// URIs stay as they are."""
+    return ",".join(storage.absolute(p) for p in str(pattern).split(",") if p)
+
+
 def positive(flag: str, value, kind=int, allow=()):
     """`value` as `kind` when it is given; None stays None (the default). 0, negatives, NaN: errors."""
     if value is None or value in allow:
@@ -240,7 +247,7 @@ def build_config(
         "init_checkpoint": start["checkpoint"] or "",
         "init_checkpoint_modules": modules.split(",") if "," in modules else modules,
         "train_data": {
-            "input_path": train_pattern,
+            "input_path": absolute_patterns(train_pattern),
             "is_training": True,
             "global_batch_size": batch_size,
             "dtype": data_dtype,
@@ -249,7 +256,7 @@ def build_config(
             "parser": {"aug_rand_hflip": hflip, "aug_scale_min": smin, "aug_scale_max": smax, "max_num_instances": 100},
         },
         "validation_data": {
-            "input_path": eval_pattern,
+            "input_path": absolute_patterns(eval_pattern),
             "is_training": False,
             "global_batch_size": eval_batch_size or min(batch_size, int(base.validation_data.global_batch_size or 8)),
             "dtype": data_dtype,

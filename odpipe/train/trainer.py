@@ -16,7 +16,8 @@ from typing import Any
 from odpipe.errors import UserError, first_line
 from odpipe.label_map import format_label_map, read_label_map
 from odpipe.train import checks
-from odpipe.train.config import BEST_METRIC, BEST_SUBDIR, build_config, positive, save_config, select_runtime
+from odpipe.train.budget import MARGIN, check_budget
+from odpipe.train.config import BEST_METRIC, BEST_SUBDIR, build_config, save_config, select_runtime
 from odpipe.train.presets import DEFAULT_PRESET
 from odpipe.train.progress import EarlyStopping, Progress, library_output, scalar_logs
 
@@ -63,7 +64,7 @@ def train(
     patience = int(options.pop("early_stopping", 0) or 0)
     if patience < 0:
         raise UserError(f"--early-stopping {patience}: must be 0 (off) or a positive number of evaluations")
-    time_budget = positive("--time-budget", options.pop("time_budget", None), float)
+    time_budget = check_budget(options.pop("time_budget", None))
     verbose = bool(options.pop("verbose", False))
     model_dir = str(model_dir).rstrip("/")
     label_map = read_label_map(label_map_path)
@@ -92,8 +93,14 @@ def train(
     if budget is not None:
         plan = result["time_budget"]
         plan["actual_minutes"] = (time.monotonic() - t0) / 60
-        echo(f"time budget {plan['budget_minutes']:g} min: planned {plan['planned_minutes']:.2f} min, "
-             f"took {plan['actual_minutes']:.2f} min ({result['step']} steps, schedule completed)")
+        over = plan["actual_minutes"] > plan["budget_minutes"]
+        echo(f"time budget {plan['budget_minutes']:g} min: " + (
+            f"OVER BUDGET: took {plan['actual_minutes']:.2f} min ({result['step']} steps); set-up and measurement "
+            f"alone took {plan['spent_minutes']:.2f} min here, so the smallest budget on this machine is about "
+            f"{plan['spent_minutes'] / (1 - MARGIN):.1f} min" if over else
+            f"planned {plan['planned_minutes']:.2f} min, took {plan['actual_minutes']:.2f} min "
+            f"({result['step']} steps, schedule completed)"))
+        plan["over_budget"] = over
         _write_json(f"{model_dir}/train_result.json", {k: v for k, v in result.items() if k != "losses"})
     return result
 
