@@ -28,11 +28,12 @@ import uuid
 
 from odpipe import storage
 from odpipe.errors import UserError, first_line
+from odpipe.schema import EXPORT_COMPLETION
 from odpipe.tflite import DEFAULT_CALIBRATION_IMAGES, QUANTIZATIONS, SIGNATURE_TFLITE  # noqa: F401 - re-exported
 
 SIGNATURE_BYTES = "serving_default"
 SIGNATURE_TENSOR = "serving_image_tensor"
-COMPLETION_FILE = "export.json"  # written last: a folder without it is not a (complete) export
+COMPLETION_FILE = EXPORT_COMPLETION  # written last: a folder without it is not a (complete) export
 TFLITE_FILE = "model.tflite"
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")  # read by odpipe.detector
 

@@ -44,13 +44,14 @@ from typing import Any
 
 from odpipe import storage
 from odpipe.errors import UserError, first_line
+from odpipe.schema import EXPORT_COMPLETION
 
 CURRENT = "current.json"
 VERSIONS = "versions"
 ATTEMPTS = "attempts"
 VERSION_FILE = "version.json"
 CLAIM = "claim.json"
-EXPORT_DONE = "export.json"  # the export's completion file (written last by `odpipe export`)
+EXPORT_DONE = EXPORT_COMPLETION  # the export's completion file (written last by `odpipe export`)
 HEADLINE = ("mAP", "mAP@0.5", "mAP@0.75", "recall")
 VERSION_NAME = re.compile(r"[0-9]{4,}")
 CLAIM_TRIES = 50

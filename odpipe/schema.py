@@ -225,6 +225,9 @@ SUMMARY_SUFFIX = ".summary.json"
 SHARD_NAME = re.compile(r"-(\d{5})-of-(\d{5})" + re.escape(SHARD_SUFFIX) + "$")
 
 
+EXPORT_COMPLETION = "export.json"  # an export folder's summary, written last: without it, the export is not complete
+
+
 def shard_path(prefix: str, shard: int, num_shards: int) -> str:
     """PREFIX-SSSSS-of-NNNNN.tfrecord"""
     return f"{prefix}-{shard:05d}-of-{num_shards:05d}{SHARD_SUFFIX}"
