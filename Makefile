@@ -8,7 +8,7 @@ MP_VENV := .venv-mediapipe
 MP_STAMP := $(MP_VENV)/.installed
 DEMO_DIR ?= demo-output
 DEMO_FLAGS ?=
-VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' odpipe/__init__.py)
 # Images: tagged VERSION and VERSION-GITSHA (-dirty when the work tree has uncommitted changes),
 # under REGISTRY/ when REGISTRY is given (then also pushed); `make compile` uses the same tag.
 REGISTRY ?=
@@ -31,6 +31,8 @@ $(STAMP): requirements.txt requirements-dev.txt requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt -c requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
+	@# the KFP front end (launch/, pipelines/, components/) is used from this checkout, not installed
+	$(PY) -c "import os, sysconfig; open(os.path.join(sysconfig.get_paths()['purelib'], 'odpipe-checkout.pth'), 'w').write(os.getcwd() + '\n')"
 	@touch $(STAMP)
 
 # MediaPipe Tasks (the on-device check of model.tflite) pins absl-py 2.x, which the main stack
@@ -61,7 +63,8 @@ demo: setup ## generate sample data and run the whole pipeline locally (DEMO_FLA
 bench: setup ## benchmarks (records, train input, predict); figures go to the README
 	$(PY) -m odpipe.bench
 
-lint: setup ## lint the Dockerfiles
+lint: setup ## lint the Python code (ruff) and the Dockerfiles (hadolint)
+	$(VENV)/bin/ruff check odpipe components pipelines launch tests
 	$(VENV)/bin/hadolint images/*.Dockerfile
 
 compile: setup ## compile the pipeline to pipeline.yaml for the images of `make images` (same REGISTRY)

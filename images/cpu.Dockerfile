@@ -9,7 +9,7 @@
 # Build from the repository root:  docker build -f images/cpu.Dockerfile -t REGISTRY/odpipe:VERSION .
 FROM apache/beam_python3.11_sdk:2.77.0
 
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 LABEL org.opencontainers.image.title="odpipe" \
       org.opencontainers.image.description="odpipe pipeline components (CPU): labelImg annotations to TFRecords, evaluation, export; Dataflow SDK container" \
       org.opencontainers.image.version="${VERSION}" \
@@ -30,8 +30,5 @@ RUN pip install --no-cache-dir -r requirements.txt -c requirements.lock
 # Then the code, without re-resolving dependencies.
 COPY pyproject.toml README.md ./
 COPY odpipe ./odpipe
-COPY components ./components
-COPY pipelines ./pipelines
-COPY launch ./launch
 RUN pip install --no-cache-dir --no-deps . \
-    && python -c "import odpipe, components, pipelines, apache_beam, tensorflow, kfp; print('odpipe', odpipe.__version__)"
+    && python -c "import odpipe, odpipe.tasks, apache_beam, tensorflow, kfp; print('odpipe', odpipe.__version__)"

@@ -5,7 +5,7 @@
 # Build from the repository root:  docker build -f images/gpu.Dockerfile -t REGISTRY/odpipe-gpu:VERSION .
 FROM tensorflow/tensorflow:2.20.0-gpu
 
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 LABEL org.opencontainers.image.title="odpipe-gpu" \
       org.opencontainers.image.description="odpipe trainer component (GPU): TF Model Garden object detection training" \
       org.opencontainers.image.version="${VERSION}" \
@@ -26,8 +26,5 @@ RUN python3 -m pip install --no-cache-dir -r requirements.txt -c requirements.lo
 
 COPY pyproject.toml README.md ./
 COPY odpipe ./odpipe
-COPY components ./components
-COPY pipelines ./pipelines
-COPY launch ./launch
 RUN python3 -m pip install --no-cache-dir --no-deps . \
-    && python3 -c "import odpipe, components, pipelines, official.vision, tensorflow as tf; assert tf.__version__ == '2.20.0', tf.__version__; print('odpipe', odpipe.__version__)"
+    && python3 -c "import odpipe, odpipe.tasks, official.vision, tensorflow as tf; assert tf.__version__ == '2.20.0', tf.__version__; print('odpipe', odpipe.__version__)"

@@ -4,4 +4,4 @@ from odpipe.quiet import quiet_libraries
 
 quiet_libraries()  # before any TensorFlow import: see odpipe/quiet.py
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -42,6 +42,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+FRONT_END = ("launch", "pipelines", "components")  # repository folders, used from a checkout (not installed)
+
+
 def _quiet_tensorflow(argv: list[str]) -> None:
     """Set before TensorFlow is imported: level 3 (odpipe.quiet, set when odpipe is imported) keeps
     its C++ errors such as the cuInit line of a CPU-only machine (not an error there) off stderr;
@@ -91,6 +94,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="odpipe",
         description="labelImg annotations -> records -> train -> evaluate -> export -> predict.",
     )
+    from odpipe import __version__
+
+    parser.add_argument("--version", action="version", version=f"odpipe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.commands = {}  # name -> its sub-parser
     for name, (module_name, help_text) in COMMANDS.items():
@@ -108,7 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_tensorflow(argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
-    parser = build_parser(command)
+    try:
+        parser = build_parser(command)
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] not in FRONT_END:
+            raise
+        print(f"odpipe {command}: error: the pipeline front end ({', '.join(f'{m}/' for m in FRONT_END)}) is "
+              "not installed with the package; run this command from an odpipe repository checkout set up "
+              "with `make setup`", file=sys.stderr)
+        return 2
     args, extra = parser.parse_known_args(argv)
     if extra:  # reported by the command's own parser, so the line names the command
         parser.commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
