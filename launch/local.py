@@ -21,8 +21,8 @@ from typing import Any, Callable
 from launch import docker, spec
 from odpipe import storage
 from odpipe.champion import Champion
-from odpipe.settings import Settings
 from odpipe.errors import UserError, first_line
+from odpipe.settings import Settings
 
 DEFAULT_WORK_DIR = "odpipe-work"
 

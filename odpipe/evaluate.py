@@ -37,17 +37,16 @@ gs://). Decisions, all stated here so the numbers can be trusted:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import itertools
 import json
 import math
-import dataclasses
 
 import numpy as np
 
 from odpipe import storage
 from odpipe.errors import UserError
-from odpipe.progress import progress_bar
 
 # The numbers (pure): odpipe/metrics.py; re-exported here, where they have always been imported from.
 from odpipe.metrics import (  # noqa: E402,F401
@@ -64,7 +63,7 @@ from odpipe.metrics import (  # noqa: E402,F401
     match_image,
     to_label_map_ids,
 )
-
+from odpipe.progress import progress_bar
 
 # -- reading the eval records --------------------------------------------------------------------
 

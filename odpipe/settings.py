@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from odpipe import storage
-from odpipe.model_home import check_writable
 from odpipe.errors import UserError
+from odpipe.model_home import check_writable
 from odpipe.train.config import overrides_kind
 
 KEYWORDS = {"init_checkpoint": ("none", "default")}  # values of path parameters that are not paths

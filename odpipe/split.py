@@ -43,7 +43,8 @@ def _sha256(path: str) -> str:
             f"{path}: image listed in the CSV not found; pass as --images-dir the folder the CSV's filenames are relative to"
         ) from None
     except OSError as err:
-        raise UserError(f"{path}: cannot read the image ({type(err).__name__}: {first_line(err)}); fix its permissions or remove it from the CSV") from None
+        raise UserError(f"{path}: cannot read the image ({type(err).__name__}: {first_line(err)}); "
+                        "fix its permissions or remove it from the CSV") from None
     return digest.hexdigest()
 
 

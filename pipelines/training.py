@@ -1,12 +1,14 @@
 """The training pipeline: wiring only.
 
-fingerprint (never cached) -> [data changed] annotations -> CSV -> split -> data report (checks,
-drift against the model in service's data) and label map (the model in service's ids kept) -> TFRecords (train, eval; Beam) -> train -> export -> evaluate (challenger
+fingerprint (never cached; checks the settings) -> [data changed] annotations -> CSV -> split ->
+data report (checks, drift against the model in service's data) and label map (the model in
+service's ids kept) -> TFRecords (train, eval; Beam) -> train -> export -> evaluate (challenger
 and champion on the same records) -> [blessed] publish (model home version + current.json)
 -> [registry_model] Vertex Model Registry version
 
-`build_pipeline(image, trainer_image)` returns the pipeline with those component images; images
-are chosen there (by `odpipe compile --image ...`), never read from the environment.
+`build_pipeline(image, trainer_image, target=...)` returns the pipeline with those component
+images for a platform; images are chosen there (by `odpipe compile --image ...`), never read from
+the environment.
 """
 
 from typing import List, Optional
@@ -103,7 +105,8 @@ def build_pipeline(
             eval_fraction: Fraction of images held out for evaluation.
             seed: Seed of the train/eval split.
             existing_label_map: Label map whose class ids to keep; empty for the model in service's (or a new one).
-            data_checks: The data report's verdict: "warn" (errors are reported, training goes on) or "fail" (an error in the data stops the run before training).
+            data_checks: The data report's verdict: "warn" (errors are reported, training goes on) or "fail" (an error
+                in the data stops the run before training).
             model: Model preset ("retinanet-mobilenetv2", "retinanet-resnet50fpn") or Model Garden experiment.
             steps: Training steps; 0 for the preset's default.
             batch_size: Global batch size; 0 for the preset's default.
@@ -122,7 +125,8 @@ def build_pipeline(
             beam_runner: Beam runner of the TFRecord stage ("DirectRunner" or "DataflowRunner").
             beam_args: Extra Beam options, e.g. ["--project=P", "--region=R", "--temp_location=gs://B/tmp"].
             shards: TFRecord shards per side; 0 to size them from the data.
-            accelerator_type: Trainer accelerator, named as the platform compiled for names it (Vertex AI: an accelerator type; Kubeflow: a Kubernetes GPU resource); the default is that platform's.
+            accelerator_type: Trainer accelerator, named as the platform compiled for names it (Vertex AI: an
+                accelerator type; Kubeflow: a Kubernetes GPU resource); the default is that platform's.
             accelerator_count: Number of trainer accelerators.
         """
         plan = ops.fingerprint(

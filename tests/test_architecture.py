@@ -96,9 +96,9 @@ def test_the_import_graph_has_no_cycle():
 
 def test_no_private_library_names():
     found = []
-    for module, path in MODULES.items():
+    for path in MODULES.values():
         for name, names, line in _imports(path):
-            if not name.split(".")[0] in LIBRARIES:
+            if name.split(".")[0] not in LIBRARIES:
                 continue
             private = [p for p in name.split(".") if p.startswith("_")] + [n for n in names if n.startswith("_")]
             if private:

@@ -4,8 +4,8 @@ and the whole stage on the real exported model (export_dir fixture)."""
 from __future__ import annotations
 
 import io
-import os
 import json
+import os
 
 import numpy as np
 import pytest

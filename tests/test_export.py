@@ -159,10 +159,9 @@ def test_tflite_detections_do_not_depend_on_threads(export_dir, sample_image):
 
 def test_int8_is_full_integer_and_small(int8_export_dir, export_dir):
     import tensorflow as tf
+    from fixture_model import INT8_CALIBRATION_IMAGES
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
-
-    from fixture_model import INT8_CALIBRATION_IMAGES
 
     path = int8_export_dir / "model.tflite"
     model = flatbuffer_utils.read_model(str(path))

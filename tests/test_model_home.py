@@ -91,7 +91,7 @@ def test_a_publish_killed_before_current_json_leaves_the_home_valid(tmp_path, mo
     while True:
         calls = {"n": 0}
 
-        def counted(real):
+        def counted(real, calls=calls, operations=operations):
             def wrapper(*args, **kwargs):
                 calls["n"] += 1
                 if calls["n"] > operations:

@@ -10,11 +10,11 @@ import subprocess
 import sys
 
 import pytest
+from test_model_home import _data, fake_export
 
 from odpipe import fingerprint, model_home, storage
 from odpipe.cli import main
 from odpipe.errors import UserError
-from test_model_home import _data, fake_export
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)

@@ -11,8 +11,8 @@ import os
 
 import pytest
 import yaml
-from kfp import components as kfp_components
 from kfp import compiler
+from kfp import components as kfp_components
 
 from pipelines import training
 

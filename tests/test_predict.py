@@ -89,7 +89,7 @@ def test_voc_files_read_back_by_xml_to_csv(tmp_path):
         assert drawn.size == (64, 48)
     xml = (out / "annotations" / "nested" / "gray.xml").read_text()
     assert "<depth>1</depth>" in xml and "<filename>nested/gray.png</filename>" in xml
-    report = xml_to_csv(str(out / "annotations"), str(tmp_path / "labels.csv"), images_dir=str(images), strict=True)
+    xml_to_csv(str(out / "annotations"), str(tmp_path / "labels.csv"), images_dir=str(images), strict=True)
     frame = read_labels_csv(str(tmp_path / "labels.csv"))
     rows = sorted(
         (r["filename"], r["width"], r["height"], r["class"], r["xmin"], r["ymin"], r["xmax"], r["ymax"])

@@ -76,6 +76,6 @@ def test_python_filters_are_set_on_import():
         from odpipe.quiet import quiet_libraries
 
         quiet_libraries()
-        warnings.warn("Input dict contained keys ['6'] which did not match any model input.", UserWarning)
-        warnings.warn("something else", UserWarning)
+        warnings.warn("Input dict contained keys ['6'] which did not match any model input.", UserWarning, stacklevel=1)
+        warnings.warn("something else", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["something else"]

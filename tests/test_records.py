@@ -244,7 +244,7 @@ def test_boxes_normalised_and_clipped(mixed):
         feats = tf.train.Example.FromString(raw).features.feature
         if feats["image/filename"].bytes_list.value[0] != b"rgb.jpg":
             continue
-        f = lambda k: list(feats[f"image/object/{k}"].float_list.value)  # noqa: E731
+        f = lambda k, feats=feats: list(feats[f"image/object/{k}"].float_list.value)  # noqa: E731
         boxes = sorted(zip(f("bbox/xmin"), f("bbox/ymin"), f("bbox/xmax"), f("bbox/ymax")))
         assert len(boxes) == 3
         assert boxes[0] == pytest.approx((0.0, 0.0, 1.0, 1.0))
@@ -368,7 +368,8 @@ def test_gcs_in_and_out(tmp_path, gcs_bucket):
     from odpipe import storage
     from odpipe.inspect_records import inspect_records
 
-    rows = pick(write_images(tmp_path / "images"), "rgb.jpg", "gray.jpg", "prog.JPG", "plain.png") + [["missing.jpg", 10, 10, "cat", 1, 1, 5, 5, 0, 0]]
+    rows = pick(write_images(tmp_path / "images"), "rgb.jpg", "gray.jpg", "prog.JPG", "plain.png")
+    rows += [["missing.jpg", 10, 10, "cat", 1, 1, 5, 5, 0, 0]]
     (tmp_path / "data").mkdir()
     write_csv(tmp_path / "data" / "l.csv", rows)
     write_map(tmp_path / "data" / "m.pbtxt", ["cat", "dog"])

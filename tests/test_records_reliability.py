@@ -211,7 +211,7 @@ def test_os_errors_are_one_line(data, tmp_path, capsys, monkeypatch):
         calls = {"n": 0}
         real = tfrecord.RecordWriter.write
 
-        def write(self, record, _code=code, _text=text):
+        def write(self, record, _code=code, _text=text, calls=calls, real=real):
             calls["n"] += 1
             if calls["n"] == 2:
                 raise OSError(_code, _text)

@@ -38,9 +38,8 @@ def test_write_read_glob_rename_delete(base):
 
 def test_labels_csv_and_label_map_from_bucket(gcs_bucket):
     from odpipe.annotations import read_labels_csv
-    from odpipe.label_map import read_label_map
-
     from odpipe.errors import UserError
+    from odpipe.label_map import read_label_map
 
     uri = f"{gcs_bucket}/storage-test/labels.csv"
     storage.write_text(uri, "filename,width,height,class,xmin,ymin,xmax,ymax\na.jpg,10,10,NA,1,1,5,5\n")

@@ -146,9 +146,9 @@ def _make_chunk(args) -> list[list]:
 
 def generate(workdir: str, images: int, seed: int = 0, kind: str = "photo") -> dict:
     """Sample images + labels.csv + label_map.pbtxt under workdir (reused if the CSV matches)."""
-    from odpipe.schema import CSV_COLUMNS
     from odpipe.label_map import format_label_map
     from odpipe.sample_data import CLASSES
+    from odpipe.schema import CSV_COLUMNS
 
     images_dir = os.path.join(workdir, "images")
     csv_path = os.path.join(workdir, "labels.csv")

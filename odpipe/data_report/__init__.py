@@ -73,12 +73,13 @@ def _scan(images_dir: str, labels, progress: bool) -> dict:
 
 def build_report(labels_csv: str, out_dir: str, splits_dir: str | None = None, images_dir: str | None = None,
                  image_size: int | None = None, model: str = DEFAULT_PRESET, previous_stats: str | None = None,
-                 strict: bool = False, thresholds: Thresholds = Thresholds(), progress: bool = True) -> dict:
+                 strict: bool = False, thresholds: Thresholds | None = None, progress: bool = True) -> dict:
     """Write OUT_DIR/data_report.html, data_stats.json and the plots (local or gs://).
 
     Returns {"headline": {...}, "anomalies": [...], "html": path, "stats": path}. With `strict`, a
     UserError (exit code 2) after writing when any check found an error. `previous_stats` is the
     data_stats.json of the data that trained the model in service (drift)."""
+    thresholds = thresholds or Thresholds()
     out_dir = str(out_dir)
     storage.make_writable_dir(out_dir)
     geometry = model_geometry(model, int(image_size) if image_size else None)  # None or 0: the model's

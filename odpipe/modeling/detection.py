@@ -193,8 +193,7 @@ def _cacheable_training_files(task, params, input_context) -> list[str] | None:
 def _cached_retinanet_inputs(task, params, files: list[str], input_context=None) -> tf.data.Dataset:
     """Model Garden's RetinaNet training input (same decoder, parser, shuffle, batch, prefetch),
     with the decoded examples cached in memory ahead of the shuffle and the augmenting parser."""
-    from official.vision.dataloaders import input_reader
-    from official.vision.dataloaders import input_reader_factory, retinanet_input, tf_example_decoder  # noqa: I001
+    from official.vision.dataloaders import input_reader, input_reader_factory, retinanet_input, tf_example_decoder  # noqa: I001
 
     decoder_cfg = params.decoder.get()
     decoder = tf_example_decoder.TfExampleDecoder(

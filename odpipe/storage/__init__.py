@@ -334,6 +334,6 @@ def replace(source: str, destination: str) -> None:
 
 
 # The one folder walker lives beside this module (odpipe/storage/walker.py); it is part of this API.
-from odpipe.storage.walker import Walk, filter_listing, find, walk  # noqa: E402
 # Exclusive create, listings with checksums, stale temporary files: odpipe/storage/objects.py.
-from odpipe.storage.objects import create_exclusive, remove_stale_temps, stat_checksums  # noqa: E402
+from odpipe.storage.objects import create_exclusive, remove_stale_temps, stat_checksums  # noqa: E402, F401
+from odpipe.storage.walker import Walk, filter_listing, find, walk  # noqa: E402, F401
