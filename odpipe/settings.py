@@ -24,6 +24,7 @@ from typing import Any
 from odpipe import storage
 from odpipe.errors import UserError
 from odpipe.model_home import check_writable
+from odpipe.train.budget import check_budget
 from odpipe.train.config import overrides_kind
 
 KEYWORDS = {"init_checkpoint": ("none", "default")}  # values of path parameters that are not paths
@@ -83,7 +84,8 @@ class Settings:
         _between("eval_fraction", self.eval_fraction, 0, 1, closed=False)
         _between("min_map", self.min_map, 0, 1)
         _between("margin", self.margin, 0, 1)
-        _between("time_budget", self.time_budget, 0, 7 * 24 * 60)
+        if self.time_budget:  # 0: no budget (the pipeline's default); else what the measurement can honour
+            check_budget(self.time_budget)
         if self.data_checks not in ("warn", "fail"):
             raise UserError(f"--data-checks {self.data_checks}: use warn (report and go on) or fail (stop before training)")
         if self.tflite not in TFLITE_KINDS:

@@ -86,7 +86,8 @@ def test_after_a_rollback_the_data_is_not_called_new(tmp_path):
     (dict(eval_fraction=1.0), r"--eval-fraction 1.0: must be a number in \(0, 1\)"),
     (dict(min_map=2), r"--min-map 2: must be a number in \[0, 1\]"),
     (dict(margin=-0.5), r"--margin -0.5: must be a number in \[0, 1\]"),
-    (dict(time_budget=-3), "--time-budget -3: must be a number in"),
+    (dict(time_budget=-3), "--time-budget -3: must be between 1 and 10080 minutes"),
+    (dict(time_budget=0.01), "--time-budget 0.01: must be between 1 and 10080 minutes"),
     (dict(tflite="int4"), "--tflite int4: unknown kind; use one of int8, fp16, float, none"),
     (dict(image_size=300), "--image-size 300: must be a multiple of 32 .e.g. 288."),
 ])
