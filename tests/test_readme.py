@@ -73,7 +73,8 @@ def test_the_stage_commands_and_the_local_pipeline_run_as_written(tmp_path):
     for name in ("stages", "local-pipeline"):
         for command in sized(name, found[name]):
             outputs[command] = shell(command, str(tmp_path))
-    for path in ("work/labels.csv", "work/label_map.pbtxt", "work/export/saved_model/saved_model.pb",
+    for path in ("work/labels.csv", "work/label_map.pbtxt", "work/data-report/data_report.html",
+                 "work/data-report/data_stats.json", "work/export/saved_model/saved_model.pb",
                  "work/export/model.tflite", "work/report/report.html", "work/predictions/predictions.json",
                  "models/current.json", "models/versions/0001/export/saved_model/saved_model.pb"):
         assert (tmp_path / path).is_file(), path
@@ -81,7 +82,7 @@ def test_the_stage_commands_and_the_local_pipeline_run_as_written(tmp_path):
     listing = next(out for command, out in outputs.items() if command.startswith("odpipe models list"))
     assert "* 0001" in listing
     run = next(out for command, out in outputs.items() if command.startswith("odpipe run"))
-    assert "published: version 0001" in run and "report:" in run
+    assert "published: version 0001" in run and "report:" in run and "data report:" in run
 
 
 @pytest.mark.slow
