@@ -29,12 +29,14 @@ import json
 import os
 import posixpath
 import sys
+import threading
 from collections import Counter
 
 from odpipe import storage
 from odpipe.annotations import IMAGE_EXTENSIONS
 from odpipe.errors import UserError, first_line
 from odpipe.progress import progress_bar
+from odpipe.records.cli import _BEAM_FLAGS
 
 PALETTE = [
     (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
@@ -181,6 +183,25 @@ def voc_objects(detections, width: int, height: int) -> tuple[list, int]:
     return objects, dropped
 
 
+def write_atomic(path: str, text: str) -> None:
+    """Write a text file that a reader (labelImg, a re-run, a retried Beam bundle) sees whole or not
+    at all: locally a temporary file beside it renamed over it; a Cloud Storage object appears
+    whole on upload. (Unlike storage.replace_text it does not list the folder: cheap for 100k files.)"""
+    if storage.is_remote(path):
+        storage.write_text(path, text)
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        with open(temp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
 def _write_outputs(output_dir, path, name, data, width, height, depth, detections, voc, draw) -> int:
     """Drawn image and VOC XML for one image; returns the count of boxes too small for VOC."""
     dropped = 0
@@ -196,7 +217,7 @@ def _write_outputs(output_dir, path, name, data, width, height, depth, detection
         filename = name.rsplit("/", 1)[0] + "/" + base if "/" in name else base
         folder = "" if parent == "." else storage.basename(parent)
         xml = voc_xml(filename, folder, path, width, height, depth, objects)
-        storage.write_text(storage.join(output_dir, "annotations", *f"{name}.xml".split("/")), xml)
+        write_atomic(storage.join(output_dir, "annotations", *f"{name}.xml".split("/")), xml)
     return dropped
 
 
@@ -226,7 +247,6 @@ def predict(
     detector = model if isinstance(model, Detector) else Detector(model)
     records: list[dict] = []
     unreadable: list[dict] = []
-    classes: Counter = Counter()
     pending: list[concurrent.futures.Future] = []
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2) if (draw or voc) else None
     bar = progress_bar(len(items), "predict", "img", progress)
@@ -251,7 +271,6 @@ def predict(
                     unreadable.append({"file": path, "reason": f"the model cannot decode it: {raw}"})
                     continue
                 dets = detector.to_detections(raw, width, height, threshold)
-                classes.update(d.name for d in dets)
                 records.append({
                     "filename": path, "output": name, "width": width, "height": height,
                     "detections": [d.as_dict() for d in dets],
@@ -269,8 +288,17 @@ def predict(
         if detector is not model:
             detector.close()
     voc_dropped = sum(f.result() for f in pending)
+    return write_predictions(output_dir, str(getattr(detector, "export_dir", model)), threshold, voc, len(items),
+                             records, unreadable, voc_dropped)
+
+
+def write_predictions(output_dir: str, model: str, threshold: float, voc: bool, images_found: int,
+                      records: list[dict], unreadable: list[dict], voc_dropped: int) -> dict:
+    """Write OUTDIR/predictions.json (atomically: a reader sees the whole file or none) and return
+    the summary; shared by the in-process and the Beam run (odpipe.predict_beam)."""
+    classes = Counter(d["class"] for r in records for d in r["detections"])
     summary = {
-        "model": str(getattr(detector, "export_dir", model)),
+        "model": model,
         "threshold": threshold,
         "images": len(records),
         "detections": sum(len(r["detections"]) for r in records),
@@ -280,12 +308,12 @@ def predict(
         "predictions": storage.join(output_dir, "predictions.json"),
     }
     doc = {k: summary[k] for k in ("model", "threshold", "images", "detections", "classes")}
-    doc["images_found"] = len(items)
+    doc["images_found"] = images_found
     doc["unreadable"] = unreadable
     if voc:
         doc["voc_boxes_dropped"] = voc_dropped
     doc["predictions"] = records
-    storage.write_text(summary["predictions"], json.dumps(doc, indent=1) + "\n")
+    storage.replace_text(summary["predictions"], json.dumps(doc, indent=1) + "\n")
     return summary
 
 
@@ -297,13 +325,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--voc", action="store_true", help="also write one labelImg (Pascal VOC) XML per image")
     parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
     parser.add_argument("--no-draw", action="store_true", help="do not write drawn images")
+    parser.add_argument("--runner", choices=("DirectRunner", "DataflowRunner"),
+                        help="run as an Apache Beam job (RunInference) on this runner instead of in this process; "
+                             "DataflowRunner needs gs:// inputs and -o and the Beam options below")
+    beam_group = parser.add_argument_group(
+        "Beam options (with --runner)", "passed to Beam as --NAME=VALUE; any other Beam flag goes after --beam-options")
+    for name in _BEAM_FLAGS:
+        beam_group.add_argument(f"--{name}", dest=f"beam_{name}", metavar="VALUE")
+    parser.add_argument("--beam-options", dest="beam_args", nargs=argparse.REMAINDER, default=[], metavar="FLAG",
+                        help="every argument after this goes to Beam as is")
+
+
+def _run_beam(args: argparse.Namespace) -> dict:
+    import logging
+
+    from odpipe.predict_beam import predict_beam
+
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    beam_args = [f"--{n}={getattr(args, f'beam_{n}')}" for n in _BEAM_FLAGS if getattr(args, f"beam_{n}", None)]
+    return predict_beam(args.model, args.inputs, args.output, threshold=args.threshold, voc=args.voc,
+                        batch_size=args.batch_size, draw=not args.no_draw, runner=args.runner,
+                        beam_args=beam_args + list(args.beam_args or []))
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = predict(
-        args.model, args.inputs, args.output, threshold=args.threshold, voc=args.voc,
-        batch_size=args.batch_size, draw=not args.no_draw,
-    )
+    beam_given = [n for n in vars(args) if n.startswith("beam_") and n != "beam_args" and getattr(args, n)]
+    if (beam_given or args.beam_args) and not args.runner:
+        raise UserError("Beam options need --runner DirectRunner or --runner DataflowRunner")
+    if args.runner:
+        summary = _run_beam(args)
+    else:
+        summary = predict(
+            args.model, args.inputs, args.output, threshold=args.threshold, voc=args.voc,
+            batch_size=args.batch_size, draw=not args.no_draw,
+        )
     classes = ", ".join(f"{k}={v}" for k, v in summary["classes"].items()) or "none"
     print(f"predicted {summary['images']} images: {summary['detections']} detections >= {summary['threshold']} ({classes})")
     if summary["unreadable"]:

@@ -1,0 +1,75 @@
+"""odpipe predict --runner: batch prediction through Beam's RunInference (DirectRunner) gives the
+in-process predict's results on the same images: predictions.json, labelImg XML, unreadable list."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from PIL import Image
+
+from odpipe.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def beam_inputs(sample_dir, tmp_path_factory):
+    """A few sample images (one in a subfolder, one grayscale, one TIFF), plus an empty file, a text
+    file named .jpg and a truncated JPEG."""
+    root = tmp_path_factory.mktemp("beam_in")
+    names = sorted(os.listdir(sample_dir / "images"))[:5]
+    for name in names[:3]:
+        shutil.copy(sample_dir / "images" / name, root / name)
+    os.makedirs(root / "sub")
+    shutil.copy(sample_dir / "images" / names[3], root / "sub" / names[3])
+    Image.open(sample_dir / "images" / names[4]).convert("L").save(root / "gray.jpg")
+    Image.open(sample_dir / "images" / names[4]).save(root / "scan.tif")
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "text.jpg").write_text("hello")
+    data = (sample_dir / "images" / names[0]).read_bytes()
+    (root / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    return root
+
+
+def _tree(folder) -> dict:
+    return {os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), "rb").read()
+            for d, _, files in os.walk(folder) for f in files}
+
+
+def test_beam_predict_equals_in_process_predict(export_dir, beam_inputs, tmp_path):
+    from odpipe.predict import predict
+    from odpipe.predict_beam import predict_beam
+
+    local = predict(str(export_dir), [str(beam_inputs)], str(tmp_path / "local"), threshold=0.0, voc=True,
+                    batch_size=4, draw=False, progress=False)
+    beam = predict_beam(str(export_dir), [str(beam_inputs)], str(tmp_path / "beam"), threshold=0.0, voc=True,
+                        batch_size=4, draw=False, runner="DirectRunner")
+    doc_local = json.loads((tmp_path / "local" / "predictions.json").read_text())
+    doc_beam = json.loads((tmp_path / "beam" / "predictions.json").read_text())
+    assert doc_local["detections"] > 0  # a comparison of real boxes
+    by_file = lambda entries: sorted(entries, key=lambda u: u["file"])  # noqa: E731
+    assert by_file(doc_beam.pop("unreadable")) == by_file(doc_local.pop("unreadable"))
+    assert doc_beam == doc_local  # model, threshold, counts, classes, images_found, every record in input order
+    assert {os.path.basename(u["file"]) for u in beam["unreadable"]} == {"empty.jpg", "text.jpg", "truncated.jpg"}
+    assert (beam["images"], beam["detections"]) == (local["images"], local["detections"]) == (6, doc_beam["detections"])
+    xml = _tree(tmp_path / "beam" / "annotations")
+    assert xml == _tree(tmp_path / "local" / "annotations") and len(xml) == 6
+    assert any(name.startswith("sub/") for name in xml)
+    assert not [p for p in _tree(tmp_path / "beam") if p.endswith(".tmp")]  # atomic writes leave no temp files
+
+
+def test_beam_options_need_a_runner_and_dataflow_needs_gcs(export_dir, beam_inputs, tmp_path, capsys):
+    from odpipe.cli import main
+    from odpipe.predict_beam import predict_beam
+
+    assert main(["predict", "--model", str(export_dir), str(beam_inputs), "-o", str(tmp_path / "o"),
+                 "--project", "p"]) == 2
+    assert "Beam options need --runner" in capsys.readouterr().err
+    with pytest.raises(UserError, match="needs --project, --region, --temp_location"):
+        predict_beam(str(export_dir), [str(beam_inputs)], str(tmp_path / "o"), runner="DataflowRunner")
+    with pytest.raises(UserError, match="use a gs:// folder"):
+        predict_beam(str(export_dir), [str(beam_inputs)], str(tmp_path / "o"), runner="DataflowRunner",
+                     beam_args=["--project=p", "--region=r", "--temp_location=gs://b/tmp"])
+    with pytest.raises(UserError, match="no saved_model/"):
+        predict_beam(str(tmp_path), [str(beam_inputs)], str(tmp_path / "o"))
