@@ -234,5 +234,6 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
 def run_compile(args: argparse.Namespace) -> int:
     path = compile_pipeline(args.output, args.image, args.trainer_image, args.trainer_memory, args.trainer_cpu,
                             target=args.target, pipeline_name=args.pipeline_name)
-    print(f"compiled {args.pipeline_name} pipeline for {args.target} -> {path}")
+    kind = "pipeline" if args.pipeline_name == "training" else f"{args.pipeline_name} pipeline"
+    print(f"compiled {kind} for {args.target} -> {path}")
     return 0

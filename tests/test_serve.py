@@ -315,3 +315,13 @@ def test_registry_serves_with_odpipe_serve_unless_a_prebuilt_image():
     ours = registry.serving_container("reg.example/odpipe:5")
     assert ours["serving_container_command"] == ["odpipe", "serve"] and ours["serving_container_ports"] == [8080]
     assert (ours["serving_container_health_route"], ours["serving_container_predict_route"]) == ("/health", "/predict")
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(detector, images):
+    """A small file can hold a huge image (a decompression bomb): its header is checked first."""
+    from odpipe.serve.service import Service
+
+    service = Service(detector, max_pixels=100 * 100)
+    service.load()
+    with pytest.raises(PayloadError, match=r"instances\[0\]: \d+x\d+ pixels is over the server's limit of 10000"):
+        service.predict(predict_body([images[0][1]]))

@@ -24,6 +24,7 @@ import time
 from odpipe.errors import first_line
 
 THRESHOLD_KEY = "threshold"
+MAX_PIXELS = 40_000_000  # per image: a 40 MP photo decodes to 120 MB; a batch of them must fit in memory
 INSTANCE_KEYS = ("b64", "image_bytes", "key")
 
 
@@ -112,8 +113,10 @@ class Service:
     odpipe.detector.Detector. Model calls are serialised: TensorFlow already spreads one call
     over every core, and one batch at a time keeps memory bounded by --max-instances."""
 
-    def __init__(self, model, name: str = "odpipe", threshold: float = 0.5, max_instances: int = 32):
+    def __init__(self, model, name: str = "odpipe", threshold: float = 0.5, max_instances: int = 32,
+                 max_pixels: int = MAX_PIXELS):
         self.model = model
+        self.max_pixels = max_pixels
         self.name = name
         self.threshold = threshold
         self.max_instances = max_instances
@@ -151,6 +154,9 @@ class Service:
             if info is None:
                 raise PayloadError(f"instances[{i}]: not an image (unknown format or corrupt header); "
                                    "send a JPEG, PNG, BMP, GIF, WebP or TIFF file")
+            if info[0] * info[1] > self.max_pixels:
+                raise PayloadError(f"instances[{i}]: {info[0]}x{info[1]} pixels is over the server's limit of "
+                                   f"{self.max_pixels} per image; send it scaled down")
         with self._lock:
             results = self.detector.detect_bytes(images)
         predictions = []
