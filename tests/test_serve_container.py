@@ -16,9 +16,9 @@ import subprocess
 import time
 
 import pytest
+from test_serve import MAX_INSTANCES, _bad_bodies, _free_port, predict_body, request
 
 import odpipe
-from test_serve import MAX_INSTANCES, _bad_bodies, _free_port, predict_body, request
 
 pytestmark = pytest.mark.docker
 
