@@ -73,3 +73,27 @@ def test_beam_options_need_a_runner_and_dataflow_needs_gcs(export_dir, beam_inpu
                      beam_args=["--project=p", "--region=r", "--temp_location=gs://b/tmp"])
     with pytest.raises(UserError, match="no saved_model/"):
         predict_beam(str(tmp_path), [str(beam_inputs)], str(tmp_path / "o"))
+
+
+def test_beam_predict_reads_and_writes_gcs(export_dir, beam_inputs, gcs_bucket, tmp_path):
+    """Dataflow's shape on the emulator: the export, the images and the outputs all on gs://; the
+    workers copy the export, write each XML to the bucket, and predictions.json matches a local run."""
+    from fixture_gcs import upload_dir
+
+    from odpipe import storage
+    from odpipe.predict import predict
+    from odpipe.predict_beam import predict_beam
+
+    upload_dir(str(export_dir), f"{gcs_bucket}/beam-export")
+    upload_dir(str(beam_inputs / "sub"), f"{gcs_bucket}/beam-in")
+    out = f"{gcs_bucket}/beam-out"
+    summary = predict_beam(f"{gcs_bucket}/beam-export", [f"{gcs_bucket}/beam-in"], out, threshold=0.0, voc=True,
+                           draw=False, beam_args=["--direct_running_mode=in_memory"])
+    local = predict(str(export_dir), [str(beam_inputs / "sub")], str(tmp_path / "local"), threshold=0.0, voc=True,
+                    draw=False, progress=False)
+    assert summary["images"] == local["images"] == 1 and not summary["unreadable"]
+    remote_doc = json.loads(storage.read_text(f"{out}/predictions.json"))
+    local_doc = json.loads((tmp_path / "local" / "predictions.json").read_text())
+    assert [p["detections"] for p in remote_doc["predictions"]] == [p["detections"] for p in local_doc["predictions"]]
+    name = remote_doc["predictions"][0]["output"]
+    assert storage.exists(f"{out}/annotations/{name}.xml") and storage.list_files(f"{out}/annotations") == [f"{name}.xml"]

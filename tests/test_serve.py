@@ -325,3 +325,23 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding(detector, imag
     service.load()
     with pytest.raises(PayloadError, match=r"instances\[0\]: \d+x\d+ pixels is over the server's limit of 10000"):
         service.predict(predict_body([images[0][1]]))
+
+
+def test_service_loads_from_aip_storage_uri_on_gcs(export_dir, detector, images, gcs_bucket):
+    """Vertex copies the registry version's artifact_uri (export/saved_model) to a gs:// AIP_STORAGE_URI."""
+    from fixture_gcs import upload_dir
+
+    from odpipe.serve.service import Service
+
+    upload_dir(str(export_dir / "saved_model"), f"{gcs_bucket}/aip/saved_model")
+    service = Service(f"{gcs_bucket}/aip/saved_model", threshold=0.0)
+    service.load()
+    try:
+        doc = service.predict(predict_body([images[0][1]]))
+    finally:
+        service.close()
+    from odpipe.detector import image_info
+
+    width, height, _ = image_info(images[0][1])
+    raw = detector.detect_bytes([images[0][1]])[0]
+    assert doc["predictions"][0]["detections"] == [d.as_dict() for d in detector.to_detections(raw, width, height)]
