@@ -6,6 +6,12 @@
 # requirements.txt, so the Beam worker boot (/opt/apache/beam/boot, the ENTRYPOINT) matches the
 # SDK. KFP overrides the entrypoint with its own command, so the same image serves both.
 #
+# The same image serves a model over HTTP (`odpipe serve`: Vertex AI custom container, KServe V1).
+# The ENTRYPOINT stays Beam's boot, so name odpipe as the entrypoint / container command:
+#   docker run --entrypoint odpipe -p 8080:8080 -v $PWD/export:/model:ro REGISTRY/odpipe:VERSION serve /model
+#   Vertex AI: serving_container_command ["odpipe", "serve"] (EXPORT from AIP_STORAGE_URI, port AIP_HTTP_PORT)
+#   KServe:    command: ["odpipe", "serve", "/mnt/models", "--model-name", NAME]
+#
 # Build from the repository root:  docker build -f images/cpu.Dockerfile -t REGISTRY/odpipe:VERSION .
 FROM apache/beam_python3.11_sdk:2.77.0
 
@@ -30,5 +36,6 @@ RUN pip install --no-cache-dir -r requirements.txt -c requirements.lock
 # Then the code, without re-resolving dependencies.
 COPY pyproject.toml README.md ./
 COPY odpipe ./odpipe
+EXPOSE 8080
 RUN pip install --no-cache-dir --no-deps . \
-    && python -c "import odpipe, odpipe.tasks, apache_beam, tensorflow, kfp; print('odpipe', odpipe.__version__)"
+    && python -c "import odpipe, odpipe.tasks, apache_beam, tensorflow, kfp, fastapi, uvicorn; print('odpipe', odpipe.__version__)"

@@ -6,6 +6,7 @@ added to `pipelines/training.py` is a flag at once, with its help. The order tas
 is the DAG's (dependencies first), read from the compiled spec.
 
     odpipe compile [-o pipeline.yaml] [--target vertex|kubeflow] [--image IMG] [--trainer-image IMG]
+    odpipe compile --pipeline-name prelabel [-o prelabel.yaml] [--image IMG]   (pipelines/prelabel.py)
 """
 
 from __future__ import annotations
@@ -38,12 +39,20 @@ def build(image: str | None = None, trainer_image: str | None = None, trainer_me
 
 
 def compile_pipeline(output: str = PIPELINE_YAML, image: str | None = None, trainer_image: str | None = None,
-                     trainer_memory: str = "32G", trainer_cpu: str = "8", target: str = "vertex") -> str:
-    """Compiles the training pipeline for `target` to KFP v2 IR YAML at `output` (local path); returns it."""
+                     trainer_memory: str = "32G", trainer_cpu: str = "8", target: str = "vertex",
+                     pipeline_name: str = "training") -> str:
+    """Compiles the training pipeline (or, with pipeline_name="prelabel", the prelabel pipeline)
+    for `target` to KFP v2 IR YAML at `output` (local path); returns it."""
     from kfp import compiler
 
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    compiler.Compiler().compile(build(image, trainer_image, trainer_memory, trainer_cpu, target), output)
+    if pipeline_name == "prelabel":
+        from pipelines.prelabel import build_pipeline
+
+        pipeline = build_pipeline(image)
+    else:
+        pipeline = build(image, trainer_image, trainer_memory, trainer_cpu, target)
+    compiler.Compiler().compile(pipeline, output)
     return output
 
 
@@ -216,12 +225,15 @@ def add_target_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default=PIPELINE_YAML, help="output YAML (default pipeline.yaml)")
+    parser.add_argument("--pipeline-name", choices=("training", "prelabel"), default="training",
+                        help="training (default) or prelabel (new images -> labelImg XML for review)")
     add_target_argument(parser)
     add_image_arguments(parser)
 
 
 def run_compile(args: argparse.Namespace) -> int:
     path = compile_pipeline(args.output, args.image, args.trainer_image, args.trainer_memory, args.trainer_cpu,
-                            target=args.target)
-    print(f"compiled pipeline for {args.target} -> {path}")
+                            target=args.target, pipeline_name=args.pipeline_name)
+    kind = "pipeline" if args.pipeline_name == "training" else f"{args.pipeline_name} pipeline"
+    print(f"compiled {kind} for {args.target} -> {path}")
     return 0

@@ -32,7 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("odpipe.train", "train a detector on TF Model Garden"),
     "export": ("odpipe.export", "checkpoint -> SavedModel (+ TFLite)"),
     "evaluate": ("odpipe.evaluate", "COCO metrics + HTML report for an exported model"),
-    "predict": ("odpipe.predict", "run an exported model on images"),
+    "predict": ("odpipe.predict_cli", "run an exported model on images"),
+    "serve": ("odpipe.serve", "serve an exported model over HTTP (Vertex AI endpoint, KServe)"),
     "models": ("odpipe.model_home", "list the versions of a model home; promote one (rollback)"),
     # The KFP front end sits above pipelines/ and components/ (launch -> pipelines -> components -> odpipe).
     "compile": ("launch.spec", "compile the KFP pipeline to YAML"),

@@ -81,14 +81,18 @@ class Detector:
         saved_model = os.path.join(local, "saved_model")
         if not os.path.isdir(saved_model):
             if os.path.isfile(os.path.join(local, "saved_model.pb")):
-                saved_model = local  # pointed at EXPORT_DIR/saved_model itself
+                # EXPORT_DIR/saved_model itself (a registry version's artifact_uri; Vertex copies only
+                # it to AIP_STORAGE_URI): its label map is in its assets, and the export's swap-in
+                # means a saved_model/ in place is a complete one
+                saved_model = local
                 local = os.path.dirname(local.rstrip(os.sep))
             else:
                 raise UserError(
                     f"{self.export_dir}: no saved_model/ folder; point {flag} at the folder written by "
                     "`odpipe export -o EXPORT_DIR`"
                 )
-        check_export(local, shown=self.export_dir if local == self._tempdir else None)
+        else:
+            check_export(local, shown=self.export_dir if local == self._tempdir else None)
         self.label_map: dict[int, str] = _export_label_map(local, saved_model, self.export_dir)
         import tensorflow as tf
 
@@ -246,26 +250,34 @@ class Detector:
     # -- conversions -------------------------------------------------------------------------
 
     def to_detections(self, raw: dict[str, np.ndarray], width: int, height: int, threshold: float = 0.0) -> list[Detection]:
-        """Detections in pixels (xmin, ymin, xmax, ymax) with scores >= threshold, best first.
+        """Detections in pixels with scores >= threshold, best first (see `to_detections`)."""
+        return to_detections(raw, self.label_map, width, height, threshold)
 
-        Classes that are not in the label map are kept under the name `id:N` (never dropped
-        silently)."""
-        out = []
-        order = np.argsort(-raw["scores"], kind="stable")
-        for i in order:
-            score = float(raw["scores"][i])
-            if score < threshold:
-                continue
-            ymin, xmin, ymax, xmax = (float(v) for v in raw["boxes"][i])
-            class_id = int(raw["classes"][i])
-            box = (
-                min(max(xmin, 0.0), 1.0) * width,
-                min(max(ymin, 0.0), 1.0) * height,
-                min(max(xmax, 0.0), 1.0) * width,
-                min(max(ymax, 0.0), 1.0) * height,
-            )
-            out.append(Detection(class_id, self.label_map.get(class_id, f"id:{class_id}"), score, box))
-        return out
+
+def to_detections(raw: dict[str, np.ndarray], label_map: dict[int, str], width: int, height: int,
+                  threshold: float = 0.0) -> list[Detection]:
+    """Detections in pixels (xmin, ymin, xmax, ymax) with scores >= threshold, best first, from one
+    image's raw outputs (`Detector.detect_bytes`); a function of plain values, so a Beam worker can
+    run it away from the model.
+
+    Classes that are not in the label map are kept under the name `id:N` (never dropped
+    silently)."""
+    out = []
+    order = np.argsort(-raw["scores"], kind="stable")
+    for i in order:
+        score = float(raw["scores"][i])
+        if score < threshold:
+            continue
+        ymin, xmin, ymax, xmax = (float(v) for v in raw["boxes"][i])
+        class_id = int(raw["classes"][i])
+        box = (
+            min(max(xmin, 0.0), 1.0) * width,
+            min(max(ymin, 0.0), 1.0) * height,
+            min(max(xmax, 0.0), 1.0) * width,
+            min(max(ymax, 0.0), 1.0) * height,
+        )
+        out.append(Detection(class_id, label_map.get(class_id, f"id:{class_id}"), score, box))
+    return out
 
 
 def _export_label_map(local: str, saved_model: str, shown: str) -> dict[int, str]:

@@ -27,13 +27,13 @@ and listed under "unreadable", never a crash; no input matching at all is a User
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import io
 import json
 import os
 import posixpath
 import sys
+import threading
 from collections import Counter
 
 from odpipe import storage
@@ -188,6 +188,25 @@ def voc_objects(detections, width: int, height: int) -> tuple[list, int]:
     return objects, dropped
 
 
+def write_atomic(path: str, text: str) -> None:
+    """Write a text file that a reader (labelImg, a re-run, a retried Beam bundle) sees whole or not
+    at all: locally a temporary file beside it renamed over it; a Cloud Storage object appears
+    whole on upload. (Unlike storage.replace_text it does not list the folder: cheap for 100k files.)"""
+    if storage.is_remote(path):
+        storage.write_text(path, text)
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        with open(temp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
 def _write_outputs(output_dir, path, name, data, width, height, depth, detections, voc, draw) -> int:
     """Drawn image and VOC XML for one image; returns the count of boxes too small for VOC."""
     dropped = 0
@@ -203,7 +222,7 @@ def _write_outputs(output_dir, path, name, data, width, height, depth, detection
         filename = name.rsplit("/", 1)[0] + "/" + base if "/" in name else base
         folder = "" if parent == "." else storage.basename(parent)
         xml = voc_xml(filename, folder, path, width, height, depth, objects)
-        storage.write_text(storage.join(output_dir, "annotations", *f"{name}.xml".split("/")), xml)
+        write_atomic(storage.join(output_dir, "annotations", *f"{name}.xml".split("/")), xml)
     return dropped
 
 
@@ -249,7 +268,6 @@ def predict(
     detector = model if isinstance(model, Detector) else Detector(model)
     records: list[dict] = []
     unreadable: list[dict] = []
-    classes: Counter = Counter()
     pending: list[concurrent.futures.Future] = []
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2) if (draw or voc) else None
     bar = progress_bar(len(items), "predict", "img", progress)
@@ -272,7 +290,6 @@ def predict(
                     unreadable.append({"file": path, "reason": f"the model cannot decode it: {raw}"})
                     continue
                 dets = detector.to_detections(raw, width, height, threshold)
-                classes.update(d.name for d in dets)
                 records.append({
                     "filename": path, "output": name, "width": width, "height": height,
                     "detections": [d.as_dict() for d in dets], **({"image": note} if note else {}),
@@ -290,8 +307,17 @@ def predict(
         if detector is not model:
             detector.close()
     voc_dropped = sum(f.result() for f in pending)
+    return write_predictions(output_dir, str(getattr(detector, "export_dir", model)), threshold, voc, len(items),
+                             records, unreadable, voc_dropped)
+
+
+def write_predictions(output_dir: str, model: str, threshold: float, voc: bool, images_found: int,
+                      records: list[dict], unreadable: list[dict], voc_dropped: int) -> dict:
+    """Write OUTDIR/predictions.json (atomically: a reader sees the whole file or none) and return
+    the summary; shared by the in-process and the Beam run (odpipe.predict_beam)."""
+    classes = Counter(d["class"] for r in records for d in r["detections"])
     summary = {
-        "model": str(getattr(detector, "export_dir", model)),
+        "model": model,
         "threshold": threshold,
         "images": len(records),
         "detections": sum(len(r["detections"]) for r in records),
@@ -302,42 +328,10 @@ def predict(
         "predictions": storage.join(output_dir, "predictions.json"),
     }
     doc = {k: summary[k] for k in ("model", "threshold", "images", "detections", "classes")}
-    doc["images_found"] = len(items)
+    doc["images_found"] = images_found
     doc["unreadable"] = unreadable
     if voc:
         doc["voc_boxes_dropped"] = voc_dropped
     doc["predictions"] = records
-    storage.write_text(summary["predictions"], json.dumps(doc, indent=1) + "\n")
+    storage.replace_text(summary["predictions"], json.dumps(doc, indent=1) + "\n")
     return summary
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs; local or gs://")
-    parser.add_argument("--model", required=True, help="export folder written by `odpipe export -o`, or its model.tflite")
-    parser.add_argument("-o", "--output", required=True, help="folder for predictions.json, images/, annotations/")
-    parser.add_argument("--threshold", type=float, default=0.5, help="minimum score to keep a detection (default 0.5)")
-    parser.add_argument("--voc", action="store_true", help="also write one labelImg (Pascal VOC) XML per image")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
-    parser.add_argument("--no-draw", action="store_true", help="do not write drawn images")
-
-
-def run(args: argparse.Namespace) -> int:
-    summary = predict(
-        args.model, args.inputs, args.output, threshold=args.threshold, voc=args.voc,
-        batch_size=args.batch_size, draw=not args.no_draw,
-    )
-    classes = ", ".join(f"{k}={v}" for k, v in summary["classes"].items()) or "none"
-    print(f"predicted {summary['images']} images: {summary['detections']} detections >= {summary['threshold']} ({classes})")
-    if summary["unreadable"]:
-        print(f"skipped {len(summary['unreadable'])} unreadable image(s):")
-        for item in summary["unreadable"][:20]:
-            print(f"  {item['file']}: {item['reason']}")
-        if len(summary["unreadable"]) > 20:
-            print(f"  ... and {len(summary['unreadable']) - 20} more (see predictions.json)")
-    if summary["prepared"]:
-        print(f"{len(summary['prepared'])} image(s) repaired or converted for the model, as `odpipe tfrecord` "
-              f"would (first: {summary['prepared'][0]['file']}: {summary['prepared'][0]['image']})")
-    if summary["voc_boxes_dropped"]:
-        print(f"{summary['voc_boxes_dropped']} detection(s) under one pixel were left out of the VOC files")
-    print(f"wrote {summary['predictions']}")
-    return 0

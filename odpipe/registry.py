@@ -15,6 +15,19 @@ from odpipe.errors import UserError
 
 # Vertex AI's prebuilt TensorFlow 2 CPU prediction container (the registry serves SavedModels with it).
 SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
+# Any other image is taken to be odpipe's own (images/cpu.Dockerfile), served by `odpipe serve`:
+# class names, pixel boxes and the score threshold, at the TensorFlow that exported the model.
+SERVE_PORT = 8080
+
+
+def serving_container(image: str) -> dict:
+    """Model.upload arguments for serving with `image`: a Vertex prebuilt image needs none; the
+    odpipe image runs `odpipe serve` (EXPORT from AIP_STORAGE_URI, routes from AIP_*_ROUTE)."""
+    if "/vertex-ai/prediction/" in image:
+        return {"serving_container_image_uri": image}
+    return {"serving_container_image_uri": image, "serving_container_command": ["odpipe", "serve"],
+            "serving_container_ports": [SERVE_PORT], "serving_container_predict_route": "/predict",
+            "serving_container_health_route": "/health"}
 
 
 def label_value(value) -> str:
@@ -61,7 +74,7 @@ def upload_version(
     model = aiplatform.Model.upload(
         display_name=model_id,
         artifact_uri=saved_model_uri,
-        serving_container_image_uri=serving_image,
+        **serving_container(serving_image),
         parent_model=parent,
         model_id=None if parent else model_id,
         is_default_version=True,

@@ -23,7 +23,8 @@ def test_the_package_declares_ranges_for_what_it_imports():
     project = _pyproject()["project"]
     names = {re.split(r"[\[<>=!~ ]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
     for imported in ("tensorflow", "tf-models-official", "tf-keras", "apache-beam", "kfp", "pyyaml", "tqdm",
-                     "google-crc32c", "flatbuffers", "protobuf", "pycocotools", "defusedxml", "pillow", "numpy"):
+                     "google-crc32c", "flatbuffers", "protobuf", "pycocotools", "defusedxml", "pillow", "numpy", "fastapi",
+                     "uvicorn"):
         assert imported in names, imported
     assert not any("==" in d for d in project["dependencies"])  # exact pins live in requirements.lock only
     lock = open(os.path.join(ROOT, "requirements.lock"), encoding="utf-8").read().lower()
