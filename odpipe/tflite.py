@@ -33,6 +33,7 @@ import numpy as np
 from odpipe import __version__, storage
 from odpipe.errors import UserError, first_line
 from odpipe.quiet import native_noise_filtered
+from odpipe.storage import tfio
 
 QUANTIZATIONS = ("float", "fp16", "int8")
 SIGNATURE_TFLITE = "serving_default"  # the one signature of model.tflite
@@ -277,8 +278,7 @@ def write_tflite(serving, path: str, quantization: str, label_map: dict[int, str
         output_roles=[ROLES[name] for name in order],
     )
     data = tflite_metadata.populate(data, metadata, label_text, outputs=output_indices)
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(data)
+    tfio.write_bytes(path, data)
     return {
         "path": path,
         "type": quantization,

@@ -9,7 +9,7 @@
    N images (hard links into sub-folders).
 2. Baseline, same files, same run: the logic of the classic `generate_tfrecord.py` (TF Object
    Detection API tutorials, detection_util_scripts): pandas groupby on filename, per image
-   `tf.io.gfile.GFile(...).read()`, a Pillow header for the size, `iterrows` over the boxes, a
+   `GFile(...).read()` (TensorFlow's file API), a Pillow header for the size, `iterrows` over the boxes, a
    `tf.train.Example`, one `tf.io.TFRecordWriter` file. Timed end to end as a user runs it
    (`_CLASSIC`, a subprocess: imports included).
 3. odpipe: `odpipe tfrecord` as a user runs it (a subprocess, imports included) with `--verify

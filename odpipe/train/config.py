@@ -19,6 +19,7 @@ import re
 from odpipe import storage
 from odpipe.errors import UserError, first_line
 from odpipe.label_map import num_classes
+from odpipe.storage import tfio
 from odpipe.train.presets import DEFAULT_PRESET, register_presets, schedule
 
 BEST_SUBDIR = "best"
@@ -68,17 +69,17 @@ def resolve_checkpoint(path: str) -> str:
     path = str(path).rstrip("/")
     try:
         prefix = _DATA_SUFFIX.sub("", path)
-        if prefix != path or tf.io.gfile.exists(prefix + ".index"):
-            if not tf.io.gfile.exists(prefix + ".index"):
+        if prefix != path or tfio.exists(prefix + ".index"):
+            if not tfio.exists(prefix + ".index"):
                 raise UserError(
                     f"{path}: no {os.path.basename(prefix)}.index beside it; give the checkpoint folder or prefix"
                 )
             return prefix
-        if tf.io.gfile.isdir(path):
-            latest = tf.train.latest_checkpoint(path)
-            if latest and tf.io.gfile.exists(latest + ".index"):
+        if tfio.is_dir(path):
+            latest = tfio.latest_checkpoint(path)
+            if latest and tfio.exists(latest + ".index"):
                 return latest
-            indexes = tf.io.gfile.glob(path + "/*.index")
+            indexes = tfio.glob(path + "/*.index")
             if indexes:
                 def step_of(p: str) -> int:
                     m = re.search(r"-(\d+)\.index$", p)
@@ -363,30 +364,24 @@ def config_to_yaml(config) -> str:
 
 
 def save_config(config, model_dir: str) -> str:
-    import tensorflow as tf
-
     path = f"{model_dir.rstrip('/')}/config.yaml"
-    tf.io.gfile.makedirs(model_dir)
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(config_to_yaml(config))
+    tfio.makedirs(model_dir)
+    tfio.write_text(path, config_to_yaml(config))
     return path
 
 
 def load_config(model_dir: str):
     """The effective config saved beside the checkpoints, as an `ExperimentConfig`."""
-    import tensorflow as tf
     import yaml
 
     path = f"{model_dir.rstrip('/')}/config.yaml"
-    if not tf.io.gfile.exists(path):
+    if not tfio.exists(path):
         raise UserError(f"{path}: not found; is {model_dir} a model dir written by `odpipe train`?")
-    with tf.io.gfile.GFile(path) as f:
-        data = yaml.safe_load(f)
+    data = yaml.safe_load(tfio.read_text(path))
     meta_path = f"{model_dir.rstrip('/')}/odpipe.json"
     experiment = "retinanet"
-    if tf.io.gfile.exists(meta_path):
-        with tf.io.gfile.GFile(meta_path) as f:
-            meta = json.load(f)
+    if tfio.exists(meta_path):
+        meta = json.loads(tfio.read_text(meta_path))
         experiment = meta.get("model") or meta.get("experiment", experiment)
     config = experiment_config(experiment)
     config.override(data, is_strict=False)

@@ -15,6 +15,7 @@ from typing import Any
 
 from odpipe.errors import UserError, first_line
 from odpipe.label_map import format_label_map, read_label_map
+from odpipe.storage import tfio
 from odpipe.train import checks
 from odpipe.train.budget import MARGIN, check_budget
 from odpipe.train.config import BEST_METRIC, BEST_SUBDIR, build_config, save_config, select_runtime
@@ -125,17 +126,13 @@ def _previous_init(model_dir: str) -> dict | None:
     import tensorflow as tf
 
     try:
-        with tf.io.gfile.GFile(f"{model_dir}/odpipe.json") as f:
-            return json.load(f).get("init")
+        return json.loads(tfio.read_text(f"{model_dir}/odpipe.json")).get("init")
     except (tf.errors.OpError, ValueError, OSError):
         return None
 
 
 def _write_json(path: str, data: dict) -> None:
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(data, f, indent=2, default=float)
+    tfio.write_text(path, json.dumps(data, indent=2, default=float))
 
 
 def _write_model_dir(config, model_dir: str, label_map: dict[int, str], model: str, init: dict) -> None:
@@ -145,8 +142,7 @@ def _write_model_dir(config, model_dir: str, label_map: dict[int, str], model: s
 
     try:
         save_config(config, model_dir)
-        with tf.io.gfile.GFile(f"{model_dir}/label_map.pbtxt", "w") as f:
-            f.write(format_label_map(label_map))
+        tfio.write_text(f"{model_dir}/label_map.pbtxt", format_label_map(label_map))
         preset = PRESETS.get(model)
         _write_json(f"{model_dir}/odpipe.json",
                     {"model": model, "experiment": preset.experiment if preset else model, "init": init})
@@ -287,14 +283,11 @@ def _describe(init: dict) -> str:
 
 
 def _read_best(model_dir: str) -> dict | None:
-    import tensorflow as tf
-
     path = f"{model_dir}/{BEST_SUBDIR}/info.json"
-    if not tf.io.gfile.exists(path):
+    if not tfio.exists(path):
         return None
-    with tf.io.gfile.GFile(path) as f:
-        info = json.load(f)
-    latest = tf.train.latest_checkpoint(f"{model_dir}/{BEST_SUBDIR}")
+    info = json.loads(tfio.read_text(path))
+    latest = tfio.latest_checkpoint(f"{model_dir}/{BEST_SUBDIR}")
     return {
         "step": int(info.get("best_ckpt_global_step", -1)),
         "metric": BEST_METRIC,
