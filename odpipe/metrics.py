@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 IOU_THRESHOLD = 0.5
 COCO_STAT_NAMES = (
@@ -49,8 +51,6 @@ def _xywh(box) -> list[float]:
 
 
 def _coco(dataset: dict):
-    from pycocotools.coco import COCO
-
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = dataset
@@ -71,8 +71,6 @@ def _mean_defined(array: np.ndarray) -> float | None:
 def coco_metrics(images: list[EvalImage], label_map: dict[int, str]) -> dict:
     """COCO bbox metrics from pycocotools, built in memory. Returns {"stats": {name: value},
     "per_class": {name: {...}}, "pr_curves": {name: (recall[], precision[])}} (IoU 0.5)."""
-    from pycocotools.cocoeval import COCOeval
-
     categories = [{"id": int(i), "name": str(n)} for i, n in sorted(label_map.items())]
     gt_anns, dt_anns = _coco_annotations(images)
     image_entries = [

@@ -12,6 +12,10 @@ import posixpath
 import re
 from collections import Counter
 
+import defusedxml.ElementTree as DET
+from defusedxml import DefusedXmlException
+from PIL import Image
+
 from odpipe import storage
 from odpipe.errors import UserError, first_line
 
@@ -50,9 +54,6 @@ class _Folder:
 
 
 def _parse_xml(data: bytes, source: str):
-    import defusedxml.ElementTree as DET
-    from defusedxml import DefusedXmlException
-
     try:
         root = DET.fromstring(data, forbid_dtd=False, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as err:
@@ -118,8 +119,6 @@ def _safe_relative(name: str, source: str) -> str:
 
 def _image_header(path: str) -> tuple[int, int, int]:
     """(width, height, EXIF orientation) from the image header; pixels are not decoded."""
-    from PIL import Image
-
     with storage.open_read(path) as f:
         with Image.open(f) as image:
             width, height = image.size
