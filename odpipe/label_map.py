@@ -19,6 +19,9 @@ import re
 from odpipe import storage
 from odpipe.errors import UserError
 
+# odpipe.annotations (pandas: about 0.3 s) is imported inside `write_label_map`, the one function that
+# reads a CSV; every stage imports this module.
+
 _TOKEN = re.compile(
     r"""\s*(?:(?P<comment>\#[^\n]*)|(?P<str>'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")"""
     r"""|(?P<punct>[{}:,;])|(?P<word>[A-Za-z_][\w.]*|-?\d+(?:\.\d*)?))""",

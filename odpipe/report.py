@@ -9,6 +9,9 @@ import io
 
 import numpy as np
 
+# Imported inside the functions that draw: matplotlib (about 0.4 s) and odpipe.predict (PIL drawing,
+# about 0.4 s), start-up that `import odpipe.report` should not cost.
+
 
 def figure(width: float, height: float):
     """A matplotlib Figure on the Agg canvas (no display, no global pyplot state)."""

@@ -26,14 +26,19 @@ quantization is exactly scale 1, zero point 0: the uint8 pixels a phone camera g
 
 from __future__ import annotations
 
+import os
 import tempfile
 
 import numpy as np
 
-from odpipe import __version__, storage
+from odpipe import __version__, storage, tflite_metadata
 from odpipe.errors import UserError, first_line
 from odpipe.quiet import native_noise_filtered
+from odpipe.records.tfrecord import read_records
 from odpipe.storage import tfio
+
+# TensorFlow and Model Garden are imported inside the functions that convert or run a model: seconds
+# of start-up that `odpipe export` without --tflite, and every importer of this module, do not need.
 
 QUANTIZATIONS = ("float", "fp16", "int8")
 SIGNATURE_TFLITE = "serving_default"  # the one signature of model.tflite
@@ -200,8 +205,6 @@ def calibration_images(files: list[str], count: int, size: int):
 
 
 def _records(path: str):
-    from odpipe.records.tfrecord import read_records  # the one TFRecord reader (local or gs://)
-
     yield from read_records(path)
 
 
@@ -241,8 +244,6 @@ def write_tflite(serving, path: str, quantization: str, label_map: dict[int, str
                  calibration_records=None, calibration_images_max: int = DEFAULT_CALIBRATION_IMAGES) -> dict:
     """Convert, add metadata, write `path`; returns the export.json "tflite" summary."""
     import tensorflow as tf
-
-    from odpipe import tflite_metadata
 
     size = int(max(serving.padded_size))
     calibration, files_read, skipped = None, [], 0
@@ -298,8 +299,6 @@ class LiteModel:
     normalised to each original image, detection_classes as label-map ids, out."""
 
     def __init__(self, data: bytes, where: str):
-        import os
-
         import tensorflow as tf
 
         self.where = where

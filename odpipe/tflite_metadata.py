@@ -24,7 +24,10 @@ from __future__ import annotations
 import io
 import zipfile
 
+import flatbuffers
 import numpy as np
+
+# TensorFlow's TFLite schema is imported inside `populate` (it loads TensorFlow: seconds of start-up).
 
 METADATA_NAME = "TFLITE_METADATA"
 FILE_IDENTIFIER = b"M001"
@@ -183,8 +186,6 @@ def build_metadata(
 ) -> bytes:
     """The ModelMetadata flatbuffer. `output_roles`: for each model output in order, one of
     OUTPUT_NAMES (so the metadata lines up with the model's outputs whatever their order)."""
-    import flatbuffers
-
     if sorted(output_roles) != sorted(OUTPUT_NAMES):
         raise ValueError(f"output roles {output_roles} are not {OUTPUT_NAMES}")
     b = flatbuffers.Builder(1024)

@@ -30,6 +30,9 @@ from official.core import base_task, task_factory
 from odpipe.errors import UserError, first_line
 from odpipe.storage import tfio
 
+# This module imports TensorFlow itself; Model Garden's RetinaNet task, data loaders and optimizer
+# factory are imported where they are used (each adds seconds, and not every caller needs them).
+
 # Training images are cached decoded when their decoded size (height x width x 3 bytes, read from
 # the records' image/height and image/width) is at most this, and their records at most
 # DECODED_CACHE_SCAN_BYTES on disk (so the size check itself stays a quick scan).

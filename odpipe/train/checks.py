@@ -15,8 +15,16 @@ from __future__ import annotations
 import os
 from collections import Counter
 
+import yaml
+
 from odpipe.errors import UserError, first_line
+from odpipe.label_map import parse_label_map
+from odpipe.records.output import shard_files
 from odpipe.storage import tfio
+from odpipe.train.config import config_to_yaml
+
+# TensorFlow is imported inside the functions (start-up time: seconds; `odpipe train --help` and the
+# settings check import this module).
 
 CLASS_TEXT = "image/object/class/text"
 CLASS_LABEL = "image/object/class/label"
@@ -26,8 +34,6 @@ RESUMABLE_MODEL_KEYS = ("input_size", "detection_generator")
 def scan_records(pattern: str, flag: str = "--train") -> dict:
     """{"files", "examples", "objects", "classes": Counter{(id, name): boxes}} of the records matching `pattern`."""
     import tensorflow as tf
-
-    from odpipe.records.output import shard_files
 
     try:  # a complete shard set (its summary is the manifest) or a one-line error naming what is wrong
         files = shard_files(pattern)
@@ -84,11 +90,6 @@ def check_records(scan: dict, label_map: dict[int, str], label_map_path: str, fl
 def check_model_dir(model_dir: str, config, label_map: dict[int, str]) -> int:
     """The step of the checkpoint a run into `model_dir` resumes (0 when none); refuses what cannot resume."""
     import tensorflow as tf
-    import yaml
-
-    from odpipe.label_map import parse_label_map
-    from odpipe.train.config import config_to_yaml
-
     fix = (f"use a new --model-dir to start over, or fine-tune from this one: --model-dir NEW "
            f"--init-checkpoint {model_dir} --init-checkpoint-modules backbone,decoder")
     try:

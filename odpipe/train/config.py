@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import math
 
+import yaml
+
 from odpipe import storage
 from odpipe.errors import UserError, first_line
 from odpipe.label_map import num_classes
 from odpipe.storage import tfio
-from odpipe.train.presets import DEFAULT_PRESET, register_presets, schedule
+from odpipe.train.presets import DEFAULT_PRESET, PRESETS, register_presets, schedule
 from odpipe.train.start import (  # noqa: F401  (INIT_MODULES, resolve_checkpoint, ...: re-exported)
     ARCHITECTURE_KEYS,
     DEFAULT_CHECKPOINT,
@@ -28,6 +30,9 @@ from odpipe.train.start import (  # noqa: F401  (INIT_MODULES, resolve_checkpoin
     init_start,
     resolve_checkpoint,
 )
+
+# Model Garden (and with it TensorFlow) is imported inside the functions that build configs: it takes
+# seconds, and the CLI, the settings check and the data report import this module without building one.
 
 BEST_SUBDIR = "best"
 BEST_METRIC = "AP50"  # COCO mAP@0.5, as reported by Model Garden's COCO evaluator.
@@ -116,8 +121,6 @@ def experiment_config(model: str):
     try:
         config = exp_factory.get_exp_config(model)
     except (KeyError, LookupError, AssertionError):
-        from odpipe.train.presets import PRESETS
-
         raise UserError(
             f"--model {model}: neither an odpipe preset ({', '.join(PRESETS)}) nor a registered Model Garden experiment"
         ) from None
@@ -276,8 +279,6 @@ def _trainer_override(config, loop: dict) -> dict:
 def _start_overrides(config, model: str, start: dict) -> None:
     """From scratch: the preset's scratch overrides; from a user's odpipe checkpoint: its architecture."""
     if start["source"] == "none":
-        from odpipe.train.presets import PRESETS
-
         if model in PRESETS and PRESETS[model].scratch_overrides:
             config.override({"task": PRESETS[model].scratch_overrides}, is_strict=True)
     elif start["source"] == "user":  # fine-tuning from an odpipe model: rebuild its architecture
@@ -312,8 +313,6 @@ def apply_overrides(config, overrides):
 
 
 def config_to_yaml(config) -> str:
-    import yaml
-
     return yaml.safe_dump(config.as_dict(), default_flow_style=False, sort_keys=True)
 
 
@@ -326,8 +325,6 @@ def save_config(config, model_dir: str) -> str:
 
 def load_config(model_dir: str):
     """The effective config saved beside the checkpoints, as an `ExperimentConfig`."""
-    import yaml
-
     path = f"{model_dir.rstrip('/')}/config.yaml"
     if not tfio.exists(path):
         raise UserError(f"{path}: not found; is {model_dir} a model dir written by `odpipe train`?")

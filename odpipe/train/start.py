@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 
+import yaml
+
 from odpipe import storage
 from odpipe.errors import UserError, first_line
 from odpipe.storage import tfio
@@ -83,8 +85,6 @@ def checkpoint_architecture(prefix: str) -> dict:
     beside a checkpoint (MODEL_DIR/ckpt-N, MODEL_DIR/best/ckpt-N, a model home version's
     checkpoint/), so a checkpoint trained from scratch at another width still fits; {} for a
     checkpoint without one (e.g. a published classifier)."""
-    import yaml
-
     folder = str(prefix).rsplit("/", 1)[0]
     for candidate in (f"{folder}/config.yaml", f"{folder.rsplit('/', 1)[0]}/config.yaml"):
         try:

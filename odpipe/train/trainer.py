@@ -18,9 +18,12 @@ from odpipe.label_map import format_label_map, read_label_map
 from odpipe.storage import tfio
 from odpipe.train import checks
 from odpipe.train.budget import TimeBudget, check_budget, measure_and_plan
-from odpipe.train.config import BEST_METRIC, BEST_SUBDIR, build_config, save_config, select_runtime
-from odpipe.train.presets import DEFAULT_PRESET
+from odpipe.train.config import BEST_METRIC, BEST_SUBDIR, build_config, experiment_config, save_config, select_runtime
+from odpipe.train.presets import DEFAULT_PRESET, PRESETS
 from odpipe.train.progress import EarlyStopping, Progress, library_output, scalar_logs
+
+# TensorFlow, Model Garden and odpipe.modeling.detection (which imports both) are imported inside the
+# functions that train: seconds of start-up that `odpipe train`'s checks and --help do not need.
 
 
 def _visible_gpus() -> int:
@@ -101,8 +104,6 @@ def train(
 
 def _init_info(config, model: str, resumed: bool) -> dict:
     """{"checkpoint", "modules", "source": "default" | "user" | "none"} of the run's start."""
-    from odpipe.train.config import experiment_config
-
     checkpoint = config.task.init_checkpoint or None
     modules = config.task.init_checkpoint_modules
     modules = ",".join(modules) if isinstance(modules, (list, tuple)) else modules
@@ -130,8 +131,6 @@ def _write_json(path: str, data: dict) -> None:
 
 def _write_model_dir(config, model_dir: str, label_map: dict[int, str], model: str, init: dict) -> None:
     import tensorflow as tf
-
-    from odpipe.train.presets import PRESETS
 
     try:
         save_config(config, model_dir)
