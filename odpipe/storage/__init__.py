@@ -6,6 +6,10 @@ reads, writes and listings use the standard library. Stages ask this module (`wa
 `glob_after`, `split`, `is_dir`, `absolute`, `make_writable_dir`, `remove_tree`, ...) rather than
 branching on `is_remote` themselves.
 
+Files that TensorFlow itself must read or write (a model dir's checkpoints and config.yaml, the
+records tf.data reads, a .tflite) go through `odpipe.storage.tfio`, TensorFlow's own filesystem:
+the only place in odpipe that calls `tf.io.gfile`.
+
 `walk` is the one folder walker (annotations, predict's inputs, copies): an unreadable folder is
 an error naming it, never skipped; each real folder is walked once, however many symbolic links
 lead to it (a loop adds nothing), real paths before linked ones. Everywhere, a path that exists
