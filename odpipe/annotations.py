@@ -64,7 +64,7 @@ from odpipe import storage
 from odpipe.errors import UserError, first_line
 from odpipe.progress import progress_bar
 from odpipe.schema import CSV_BOX as _BOX
-from odpipe.schema import CSV_COLUMNS
+from odpipe.schema import CSV_COLUMNS, read_labels
 from odpipe.voc import IMAGE_EXTENSIONS, Conversion, format_number
 
 __all__ = ["CSV_COLUMNS", "IMAGE_EXTENSIONS", "format_labels_csv", "format_number", "read_labels_csv", "write_labels_csv", "xml_to_csv"]
@@ -73,8 +73,6 @@ __all__ = ["CSV_COLUMNS", "IMAGE_EXTENSIONS", "format_labels_csv", "format_numbe
 def read_labels_csv(path: str) -> pd.DataFrame:
     """Read a labels CSV (local or `gs://`) with the right types: `odpipe.schema.read_labels` (the one
     reader of the CSV contract) as a DataFrame with columns CSV_COLUMNS."""
-    from odpipe.schema import read_labels
-
     columns = read_labels(path)
     frame = pd.DataFrame({name: pd.Series(columns[name], dtype=_DTYPES.get(name, object)) for name in CSV_COLUMNS})
     return frame

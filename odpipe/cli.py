@@ -19,6 +19,7 @@ import os
 import sys
 
 from odpipe import quiet
+from odpipe.errors import UserError, first_line
 
 # command -> (module, one-line help). Order is the data flow.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -79,8 +80,6 @@ _OS_FIXES = {
 
 def describe_os_error(err: OSError) -> str:
     """One line for an OSError: the path, the problem and the fix."""
-    from odpipe.errors import first_line
-
     problem = err.strerror or first_line(err)
     fix = _OS_FIXES.get(err.errno, "check the path and try again")
     if err.filename is None:
@@ -110,8 +109,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from odpipe.errors import UserError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_tensorflow(argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None

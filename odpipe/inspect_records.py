@@ -21,6 +21,10 @@ import sys
 from collections import Counter
 
 from odpipe import schema
+from odpipe.label_map import read_label_map
+from odpipe.records import plan_images
+from odpipe.records.output import shard_files
+from odpipe.records.tfrecord import read_records as read_file
 
 TOLERANCE = 1e-5
 _MAX_LISTED = 20
@@ -29,16 +33,12 @@ _MAX_LISTED = 20
 def read_record_file(path: str):
     """Yield the serialized records of one TFRecord file (local or `gs://`), framing CRCs checked;
     a corrupt or truncated file is a UserError (TensorFlow's reader: `odpipe.records.tfrecord`)."""
-    from odpipe.records.tfrecord import read_records as read_file
-
     yield from read_file(path)
 
 
 def read_records(pattern: str, paths: list[str] | None = None):
     """Yield (path, serialized record) for every record of the shard set `pattern` names (or of
     `paths`, when the caller has resolved them already with `odpipe.records.shard_files`)."""
-    from odpipe.records.output import shard_files
-
     for path in shard_files(pattern) if paths is None else paths:
         for record in read_record_file(path):
             yield path, record
@@ -64,8 +64,6 @@ def _objects(rec: dict) -> list[tuple]:
 
 def compare_with_csv(records: dict[str, dict], csv_path: str, label_map: dict[int, str] | None) -> list[str]:
     """Differences between records (by filename) and a labels CSV; empty when they match."""
-    from odpipe.records import plan_images
-
     frame = schema.read_labels(csv_path)
     classes = sorted({c for c in frame["class"] if c})
     lm = label_map or {i + 1: c for i, c in enumerate(classes)}
@@ -100,66 +98,78 @@ def compare_with_csv(records: dict[str, dict], csv_path: str, label_map: dict[in
     return diffs
 
 
-def inspect_records(pattern: str, label_map_path: str | None = None, csv_path: str | None = None) -> dict:
-    """Report on the records matching `pattern`; "differences" lists every mismatch found."""
-    from odpipe.label_map import read_label_map
+class _Tally:
+    """What inspect counts over the records, and the differences it finds in them."""
 
-    label_map = read_label_map(label_map_path) if label_map_path else None
-    ids = {name: i for i, name in (label_map or {}).items()}
-    records: dict[str, dict] = {}
-    diffs: list[str] = []
-    per_class: Counter = Counter()
-    formats: Counter = Counter()
-    widths, heights, box_w, box_h, sizes = [], [], [], [], []
-    source_ids: dict[str, str] = {}
-    from odpipe.records.output import shard_files
+    def __init__(self, label_map: dict[int, str] | None):
+        self.label_map = label_map
+        self.ids = {name: i for i, name in (label_map or {}).items()}
+        self.records: dict[str, dict] = {}
+        self.diffs: list[str] = []
+        self.per_class: Counter = Counter()
+        self.formats: Counter = Counter()
+        self.widths, self.heights, self.box_w, self.box_h, self.sizes = [], [], [], [], []
+        self.source_ids: dict[str, str] = {}
+        self.n = self.objects = self.empty = 0
 
-    files = shard_files(pattern)
-    n_records = n_objects = empty = 0
-    for path, serialized in read_records(pattern, files):
-        rec = parse_example(serialized, path)
-        n_records += 1
+    def add(self, rec: dict, path: str) -> None:
+        self.n += 1
         name = rec["filename"]
-        if name in records:
-            diffs.append(f"{name}: appears in more than one record")
-        records[name] = rec
-        if rec["source_id"] in source_ids:
-            diffs.append(f"{name}: image/source_id {rec['source_id']} also used by {source_ids[rec['source_id']]}")
-        source_ids[rec["source_id"]] = name
-        formats[rec["format"]] += 1
-        widths.append(rec["width"])
-        heights.append(rec["height"])
-        sizes.append(rec["encoded_bytes"])
+        if name in self.records:
+            self.diffs.append(f"{name}: appears in more than one record")
+        self.records[name] = rec
+        if rec["source_id"] in self.source_ids:
+            other = self.source_ids[rec["source_id"]]
+            self.diffs.append(f"{name}: image/source_id {rec['source_id']} also used by {other}")
+        self.source_ids[rec["source_id"]] = name
+        self.formats[rec["format"]] += 1
+        self.widths.append(rec["width"])
+        self.heights.append(rec["height"])
+        self.sizes.append(rec["encoded_bytes"])
         n = len(rec["classes"])
         lengths = {len(rec[k]) for k in ("xmin", "ymin", "xmax", "ymax", "labels")}
         if lengths != {n}:
-            diffs.append(f"{name} ({path}): box, class and label lists have different lengths")
-        n_objects += n
-        empty += n == 0
-        per_class.update(rec["classes"])
+            self.diffs.append(f"{name} ({path}): box, class and label lists have different lengths")
+        self.objects += n
+        self.empty += n == 0
+        self.per_class.update(rec["classes"])
+        self._check_boxes(name, rec)
+
+    def _check_boxes(self, name: str, rec: dict) -> None:
         for x0, y0, x1, y1 in zip(rec["xmin"], rec["ymin"], rec["xmax"], rec["ymax"]):
-            box_w.append(x1 - x0)
-            box_h.append(y1 - y0)
+            self.box_w.append(x1 - x0)
+            self.box_h.append(y1 - y0)
             if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
-                diffs.append(f"{name}: box {(x0, y0, x1, y1)} is not a normalised box inside the image")
-        if label_map is not None:
+                self.diffs.append(f"{name}: box {(x0, y0, x1, y1)} is not a normalised box inside the image")
+        if self.label_map is not None:
             for cls, label in zip(rec["classes"], rec["labels"]):
-                if ids.get(cls) != label:
-                    diffs.append(f"{name}: class {cls!r} has label {label}, the label map says {ids.get(cls)}")
+                expected = self.ids.get(cls)
+                if expected != label:
+                    self.diffs.append(f"{name}: class {cls!r} has label {label}, the label map says {expected}")
+
+
+def inspect_records(pattern: str, label_map_path: str | None = None, csv_path: str | None = None) -> dict:
+    """Report on the records matching `pattern`; "differences" lists every mismatch found."""
+    label_map = read_label_map(label_map_path) if label_map_path else None
+    files = shard_files(pattern)
+    tally = _Tally(label_map)
+    for path, serialized in read_records(pattern, files):
+        tally.add(parse_example(serialized, path), path)
+    diffs = tally.diffs
     if csv_path:
-        diffs += compare_with_csv(records, csv_path, label_map)
+        diffs += compare_with_csv(tally.records, csv_path, label_map)
     return {
         "files": files,
-        "images": n_records,
-        "objects": n_objects,
-        "empty_images": empty,
-        "classes": dict(sorted(per_class.items())),
-        "formats": dict(sorted(formats.items())),
-        "image_width": _stats(widths),
-        "image_height": _stats(heights),
-        "encoded_bytes": _stats(sizes),
-        "box_width": _stats(box_w),
-        "box_height": _stats(box_h),
+        "images": tally.n,
+        "objects": tally.objects,
+        "empty_images": tally.empty,
+        "classes": dict(sorted(tally.per_class.items())),
+        "formats": dict(sorted(tally.formats.items())),
+        "image_width": _stats(tally.widths),
+        "image_height": _stats(tally.heights),
+        "encoded_bytes": _stats(tally.sizes),
+        "box_width": _stats(tally.box_w),
+        "box_height": _stats(tally.box_h),
         "csv": csv_path,
         "matches_csv": (not diffs) if csv_path else None,
         "differences": diffs,

@@ -19,6 +19,9 @@ import re
 from odpipe import storage
 from odpipe.errors import UserError
 
+# odpipe.annotations (pandas: about 0.3 s) is imported inside `write_label_map`, the one function that
+# reads a CSV; every stage imports this module.
+
 _TOKEN = re.compile(
     r"""\s*(?:(?P<comment>\#[^\n]*)|(?P<str>'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")"""
     r"""|(?P<punct>[{}:,;])|(?P<word>[A-Za-z_][\w.]*|-?\d+(?:\.\d*)?))""",
@@ -46,10 +49,18 @@ def format_label_map(label_map: dict[int, str]) -> str:
 
 def parse_label_map(text: str, source: str = "<label map>") -> dict[int, str]:
     """{id: name} from `.pbtxt` text. Accepts `name` or only `display_name`, any field order."""
+    label_map = _checked_map(_items(_tokens(text, source), source), source)
+    if not label_map:
+        raise _fail(source, "it holds no items")
+    return label_map
 
-    def fail(problem: str) -> UserError:
-        return UserError(f"{source}: {problem}; fix the label map (item {{ id: N name: '...' }})")
 
+def _fail(source: str, problem: str) -> UserError:
+    return UserError(f"{source}: {problem}; fix the label map (item {{ id: N name: '...' }})")
+
+
+def _tokens(text: str, source: str) -> list[str]:
+    """The text's tokens, comments and optional separators left out."""
     tokens = []
     pos = 0
     text = text.lstrip("\ufeff")
@@ -59,67 +70,75 @@ def parse_label_map(text: str, source: str = "<label map>") -> dict[int, str]:
             if text[pos:].strip() == "":
                 break
             line = text.count("\n", 0, pos) + 1
-            raise fail(f"cannot parse line {line}")
+            raise _fail(source, f"cannot parse line {line}")
         pos = m.end()
         if m.group("comment") is None and m.group("punct") not in (",", ";"):  # separators are optional
             tokens.append(m.group(m.lastgroup))
+    return tokens
 
-    def skip_block(i: int) -> int:
-        """Index after the sub-message opening at tokens[i] == '{' (e.g. keypoints { ... })."""
-        depth = 0
-        while i < len(tokens):
-            depth += {"{": 1, "}": -1}.get(tokens[i], 0)
-            i += 1
-            if depth == 0:
-                return i
-        raise fail("a '{' is not closed with '}'")
 
+def _skip_block(tokens: list[str], i: int, source: str) -> int:
+    """Index after the sub-message opening at tokens[i] == '{' (e.g. keypoints { ... })."""
+    depth = 0
+    while i < len(tokens):
+        depth += {"{": 1, "}": -1}.get(tokens[i], 0)
+        i += 1
+        if depth == 0:
+            return i
+    raise _fail(source, "a '{' is not closed with '}'")
+
+
+def _items(tokens: list[str], source: str) -> list[dict[str, str]]:
+    """The fields of each `item { ... }` (sub-messages skipped)."""
     items: list[dict[str, str]] = []
     i = 0
     while i < len(tokens):
         brace = i + 2 if i + 1 < len(tokens) and tokens[i + 1] == ":" else i + 1  # `item: {` == `item {`
         if tokens[i] != "item" or brace >= len(tokens) or tokens[brace] != "{":
-            raise fail(f"expected 'item {{' but found {tokens[i]!r}")
+            raise _fail(source, f"expected 'item {{' but found {tokens[i]!r}")
         i = brace + 1
         fields: dict[str, str] = {}
         while i < len(tokens) and tokens[i] != "}":
             if i + 1 < len(tokens) and tokens[i + 1] == "{":
-                i = skip_block(i + 1)  # a sub-message such as keypoints { id: 0 label: 'nose' }
+                i = _skip_block(tokens, i + 1, source)  # a sub-message such as keypoints { id: 0 label: 'nose' }
                 continue
             if i + 2 < len(tokens) and tokens[i + 1] == ":" and tokens[i + 2] == "{":
-                i = skip_block(i + 2)
+                i = _skip_block(tokens, i + 2, source)
                 continue
             if i + 2 >= len(tokens) or tokens[i + 1] != ":":
-                raise fail(f"expected 'field: value' near {tokens[i]!r}")
+                raise _fail(source, f"expected 'field: value' near {tokens[i]!r}")
             key, value = tokens[i], tokens[i + 2]
             if value in ("{", "}", ":"):
-                raise fail(f"field {key!r} has no value")
+                raise _fail(source, f"field {key!r} has no value")
             fields[key] = _unescape(value) if value[:1] in "'\"" else value
             i += 3
         if i >= len(tokens):
-            raise fail("an item is not closed with '}'")
+            raise _fail(source, "an item is not closed with '}'")
         i += 1
         items.append(fields)
+    return items
+
+
+def _checked_map(items: list[dict[str, str]], source: str) -> dict[int, str]:
+    """{id: name} of the items: ids integers >= 1, ids and names each used once."""
     label_map: dict[int, str] = {}
     for fields in items:
         if "id" not in fields:
-            raise fail(f"item {fields} has no id")
+            raise _fail(source, f"item {fields} has no id")
         try:
             class_id = int(fields["id"])
         except ValueError:
-            raise fail(f"id {fields['id']!r} is not an integer") from None
+            raise _fail(source, f"id {fields['id']!r} is not an integer") from None
         name = fields.get("name") or fields.get("display_name")
         if not name:
-            raise fail(f"item with id {class_id} has neither name nor display_name")
+            raise _fail(source, f"item with id {class_id} has neither name nor display_name")
         if class_id < 1:
-            raise fail(f"id {class_id} for {name!r} must be >= 1 (0 is reserved for background)")
+            raise _fail(source, f"id {class_id} for {name!r} must be >= 1 (0 is reserved for background)")
         if class_id in label_map:
-            raise fail(f"id {class_id} is used twice ({label_map[class_id]!r} and {name!r})")
+            raise _fail(source, f"id {class_id} is used twice ({label_map[class_id]!r} and {name!r})")
         if name in label_map.values():
-            raise fail(f"class {name!r} appears twice")
+            raise _fail(source, f"class {name!r} appears twice")
         label_map[class_id] = name
-    if not label_map:
-        raise fail("it holds no items")
     return label_map
 
 

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 IOU_THRESHOLD = 0.5
 COCO_STAT_NAMES = (
@@ -49,8 +51,6 @@ def _xywh(box) -> list[float]:
 
 
 def _coco(dataset: dict):
-    from pycocotools.coco import COCO
-
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = dataset
@@ -71,9 +71,35 @@ def _mean_defined(array: np.ndarray) -> float | None:
 def coco_metrics(images: list[EvalImage], label_map: dict[int, str]) -> dict:
     """COCO bbox metrics from pycocotools, built in memory. Returns {"stats": {name: value},
     "per_class": {name: {...}}, "pr_curves": {name: (recall[], precision[])}} (IoU 0.5)."""
-    from pycocotools.cocoeval import COCOeval
-
     categories = [{"id": int(i), "name": str(n)} for i, n in sorted(label_map.items())]
+    gt_anns, dt_anns = _coco_annotations(images)
+    image_entries = [
+        {"id": int(im.image_id), "width": int(im.width), "height": int(im.height), "file_name": im.filename}
+        for im in images
+    ]
+    coco_gt = _coco({"images": image_entries, "categories": categories, "annotations": gt_anns})
+    coco_dt = _coco({"images": image_entries, "categories": categories, "annotations": dt_anns})
+    evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = {name: _none_if_undefined(v) for name, v in zip(COCO_STAT_NAMES, evaluator.stats)}
+    n_gt = {c["id"]: 0 for c in categories}
+    n_ignored = dict(n_gt)
+    n_dt = dict(n_gt)
+    for ann in gt_anns:
+        counts = n_ignored if ann["iscrowd"] else n_gt
+        counts[ann["category_id"]] = counts.get(ann["category_id"], 0) + 1
+    for ann in dt_anns:
+        n_dt[ann["category_id"]] = n_dt.get(ann["category_id"], 0) + 1
+    per_class, pr_curves = _per_class(evaluator, label_map, n_gt, n_ignored, n_dt)
+    unknown = sum(v for k, v in n_dt.items() if k not in label_map)
+    return {"stats": stats, "per_class": per_class, "pr_curves": pr_curves, "unknown_class_detections": unknown}
+
+
+def _coco_annotations(images: list[EvalImage]) -> tuple[list[dict], list[dict]]:
+    """(ground-truth, detection) annotations in COCO's format (boxes as x, y, w, h)."""
     gt_anns, dt_anns = [], []
     for image in images:
         for gt in image.ground_truth:
@@ -88,18 +114,11 @@ def coco_metrics(images: list[EvalImage], label_map: dict[int, str]) -> dict:
                 "id": len(dt_anns) + 1, "image_id": int(image.image_id), "category_id": int(det.class_id),
                 "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0, "score": float(det.score),
             })
-    image_entries = [
-        {"id": int(im.image_id), "width": int(im.width), "height": int(im.height), "file_name": im.filename}
-        for im in images
-    ]
-    coco_gt = _coco({"images": image_entries, "categories": categories, "annotations": gt_anns})
-    coco_dt = _coco({"images": image_entries, "categories": categories, "annotations": dt_anns})
-    evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    stats = {name: _none_if_undefined(v) for name, v in zip(COCO_STAT_NAMES, evaluator.stats)}
+    return gt_anns, dt_anns
+
+
+def _per_class(evaluator, label_map: dict[int, str], n_gt: dict, n_ignored: dict, n_dt: dict) -> tuple[dict, dict]:
+    """({name: AP, AP@0.5, AP@0.75, recall, counts}, {name: PR curve at IoU 0.5}) of an evaluated COCOeval."""
     precision = evaluator.eval["precision"]  # [T iou, R recall, K class, A area, M maxdets]
     recall = evaluator.eval["recall"]  # [T, K, A, M]
     iou_thrs = evaluator.params.iouThrs
@@ -107,14 +126,6 @@ def coco_metrics(images: list[EvalImage], label_map: dict[int, str]) -> dict:
     t75 = int(np.argmin(np.abs(iou_thrs - 0.75)))
     rec_thrs = evaluator.params.recThrs
     per_class, pr_curves = {}, {}
-    n_gt = {c["id"]: 0 for c in categories}
-    n_ignored = dict(n_gt)
-    n_dt = dict(n_gt)
-    for ann in gt_anns:
-        counts = n_ignored if ann["iscrowd"] else n_gt
-        counts[ann["category_id"]] = counts.get(ann["category_id"], 0) + 1
-    for ann in dt_anns:
-        n_dt[ann["category_id"]] = n_dt.get(ann["category_id"], 0) + 1
     for k, cat_id in enumerate(evaluator.params.catIds):
         name = label_map[cat_id]
         p = precision[:, :, k, 0, -1]
@@ -130,8 +141,7 @@ def coco_metrics(images: list[EvalImage], label_map: dict[int, str]) -> dict:
         }
         if (p[t50] > -1).any():
             pr_curves[name] = ([float(r) for r in rec_thrs], [float(max(v, 0.0)) for v in p[t50]])
-    unknown = sum(v for k, v in n_dt.items() if k not in label_map)
-    return {"stats": stats, "per_class": per_class, "pr_curves": pr_curves, "unknown_class_detections": unknown}
+    return per_class, pr_curves
 
 
 # -- confusion matrix ----------------------------------------------------------------------------

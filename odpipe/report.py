@@ -9,6 +9,9 @@ import io
 
 import numpy as np
 
+# Imported inside the functions that draw: matplotlib (about 0.4 s) and odpipe.predict (PIL drawing,
+# about 0.4 s), start-up that `import odpipe.report` should not cost.
+
 
 def figure(width: float, height: float):
     """A matplotlib Figure on the Agg canvas (no display, no global pyplot state)."""
@@ -116,6 +119,20 @@ def _num(value) -> str:
 
 
 def render_html(metrics: dict, confusion_png: bytes, pr_png: bytes, gallery: list[dict]) -> str:
+    """The evaluation report: metrics, per-class table, champion comparison, confusion matrix,
+    plots, skipped images and the gallery (worst first), as one self-contained HTML page."""
+    out = _summary_html(metrics) + _per_class_html(metrics) + _champion_html(metrics)
+    out += _confusion_html(metrics["confusion_matrix"], confusion_png, pr_png)
+    if metrics["skipped"]:
+        out.append("<h2>Skipped images</h2><ul>")
+        out += [f"<li>{html.escape(s['file'])}: {html.escape(s['reason'])}</li>" for s in metrics["skipped"]]
+        out.append("</ul>")
+    out += _gallery_html(gallery, metrics["confusion_matrix"]["score_threshold"])
+    out.append("</div></body></html>\n")
+    return "\n".join(out)
+
+
+def _summary_html(metrics: dict) -> list[str]:
     e = html.escape
     blessed = metrics["blessed"]
     out = [
@@ -132,9 +149,14 @@ def render_html(metrics: dict, confusion_png: bytes, pr_png: bytes, gallery: lis
     ]
     for name, value in metrics["coco"].items():
         out.append(f"<tr><td>{e(name)}</td><td>{_num(value)}</td></tr>")
-    out.append("</table><h2>Per class</h2><table><tr><th>class</th><th>AP</th><th>AP@0.5</th>"
-               "<th>AP@0.75</th><th>recall</th><th>precision@thr</th><th>recall@thr</th><th>objects</th>"
-               "<th>detections</th></tr>")
+    return out
+
+
+def _per_class_html(metrics: dict) -> list[str]:
+    e = html.escape
+    out = ["</table><h2>Per class</h2><table><tr><th>class</th><th>AP</th><th>AP@0.5</th>"
+           "<th>AP@0.75</th><th>recall</th><th>precision@thr</th><th>recall@thr</th><th>objects</th>"
+           "<th>detections</th></tr>"]
     for name, pc in metrics["per_class"].items():
         out.append(
             f"<tr><td>{e(name)}</td><td>{_num(pc['AP'])}</td><td>{_num(pc['AP@0.5'])}</td>"
@@ -144,24 +166,34 @@ def render_html(metrics: dict, confusion_png: bytes, pr_png: bytes, gallery: lis
             f"<td>{pc['detections']}</td></tr>"
         )
     out.append("</table>")
+    return out
+
+
+def _champion_html(metrics: dict) -> list[str]:
+    e = html.escape
     champion = metrics.get("champion")
-    if champion:
-        out.append(f"<h2>Challenger vs champion (same eval records)</h2><p>champion "
-                   f"<code>{e(str(champion.get('version') or champion['model']))}</code>"
-                   + (f"; classes it never saw (AP 0): {e(', '.join(champion['unseen_classes']))}"
-                      if champion["unseen_classes"] else "") + "</p>"
-                   "<table><tr><th></th><th>challenger AP</th><th>champion AP</th>"
-                   "<th>challenger AP@0.5</th><th>champion AP@0.5</th></tr>")
-        out.append(f"<tr><th>all (mAP)</th><td>{_num(metrics['mAP'])}</td><td>{_num(champion['mAP'])}</td>"
-                   f"<td>{_num(metrics['mAP@0.5'])}</td><td>{_num(champion['mAP@0.5'])}</td></tr>")
-        for name, pc in metrics["per_class"].items():
-            old = champion["per_class"].get(name, {})
-            out.append(f"<tr><td>{e(name)}</td><td>{_num(pc['AP'])}</td><td>{_num(old.get('AP'))}</td>"
-                       f"<td>{_num(pc['AP@0.5'])}</td><td>{_num(old.get('AP@0.5'))}</td></tr>")
-        out.append("</table>")
-    cm = metrics["confusion_matrix"]
-    out.append(f"<h2>Confusion matrix</h2><p>IoU ≥ {cm['iou']}, score ≥ {cm['score_threshold']}; "
-               "rows ground truth, columns predicted.</p><table><tr><th></th>")
+    if not champion:
+        return []
+    out = [f"<h2>Challenger vs champion (same eval records)</h2><p>champion "
+           f"<code>{e(str(champion.get('version') or champion['model']))}</code>"
+           + (f"; classes it never saw (AP 0): {e(', '.join(champion['unseen_classes']))}"
+              if champion["unseen_classes"] else "") + "</p>"
+           "<table><tr><th></th><th>challenger AP</th><th>champion AP</th>"
+           "<th>challenger AP@0.5</th><th>champion AP@0.5</th></tr>"]
+    out.append(f"<tr><th>all (mAP)</th><td>{_num(metrics['mAP'])}</td><td>{_num(champion['mAP'])}</td>"
+               f"<td>{_num(metrics['mAP@0.5'])}</td><td>{_num(champion['mAP@0.5'])}</td></tr>")
+    for name, pc in metrics["per_class"].items():
+        old = champion["per_class"].get(name, {})
+        out.append(f"<tr><td>{e(name)}</td><td>{_num(pc['AP'])}</td><td>{_num(old.get('AP'))}</td>"
+                   f"<td>{_num(pc['AP@0.5'])}</td><td>{_num(old.get('AP@0.5'))}</td></tr>")
+    out.append("</table>")
+    return out
+
+
+def _confusion_html(cm: dict, confusion_png: bytes, pr_png: bytes) -> list[str]:
+    e = html.escape
+    out = [f"<h2>Confusion matrix</h2><p>IoU ≥ {cm['iou']}, score ≥ {cm['score_threshold']}; "
+           "rows ground truth, columns predicted.</p><table><tr><th></th>"]
     out += [f"<th>{e(label)}</th>" for label in cm["labels"]]
     out.append("</tr>")
     for label, row in zip(cm["labels"], cm["matrix"]):
@@ -169,17 +201,17 @@ def render_html(metrics: dict, confusion_png: bytes, pr_png: bytes, gallery: lis
     out.append("</table><div class='plots'>")
     out.append(f"<img alt='confusion matrix' src='{data_uri(confusion_png, 'image/png')}'>")
     out.append(f"<img alt='precision-recall curves' src='{data_uri(pr_png, 'image/png')}'></div>")
-    if metrics["skipped"]:
-        out.append("<h2>Skipped images</h2><ul>")
-        out += [f"<li>{e(s['file'])}: {e(s['reason'])}</li>" for s in metrics["skipped"]]
-        out.append("</ul>")
-    out.append(f"<h2>Eval images, worst first</h2><p>White: ground truth; coloured: detections with "
-               f"score ≥ {cm['score_threshold']}. Errors = misses + false alarms + wrong classes.</p><div class='grid'>")
+    return out
+
+
+def _gallery_html(gallery: list[dict], score_threshold) -> list[str]:
+    e = html.escape
+    out = [f"<h2>Eval images, worst first</h2><p>White: ground truth; coloured: detections with "
+           f"score ≥ {score_threshold}. Errors = misses + false alarms + wrong classes.</p><div class='grid'>"]
     for item in gallery:
         img = f"<img alt='{e(item['filename'])}' src='{item['uri']}'>" if item["uri"] else "<p>(cannot draw)</p>"
         out.append(
             f"<div class='card'>{img}<br>{e(item['filename'])}<br>{item['errors']} errors, "
             f"{item['objects']} objects, {item['detections']} detections</div>"
         )
-    out.append("</div></body></html>\n")
-    return "\n".join(out)
+    return out

@@ -20,9 +20,15 @@ protobuf's; `tests/test_schema.py` pins the bytes against `tf.train.Example`.
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import re
 
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
+
+from odpipe import storage
 from odpipe.errors import UserError, first_line
 
 # ----------------------------------------------------------------------------- the labels CSV
@@ -52,11 +58,6 @@ def iter_labels(path: str):
     width/height ints; difficult/truncated ints (0 when absent or empty). Bad input is a UserError
     naming the line.
     """
-    import csv
-    import io
-
-    from odpipe import storage
-
     try:
         with storage.open_read(path) as f:
             text = f.read().decode("utf-8-sig")
@@ -139,8 +140,6 @@ _SINGLE = {ENCODED: b"", FORMAT: "", HEIGHT: -1, WIDTH: -1, FILENAME: "", SOURCE
 @functools.lru_cache(maxsize=1)
 def example_class():
     """The `tf.train.Example` message class (same fields, numbers and options as TensorFlow's)."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
     F = descriptor_pb2.FieldDescriptorProto  # noqa: N806
     proto = descriptor_pb2.FileDescriptorProto(name="odpipe/tensorflow_example.proto", package="tensorflow",
                                                syntax="proto3")
@@ -199,8 +198,6 @@ def parse_example(serialized: bytes, where: str = "record") -> dict:
 
     A payload that is not a `tf.train.Example`, or lacks image/encoded, is a UserError naming `where`.
     """
-    from google.protobuf.message import DecodeError
-
     try:
         feats = example_class().FromString(serialized).features.feature
     except (DecodeError, RuntimeError) as err:

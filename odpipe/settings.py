@@ -23,9 +23,11 @@ from typing import Any
 
 from odpipe import storage
 from odpipe.errors import UserError
+from odpipe.label_map import read_label_map
 from odpipe.model_home import check_writable
 from odpipe.train.budget import check_budget
-from odpipe.train.config import overrides_kind
+from odpipe.train.checks import check_init_checkpoint
+from odpipe.train.config import apply_overrides, experiment_config, init_start, overrides_kind
 
 KEYWORDS = {"init_checkpoint": ("none", "default")}  # values of path parameters that are not paths
 TFLITE_KINDS = ("int8", "fp16", "float", "none")
@@ -95,8 +97,6 @@ class Settings:
                             f"{max(32, round(self.image_size / 32) * 32)}); 0 for the preset's")
 
     def check_files(self) -> None:
-        from odpipe.label_map import read_label_map
-
         if self.existing_label_map:
             read_label_map(self.existing_label_map)  # one-line UserError naming the file
         if self.config_overrides and overrides_kind(self.config_overrides) == "path" \
@@ -108,9 +108,6 @@ class Settings:
 
     def check_model(self, champion_checkpoint: str = "") -> None:
         """The preset or experiment exists, the overrides apply to it, and the start checkpoint is reachable."""
-        from odpipe.train.checks import check_init_checkpoint
-        from odpipe.train.config import apply_overrides, experiment_config, init_start  # TensorFlow: when checked
-
         config = experiment_config(self.model)
         if self.config_overrides:
             apply_overrides(config, self.config_overrides)

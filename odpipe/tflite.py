@@ -26,13 +26,19 @@ quantization is exactly scale 1, zero point 0: the uint8 pixels a phone camera g
 
 from __future__ import annotations
 
+import os
 import tempfile
 
 import numpy as np
 
-from odpipe import __version__, storage
+from odpipe import __version__, storage, tflite_metadata
 from odpipe.errors import UserError, first_line
 from odpipe.quiet import native_noise_filtered
+from odpipe.records.tfrecord import read_records
+from odpipe.storage import tfio
+
+# TensorFlow and Model Garden are imported inside the functions that convert or run a model: seconds
+# of start-up that `odpipe export` without --tflite, and every importer of this module, do not need.
 
 QUANTIZATIONS = ("float", "fp16", "int8")
 SIGNATURE_TFLITE = "serving_default"  # the one signature of model.tflite
@@ -199,8 +205,6 @@ def calibration_images(files: list[str], count: int, size: int):
 
 
 def _records(path: str):
-    from odpipe.records.tfrecord import read_records  # the one TFRecord reader (local or gs://)
-
     yield from read_records(path)
 
 
@@ -241,8 +245,6 @@ def write_tflite(serving, path: str, quantization: str, label_map: dict[int, str
     """Convert, add metadata, write `path`; returns the export.json "tflite" summary."""
     import tensorflow as tf
 
-    from odpipe import tflite_metadata
-
     size = int(max(serving.padded_size))
     calibration, files_read, skipped = None, [], 0
     if quantization == "int8":
@@ -277,8 +279,7 @@ def write_tflite(serving, path: str, quantization: str, label_map: dict[int, str
         output_roles=[ROLES[name] for name in order],
     )
     data = tflite_metadata.populate(data, metadata, label_text, outputs=output_indices)
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(data)
+    tfio.write_bytes(path, data)
     return {
         "path": path,
         "type": quantization,
@@ -298,8 +299,6 @@ class LiteModel:
     normalised to each original image, detection_classes as label-map ids, out."""
 
     def __init__(self, data: bytes, where: str):
-        import os
-
         import tensorflow as tf
 
         self.where = where

@@ -24,7 +24,10 @@ from __future__ import annotations
 import io
 import zipfile
 
+import flatbuffers
 import numpy as np
+
+# TensorFlow's TFLite schema is imported inside `populate` (it loads TensorFlow: seconds of start-up).
 
 METADATA_NAME = "TFLITE_METADATA"
 FILE_IDENTIFIER = b"M001"
@@ -121,6 +124,54 @@ def _tensor(b, name, description, content_type, content_props, value_range=None,
     return _table(b, fields)
 
 
+def _input_tensor(b, norm_mean: list[float], norm_std: list[float], input_uint8: bool) -> int:
+    """The "image" TensorMetadata: RGB, its normalisation, the value range of its pixels."""
+    image_props = _table(b, [(0, "int8", _RGB)])  # ImageProperties: color_space 0, default_size 1
+    mean, std = _floats(b, norm_mean), _floats(b, norm_std)
+    norm = _table(b, [(0, "offset", mean), (1, "offset", std)])  # NormalizationOptions: mean 0, std 1
+    unit = _table(b, [(0, "uint8", _NORMALIZATION_OPTIONS), (1, "offset", norm)])  # ProcessUnit: options (union)
+    if input_uint8:
+        stats = ([0.0], [255.0])
+    else:
+        stats = ([(0.0 - m) / s for m, s in zip(norm_mean, norm_std)],
+                 [(255.0 - m) / s for m, s in zip(norm_mean, norm_std)])
+    return _tensor(b, "image", "Input image to be detected.", _IMAGE_PROPERTIES, image_props,
+                   process_units=[unit], stats=stats)
+
+
+def _output_tensor(b, role: str) -> int:
+    """The TensorMetadata of one output (a role of OUTPUT_NAMES); "category" carries the label file."""
+    if role == "location":
+        index = _uints(b, [1, 0, 3, 2])
+        props = _table(b, [(0, "offset", index), (1, "int8", _BOUNDARIES)])  # RATIO (0) is the default
+        return _tensor(b, "location", "The locations of the detected boxes.",
+                       _BOUNDING_BOX_PROPERTIES, props, value_range=(2, 2))
+    if role == "category":
+        labels = _associated_file(b, LABEL_FILE, "Labels for categories that the model can recognize.",
+                                  _TENSOR_VALUE_LABELS)
+        return _tensor(b, "category", "The categories of the detected boxes.", _FEATURE_PROPERTIES,
+                       _table(b, []), value_range=(2, 2), files=[labels])
+    if role == "score":
+        return _tensor(b, "score", "The scores of the detected boxes.", _FEATURE_PROPERTIES,
+                       _table(b, []), value_range=(2, 2))
+    return _tensor(b, "number of detections", "The number of the detected boxes.", _FEATURE_PROPERTIES, _table(b, []))
+
+
+def _subgraph(b, image: int, outputs: list[int]) -> int:
+    """The SubGraphMetadata: the input, the outputs in the model's order, the "detection_result" group."""
+    inputs = _offsets(b, [image])
+    outputs_off = _offsets(b, outputs)
+    group_name = b.CreateString("detection_result")
+    group_tensors = _strings(b, ["location", "category", "score"])
+    group = _table(b, [(0, "offset", group_name), (1, "offset", group_tensors)])  # TensorGroup: name 0, tensor_names 1
+    groups = _offsets(b, [group])
+    sg_name = b.CreateString("ObjectDetector")
+    # SubGraphMetadata: name 0, description 1, input_tensor_metadata 2, output_tensor_metadata 3,
+    # associated_files 4, input_process_units 5, output_process_units 6, input_tensor_groups 7,
+    # output_tensor_groups 8
+    return _table(b, [(0, "offset", sg_name), (2, "offset", inputs), (3, "offset", outputs_off), (8, "offset", groups)])
+
+
 def build_metadata(
     *,
     name: str,
@@ -135,58 +186,12 @@ def build_metadata(
 ) -> bytes:
     """The ModelMetadata flatbuffer. `output_roles`: for each model output in order, one of
     OUTPUT_NAMES (so the metadata lines up with the model's outputs whatever their order)."""
-    import flatbuffers
-
     if sorted(output_roles) != sorted(OUTPUT_NAMES):
         raise ValueError(f"output roles {output_roles} are not {OUTPUT_NAMES}")
     b = flatbuffers.Builder(1024)
-
-    # input image
-    image_props = _table(b, [(0, "int8", _RGB)])  # ImageProperties: color_space 0, default_size 1
-    mean, std = _floats(b, norm_mean), _floats(b, norm_std)
-    norm = _table(b, [(0, "offset", mean), (1, "offset", std)])  # NormalizationOptions: mean 0, std 1
-    unit = _table(b, [(0, "uint8", _NORMALIZATION_OPTIONS), (1, "offset", norm)])  # ProcessUnit: options (union)
-    if input_uint8:
-        stats = ([0.0], [255.0])
-    else:
-        stats = ([(0.0 - m) / s for m, s in zip(norm_mean, norm_std)], [(255.0 - m) / s for m, s in zip(norm_mean, norm_std)])
-    image = _tensor(b, "image", "Input image to be detected.", _IMAGE_PROPERTIES, image_props,
-                    process_units=[unit], stats=stats)
-
-    # outputs
-    def feature():
-        return _table(b, [])
-
-    made = {}
-    for role in output_roles:
-        if role == "location":
-            index = _uints(b, [1, 0, 3, 2])
-            props = _table(b, [(0, "offset", index), (1, "int8", _BOUNDARIES)])  # RATIO (0) is the default
-            made[role] = _tensor(b, "location", "The locations of the detected boxes.",
-                                 _BOUNDING_BOX_PROPERTIES, props, value_range=(2, 2))
-        elif role == "category":
-            labels = _associated_file(b, LABEL_FILE, "Labels for categories that the model can recognize.",
-                                      _TENSOR_VALUE_LABELS)
-            made[role] = _tensor(b, "category", "The categories of the detected boxes.", _FEATURE_PROPERTIES,
-                                 feature(), value_range=(2, 2), files=[labels])
-        elif role == "score":
-            made[role] = _tensor(b, "score", "The scores of the detected boxes.", _FEATURE_PROPERTIES,
-                                 feature(), value_range=(2, 2))
-        else:
-            made[role] = _tensor(b, "number of detections", "The number of the detected boxes.",
-                                 _FEATURE_PROPERTIES, feature())
-    inputs = _offsets(b, [image])
-    outputs = _offsets(b, [made[r] for r in output_roles])
-    group_name = b.CreateString("detection_result")
-    group_tensors = _strings(b, ["location", "category", "score"])
-    group = _table(b, [(0, "offset", group_name), (1, "offset", group_tensors)])  # TensorGroup: name 0, tensor_names 1
-    groups = _offsets(b, [group])
-    sg_name = b.CreateString("ObjectDetector")
-    # SubGraphMetadata: name 0, description 1, input_tensor_metadata 2, output_tensor_metadata 3,
-    # associated_files 4, input_process_units 5, output_process_units 6, input_tensor_groups 7,
-    # output_tensor_groups 8
-    subgraph = _table(b, [(0, "offset", sg_name), (2, "offset", inputs), (3, "offset", outputs), (8, "offset", groups)])
-    subgraphs = _offsets(b, [subgraph])
+    image = _input_tensor(b, norm_mean, norm_std, input_uint8)
+    made = {role: _output_tensor(b, role) for role in output_roles}
+    subgraphs = _offsets(b, [_subgraph(b, image, [made[r] for r in output_roles])])
     # ModelMetadata: name 0, description 1, version 2, subgraph_metadata 3, author 4, license 5,
     # associated_files 6, min_parser_version 7
     strings = [b.CreateString(s) for s in (name, description, version)]

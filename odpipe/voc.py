@@ -12,6 +12,10 @@ import posixpath
 import re
 from collections import Counter
 
+import defusedxml.ElementTree as DET
+from defusedxml import DefusedXmlException
+from PIL import Image
+
 from odpipe import storage
 from odpipe.errors import UserError, first_line
 
@@ -50,9 +54,6 @@ class _Folder:
 
 
 def _parse_xml(data: bytes, source: str):
-    import defusedxml.ElementTree as DET
-    from defusedxml import DefusedXmlException
-
     try:
         root = DET.fromstring(data, forbid_dtd=False, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as err:
@@ -118,8 +119,6 @@ def _safe_relative(name: str, source: str) -> str:
 
 def _image_header(path: str) -> tuple[int, int, int]:
     """(width, height, EXIF orientation) from the image header; pixels are not decoded."""
-    from PIL import Image
-
     with storage.open_read(path) as f:
         with Image.open(f) as image:
             width, height = image.size
@@ -200,29 +199,67 @@ class Conversion:
         return None, f"{what} not found in {where} (nor one named {stem}.jpg/.png/...){hint}"
 
     def add_xml(self, rel_xml: str) -> None:
+        """Add one XML file's rows (or its drops and warnings)."""
         source = storage.join(self.annotations_dir, *rel_xml.split("/"))
+        root = _parse_xml(self._read(source), source)
+        objects = root.findall("object")
+        self.objects_in_xml += len(objects)
+        image_rel = self._image_of(rel_xml, root, source, objects)
+        if image_rel is None:
+            return
+        image_path = storage.join(self.images_root, *image_rel.split("/"))
         try:
-            data = storage.read_bytes(source)
+            width, height, orientation = _image_header(image_path)
+        except Exception as err:  # PIL: UnidentifiedImageError, DecompressionBombError, OSError
+            self._drop_all(rel_xml, objects, f"{image_rel}: not a readable image ({type(err).__name__}: {err})",
+                           "unreadable image")
+            return
+        self.seen[image_rel] = rel_xml
+        self._check_size(rel_xml, root, image_rel, (width, height), orientation)
+        kept = []
+        boxes_seen: set[tuple] = set()
+        for obj in objects:
+            row = self._object_row(rel_xml, obj, image_rel, width, height, boxes_seen)
+            if row is not None:
+                kept.append(row)
+        if objects and not kept:
+            self.dropped_images.append(
+                {"file": rel_xml, "reason": f"all {len(objects)} objects were dropped (kept, it would teach 'nothing here')"}
+            )
+            del self.seen[image_rel]
+            return
+        self.images += 1
+        if not kept:
+            self.empty_images += 1
+            self.rows.append([image_rel, width, height, "", None, None, None, None, 0, 0])
+        for row in kept:
+            self.classes[row[3]] += 1
+            self.rows.append(row)
+
+    @staticmethod
+    def _read(source: str) -> bytes:
+        try:
+            return storage.read_bytes(source)
         except OSError as err:
             raise UserError(
                 f"{source}: cannot read this annotation file ({err.strerror or first_line(err)}); fix its permissions "
                 "or move it out of the annotations folder"
             ) from None
-        root = _parse_xml(data, source)
-        objects = root.findall("object")
-        self.objects_in_xml += len(objects)
 
-        def drop_all(reason: str, kind: str) -> None:
-            self.dropped_images.append({"file": rel_xml, "reason": reason})
-            for obj in objects:
-                self.dropped.append({"file": rel_xml, "class": _text(obj, "name") or "", "reason": kind})
+    def _drop_all(self, rel_xml: str, objects: list, reason: str, kind: str) -> None:
+        self.dropped_images.append({"file": rel_xml, "reason": reason})
+        for obj in objects:
+            self.dropped.append({"file": rel_xml, "class": _text(obj, "name") or "", "reason": kind})
 
+    def _image_of(self, rel_xml: str, root, source: str, objects: list) -> str | None:
+        """The image an XML file annotates (relative to the images folder), or None when it is not
+        found or already annotated by an earlier XML (its objects dropped, saying why)."""
         name = _text(root, "filename")
         safe = _safe_relative(name, source) if name else None
         image_rel, note = self.find_image(rel_xml, safe)
         if image_rel is None:
-            drop_all(note, "image not found")
-            return
+            self._drop_all(rel_xml, objects, note, "image not found")
+            return None
         if note:
             self.warn(rel_xml, note)
         if image_rel in self.seen:
@@ -230,14 +267,12 @@ class Conversion:
             self.warn(rel_xml, reason)
             for obj in objects:
                 self.dropped.append({"file": rel_xml, "class": _text(obj, "name") or "", "reason": reason})
-            return
-        image_path = storage.join(self.images_root, *image_rel.split("/"))
-        try:
-            width, height, orientation = _image_header(image_path)
-        except Exception as err:  # PIL: UnidentifiedImageError, DecompressionBombError, OSError
-            drop_all(f"{image_rel}: not a readable image ({type(err).__name__}: {err})", "unreadable image")
-            return
-        self.seen[image_rel] = rel_xml
+            return None
+        return image_rel
+
+    def _check_size(self, rel_xml: str, root, image_rel: str, size: tuple, orientation: int) -> None:
+        """Warn when <size> disagrees with the image, or the image has an EXIF orientation."""
+        width, height = size
         xml_w, xml_h = _number(_text(root, "size/width")), _number(_text(root, "size/height"))
         if xml_w and xml_h and xml_w > 0 and xml_h > 0 and (xml_w, xml_h) != (width, height):  # 0: size not recorded
             message = f"<size> says {format_number(xml_w)}x{format_number(xml_h)} but {image_rel} is {width}x{height}; using the image's size"
@@ -255,74 +290,58 @@ class Conversion:
                 f"{image_rel} has EXIF orientation {orientation}; boxes are taken on the stored pixels, as labelImg shows them",
             )
 
-        kept = []
-        boxes_seen: set[tuple] = set()
-        for obj in objects:
-            cls = _text(obj, "name") or ""
-            if not cls:
-                self.dropped.append({"file": rel_xml, "class": "", "reason": "object has an empty <name>"})
-                continue
-            box = obj.find("bndbox")
-            if box is None:
-                self.dropped.append({"file": rel_xml, "class": cls, "reason": "object has no <bndbox>"})
-                continue
-            raw = {k: _text(box, k) for k in _BOX}
-            values = {k: _number(v) for k, v in raw.items()}
-            bad = [f"{k}={raw[k]!r}" for k in _BOX if values[k] is None]
-            if bad:
-                self.dropped.append({"file": rel_xml, "class": cls, "reason": f"coordinate not a number: {', '.join(bad)}"})
-                continue
-            x0, y0, x1, y1 = (values[k] for k in _BOX)
-            if x0 > x1 or y0 > y1:
-                self.dropped.append(
-                    {"file": rel_xml, "class": cls, "reason": f"inverted box ({', '.join(f'{k}={raw[k]}' for k in _BOX)})"}
-                )
-                continue
-            cx0, cy0 = min(max(x0, 0.0), width), min(max(y0, 0.0), height)
-            cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
-            if cx1 <= cx0 or cy1 <= cy0:
-                self.dropped.append(
-                    {
-                        "file": rel_xml,
-                        "class": cls,
-                        "reason": f"zero area after clipping to the {width}x{height} image "
-                        f"({', '.join(f'{k}={raw[k]}' for k in _BOX)})",
-                    }
-                )
-                continue
-            overshoot = max(abs(cx0 - x0), abs(cy0 - y0), abs(cx1 - x1), abs(cy1 - y1))
-            if overshoot > 0:
-                self.clipped += 1
-                if overshoot > _CLIP_TOLERANCE:
-                    self.warn(
-                        rel_xml,
-                        f"{cls!r} box ({', '.join(f'{k}={raw[k]}' for k in _BOX)}) reaches {format_number(overshoot)} px "
-                        f"outside the {width}x{height} image; clipped",
-                    )
-            difficult, truncated = _flag(_text(obj, "difficult")), _flag(_text(obj, "truncated"))
-            for tag, value in (("difficult", difficult), ("truncated", truncated)):
-                if value is None:
-                    self.warn(rel_xml, f"{cls!r} <{tag}> {_text(obj, tag)!r} is not 0/1; using 0")
-            if (cls, cx0, cy0, cx1, cy1) in boxes_seen:
-                corners = ", ".join(format_number(v) for v in (cx0, cy0, cx1, cy1))
-                reason = f"duplicate box (same class and corners {corners} as an earlier object)"
-                self.dropped.append({"file": rel_xml, "class": cls, "reason": reason})
-                continue
-            boxes_seen.add((cls, cx0, cy0, cx1, cy1))
-            kept.append([image_rel, width, height, cls, cx0, cy0, cx1, cy1, difficult or 0, truncated or 0])
-        if objects and not kept:
-            self.dropped_images.append(
-                {"file": rel_xml, "reason": f"all {len(objects)} objects were dropped (kept, it would teach 'nothing here')"}
-            )
-            del self.seen[image_rel]
-            return
-        self.images += 1
-        if not kept:
-            self.empty_images += 1
-            self.rows.append([image_rel, width, height, "", None, None, None, None, 0, 0])
-        for row in kept:
-            self.classes[row[3]] += 1
-            self.rows.append(row)
+    def _object_row(self, rel_xml: str, obj, image_rel: str, width: int, height: int, boxes_seen: set) -> list | None:
+        """The CSV row of one <object>, or None when it is dropped (the reason recorded)."""
+        cls = _text(obj, "name") or ""
+        if not cls:
+            self.dropped.append({"file": rel_xml, "class": "", "reason": "object has an empty <name>"})
+            return None
+        box = self._clipped_box(rel_xml, cls, obj, width, height)
+        if box is None:
+            return None
+        difficult, truncated = _flag(_text(obj, "difficult")), _flag(_text(obj, "truncated"))
+        for tag, value in (("difficult", difficult), ("truncated", truncated)):
+            if value is None:
+                self.warn(rel_xml, f"{cls!r} <{tag}> {_text(obj, tag)!r} is not 0/1; using 0")
+        if (cls, *box) in boxes_seen:
+            corners = ", ".join(format_number(v) for v in box)
+            reason = f"duplicate box (same class and corners {corners} as an earlier object)"
+            self.dropped.append({"file": rel_xml, "class": cls, "reason": reason})
+            return None
+        boxes_seen.add((cls, *box))
+        return [image_rel, width, height, cls, *box, difficult or 0, truncated or 0]
+
+    def _clipped_box(self, rel_xml: str, cls: str, obj, width: int, height: int) -> tuple | None:
+        """(xmin, ymin, xmax, ymax) of an object's <bndbox> clipped to the image, or None when it is
+        missing, not numbers, inverted or of zero area once clipped (the reason recorded)."""
+        box = obj.find("bndbox")
+        if box is None:
+            self.dropped.append({"file": rel_xml, "class": cls, "reason": "object has no <bndbox>"})
+            return None
+        raw = {k: _text(box, k) for k in _BOX}
+        values = {k: _number(v) for k, v in raw.items()}
+        bad = [f"{k}={raw[k]!r}" for k in _BOX if values[k] is None]
+        if bad:
+            self.dropped.append({"file": rel_xml, "class": cls, "reason": f"coordinate not a number: {', '.join(bad)}"})
+            return None
+        x0, y0, x1, y1 = (values[k] for k in _BOX)
+        corners = ", ".join(f"{k}={raw[k]}" for k in _BOX)
+        if x0 > x1 or y0 > y1:
+            self.dropped.append({"file": rel_xml, "class": cls, "reason": f"inverted box ({corners})"})
+            return None
+        cx0, cy0 = min(max(x0, 0.0), width), min(max(y0, 0.0), height)
+        cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+        if cx1 <= cx0 or cy1 <= cy0:
+            reason = f"zero area after clipping to the {width}x{height} image ({corners})"
+            self.dropped.append({"file": rel_xml, "class": cls, "reason": reason})
+            return None
+        overshoot = max(abs(cx0 - x0), abs(cy0 - y0), abs(cx1 - x1), abs(cy1 - y1))
+        if overshoot > 0:
+            self.clipped += 1
+            if overshoot > _CLIP_TOLERANCE:
+                self.warn(rel_xml, f"{cls!r} box ({corners}) reaches {format_number(overshoot)} px "
+                                   f"outside the {width}x{height} image; clipped")
+        return cx0, cy0, cx1, cy1
 
     def report(self, listing: storage.Walk) -> dict:
         return {

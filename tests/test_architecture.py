@@ -1,6 +1,7 @@
 """The house rules of the code, checked on the source (an import graph drawn with `ast`):
 imports only go down (launch -> pipelines -> components -> odpipe), the graph has no cycle,
-no private name of Beam, kfp or TensorFlow is imported, and odpipe's modules stay readable."""
+no private name of Beam, kfp or TensorFlow is imported, files and functions stay readable (about
+400 lines a file, 60 a function), and only `odpipe.storage` touches TensorFlow's file API."""
 
 from __future__ import annotations
 
@@ -14,6 +15,19 @@ PACKAGES = ("odpipe", "components", "pipelines", "launch")  # top to bottom: lau
 LAYER = {"odpipe": 0, "components": 1, "pipelines": 2, "launch": 3}
 LIBRARIES = ("apache_beam", "kfp", "tensorflow", "tf_keras", "official", "orbit")
 MAX_LINES = 420  # "about 400"
+MAX_FUNCTION_LINES = 60  # a function's body, its docstring left out
+# Files over MAX_LINES, each with its reason; the list only shrinks.
+LONG_FILES = {
+    "components.stages": "split by the lead after the platform merge",
+}
+# Functions over MAX_FUNCTION_LINES (module.qualified.name); the list only shrinks. The lead is
+# splitting these: they sit in files other engineers are editing now (evaluate, predict, the
+# pipeline definition). export.export_model is 30 lines and needs no entry.
+LONG_FUNCTIONS = {
+    "odpipe.evaluate.evaluate",
+    "pipelines.training.build_pipeline",
+    "pipelines.training.build_pipeline.training_pipeline",
+}
 
 
 def _modules() -> dict[str, str]:
@@ -110,7 +124,77 @@ def test_no_private_library_names():
     assert not found, found
 
 
-def test_odpipe_modules_stay_readable():
-    long = {m: n for m, p in MODULES.items() if m.startswith("odpipe")
-            for n in [sum(1 for _ in open(p, encoding="utf-8"))] if n > MAX_LINES}
-    assert not long, long
+def test_files_stay_readable():
+    long = {m: n for m, p in MODULES.items() for n in [sum(1 for _ in open(p, encoding="utf-8"))]
+            if n > MAX_LINES and m not in LONG_FILES}
+    assert not long, f"files over {MAX_LINES} lines (split them): {long}"
+    stale = [m for m in LONG_FILES if sum(1 for _ in open(MODULES[m], encoding="utf-8")) <= MAX_LINES]
+    assert not stale, f"no longer over {MAX_LINES} lines: remove from LONG_FILES: {stale}"
+
+
+def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines from a function's first statement after its docstring to its end."""
+    body = node.body
+    if (body[0:1] and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)):
+        body = body[1:]
+    return node.end_lineno - body[0].lineno + 1 if body else 0
+
+
+def long_functions(source: str, module: str, limit: int = MAX_FUNCTION_LINES) -> dict[str, int]:
+    """{module.qualified.name: body lines} of every function (methods and nested ones too) over `limit`."""
+    found: dict[str, int] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{prefix}.{child.name}"
+                if not isinstance(child, ast.ClassDef) and _body_lines(child) > limit:
+                    found[name] = _body_lines(child)
+                visit(child, name)
+            else:
+                visit(child, prefix)
+
+    visit(ast.parse(source), module)
+    return found
+
+
+def test_functions_stay_readable():
+    found: dict[str, int] = {}
+    for module, path in MODULES.items():
+        found.update(long_functions(open(path, encoding="utf-8").read(), module))
+    long = {name: n for name, n in found.items() if name not in LONG_FUNCTIONS}
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines (split them into named helpers): {long}"
+    stale = sorted(LONG_FUNCTIONS - set(found))
+    assert not stale, f"no longer over {MAX_FUNCTION_LINES} lines: remove from LONG_FUNCTIONS: {stale}"
+
+
+def test_the_function_check_finds_a_long_function_anywhere():
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES + 1))
+    source = (f'def ok():\n    """Doc."""\n{body[: -len(body.splitlines(True)[-1])]}'  # 60 lines: fine
+              f"def long():\n{body}"
+              f"class C:\n    def method(self):\n        def inner():\n            pass\n{body.replace('    ', '        ')}")
+    assert long_functions(source, "m") == {"m.long": MAX_FUNCTION_LINES + 1, "m.C.method": MAX_FUNCTION_LINES + 3}
+
+
+def _gfile_uses(source: str) -> list[int]:
+    """Lines that reach TensorFlow's file API: `<x>.io.gfile`, `import tensorflow.io.gfile`,
+    `from tensorflow.io import gfile` (text inside strings, e.g. a benchmarked script, is not code)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr == "gfile":
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Import) and any(".gfile" in a.name for a in node.names):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tensorflow") and (
+                "gfile" in (node.module or "") or any(a.name == "gfile" for a in node.names)):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_only_storage_touches_tensorflows_file_api():
+    """One file layer: `odpipe.storage` (storage.tfio where TensorFlow must do the I/O itself)."""
+    found = {m: lines for m, p in MODULES.items() if not m.startswith("odpipe.storage")
+             for lines in [_gfile_uses(open(p, encoding="utf-8").read())] if lines}
+    assert not found, f"use odpipe.storage (or odpipe.storage.tfio) instead of tf.io.gfile: {found}"
+    assert sorted(_gfile_uses("import tensorflow as tf\ntf.io.gfile.exists('x')\nfrom tensorflow.io import gfile\n")) == [2, 3]

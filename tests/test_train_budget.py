@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 
@@ -75,3 +77,28 @@ def test_planned_schedule_is_model_gardens_warmup_cosine_for_the_planned_total()
     steps = [0, 4, 8, 9, 50, 163, 164]
     assert np.allclose([planned(s).numpy() for s in steps], [model_garden(164)(s).numpy() for s in steps], rtol=1e-5)
     assert planned(164).numpy() == pytest.approx(0.08 * 0.01, rel=1e-4)  # the schedule ends: alpha * peak
+
+
+def test_a_budgeted_run_follows_its_typed_plan_and_reports_it(records, label_map_path, tmp_path):
+    """A real 1-minute run: the plan (odpipe.train.budget.BudgetPlan) sizes the steps, config.yaml shows
+    them, and the plan with the actual minutes is the result's "time_budget" and train_result.json's."""
+    import yaml
+    from fixture_model import FIXTURE_TRAIN
+
+    from odpipe.train import train
+
+    options = {k: v for k, v in FIXTURE_TRAIN.items() if k not in ("steps", "eval_interval")}
+    messages: list[str] = []
+    model_dir = tmp_path / "budgeted"
+    result = train(records["train"], records["eval"], str(label_map_path), str(model_dir), echo=messages.append,
+                   time_budget=1.0, eval_steps=1, **options)
+    plan = result["time_budget"]
+    assert sorted(plan) == sorted(["budget_minutes", "total_steps", "steps_per_second", "eval_seconds", "spent_minutes",
+                                   "planned_minutes", "evaluations", "actual_minutes", "over_budget"])
+    assert plan["budget_minutes"] == 1.0 and plan["total_steps"] == result["step"] >= 30  # 10 + 20 measured steps
+    assert plan["over_budget"] == (plan["actual_minutes"] > 1.0) and "plan" not in result
+    saved = json.loads((model_dir / "train_result.json").read_text())
+    assert saved["time_budget"] == plan and saved["step"] == result["step"]
+    config = yaml.safe_load((model_dir / "config.yaml").read_text())
+    assert config["trainer"]["train_steps"] == plan["total_steps"]
+    assert any(m.startswith("time budget 1 min: ") and ("planned" in m or "OVER BUDGET" in m) for m in messages[-2:])

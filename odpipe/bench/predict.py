@@ -23,15 +23,19 @@ import sys
 import tempfile
 import time
 
+from odpipe.annotations import xml_to_csv
+from odpipe.detector import Detector
+from odpipe.export import export_model
+from odpipe.label_map import write_label_map
+from odpipe.predict import predict
+from odpipe.records import convert
+from odpipe.sample_data import write_sample_data
+from odpipe.train import train
+
+# TensorFlow is imported inside the functions (start-up time: seconds), after --help has been answered.
+
 
 def _build_model(work: str) -> str:
-    from odpipe.annotations import xml_to_csv
-    from odpipe.export import export_model
-    from odpipe.label_map import write_label_map
-    from odpipe.records import convert
-    from odpipe.sample_data import write_sample_data
-    from odpipe.train import train
-
     data = os.path.join(work, "train_data")
     write_sample_data(data, images=16, seed=1)
     csv = os.path.join(work, "labels.csv")
@@ -65,70 +69,75 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-    import tensorflow as tf
-
-    from odpipe.detector import Detector
-    from odpipe.predict import predict
-    from odpipe.sample_data import write_sample_data
-
     work = tempfile.mkdtemp(prefix="odpipe-bench-predict-")
     try:
         t0 = time.perf_counter()
         export_dir = args.model or _build_model(work)
         if not args.model:
             print(f"built a model to time in {time.perf_counter() - t0:.0f}s: {export_dir}", flush=True)
-        images_dir = os.path.join(work, "inputs")
-        write_sample_data(images_dir, images=args.images, seed=7)
-        folder = os.path.join(images_dir, "images")
-        names = sorted(os.listdir(folder))
-        encoded = [open(os.path.join(folder, n), "rb").read() for n in names]
-        bs = args.batch_size
-        batches = [tf.constant(encoded[i : i + bs]) for i in range(0, len(encoded), bs)]
-        detector = Detector(export_dir)
-        detector.run_bytes(batches[0])  # warm-up: trace and load
-        if len(batches) > 1 and batches[-1].shape[0] != bs:
-            detector.run_bytes(batches[-1])
-
-        def model_only():
-            for batch in batches:
-                detector.run_bytes(batch)
-
-        def full(draw):
-            out = os.path.join(work, "out")
-            shutil.rmtree(out, ignore_errors=True)
-            summary = predict(detector, [folder], out, threshold=0.5, batch_size=bs, draw=draw, progress=False)
-            assert summary["images"] == len(names), summary
-
-        n = len(names)
-        model_s = _best(model_only, args.repeats)
-        plain_s = _best(lambda: full(False), args.repeats)
-        drawn_s = _best(lambda: full(True), args.repeats)
-        figures = {
-            "device": "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)",
-            "images": n,
-            "batch_size": bs,
-            "model_only_images_per_s": round(n / model_s, 2),
-            "predict_images_per_s": round(n / plain_s, 2),
-            "predict_drawn_images_per_s": round(n / drawn_s, 2),
-            "ratio": round(model_s / plain_s, 3),
-            "ratio_with_drawing": round(model_s / drawn_s, 3),
-            "target": 0.9,
-        }
-        detector.close()
+        figures = _measure(export_dir, work, args.images, args.batch_size, args.repeats)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"predict benchmark on {figures['device']}, {n} images (192-320 px JPEG), batch {bs}:")
+    _print(figures)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=1)
+    return 0
+
+
+def _measure(export_dir: str, work: str, images: int, bs: int, repeats: int) -> dict:
+    """Images/s of the model alone and of `odpipe predict` (without and with drawing) on sample images."""
+    import tensorflow as tf
+
+    images_dir = os.path.join(work, "inputs")
+    write_sample_data(images_dir, images=images, seed=7)
+    folder = os.path.join(images_dir, "images")
+    names = sorted(os.listdir(folder))
+    encoded = [open(os.path.join(folder, n), "rb").read() for n in names]
+    batches = [tf.constant(encoded[i : i + bs]) for i in range(0, len(encoded), bs)]
+    detector = Detector(export_dir)
+    detector.run_bytes(batches[0])  # warm-up: trace and load
+    if len(batches) > 1 and batches[-1].shape[0] != bs:
+        detector.run_bytes(batches[-1])
+
+    def model_only():
+        for batch in batches:
+            detector.run_bytes(batch)
+
+    def full(draw):
+        out = os.path.join(work, "out")
+        shutil.rmtree(out, ignore_errors=True)
+        summary = predict(detector, [folder], out, threshold=0.5, batch_size=bs, draw=draw, progress=False)
+        assert summary["images"] == len(names), summary
+
+    n = len(names)
+    model_s = _best(model_only, repeats)
+    plain_s = _best(lambda: full(False), repeats)
+    drawn_s = _best(lambda: full(True), repeats)
+    figures = {
+        "device": "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)",
+        "images": n,
+        "batch_size": bs,
+        "model_only_images_per_s": round(n / model_s, 2),
+        "predict_images_per_s": round(n / plain_s, 2),
+        "predict_drawn_images_per_s": round(n / drawn_s, 2),
+        "ratio": round(model_s / plain_s, 3),
+        "ratio_with_drawing": round(model_s / drawn_s, 3),
+        "target": 0.9,
+    }
+    detector.close()
+    return figures
+
+
+def _print(figures: dict) -> None:
+    print(f"predict benchmark on {figures['device']}, {figures['images']} images (192-320 px JPEG), "
+          f"batch {figures['batch_size']}:")
     print(f"  model only (in-memory encoded batches): {figures['model_only_images_per_s']:8.2f} images/s")
     print(f"  odpipe predict, --no-draw:               {figures['predict_images_per_s']:8.2f} images/s"
           f"  ratio {figures['ratio']:.3f} (target >= 0.9)")
     print(f"  odpipe predict, drawn images:           {figures['predict_drawn_images_per_s']:8.2f} images/s"
           f"  ratio {figures['ratio_with_drawing']:.3f}")
     print(json.dumps(figures))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=1)
-    return 0
 
 
 if __name__ == "__main__":

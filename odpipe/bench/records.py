@@ -9,7 +9,7 @@
    N images (hard links into sub-folders).
 2. Baseline, same files, same run: the logic of the classic `generate_tfrecord.py` (TF Object
    Detection API tutorials, detection_util_scripts): pandas groupby on filename, per image
-   `tf.io.gfile.GFile(...).read()`, a Pillow header for the size, `iterrows` over the boxes, a
+   `GFile(...).read()` (TensorFlow's file API), a Pillow header for the size, `iterrows` over the boxes, a
    `tf.train.Example`, one `tf.io.TFRecordWriter` file. Timed end to end as a user runs it
    (`_CLASSIC`, a subprocess: imports included).
 3. odpipe: `odpipe tfrecord` as a user runs it (a subprocess, imports included) with `--verify
@@ -33,6 +33,14 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+from PIL import Image
+
+from odpipe.annotations import xml_to_csv
+from odpipe.label_map import format_label_map, write_label_map
+from odpipe.sample_data import CLASSES, make_image
+from odpipe.schema import CSV_COLUMNS
 
 # The classic generate_tfrecord.py (detection_util_scripts / TF OD API tutorials), its logic as is:
 # argv: csv, images_dir, label_map, output
@@ -96,9 +104,6 @@ IMAGE_KINDS = ("photo", "tiny")
 
 def _texture(rng, width: int, height: int):
     """Photo-like texture: value noise at several scales (lighting, surfaces, fine grain), int16 around 0."""
-    import numpy as np
-    from PIL import Image
-
     acc, amp = None, 44.0
     for cell in (160, 48, 12, 3):
         gh, gw = height // cell + 2, width // cell + 2
@@ -117,11 +122,6 @@ def _make_chunk(args) -> list[list]:
     they weigh 35-190 KB (median ~50, mean ~85 KB) like downscaled real photos; "tiny": the sample data's
     192-320 px flat-coloured JPEGs (~10-25 KB).
     """
-    import numpy as np
-    from PIL import Image
-
-    from odpipe.sample_data import make_image
-
     images_dir, start, stop, seed, kind = args
     rows = []
     for i in range(start, stop):
@@ -146,10 +146,6 @@ def _make_chunk(args) -> list[list]:
 
 def generate(workdir: str, images: int, seed: int = 0, kind: str = "photo") -> dict:
     """Sample images + labels.csv + label_map.pbtxt under workdir (reused if the CSV matches)."""
-    from odpipe.label_map import format_label_map
-    from odpipe.sample_data import CLASSES
-    from odpipe.schema import CSV_COLUMNS
-
     images_dir = os.path.join(workdir, "images")
     csv_path = os.path.join(workdir, "labels.csv")
     stamp = os.path.join(workdir, "generated.json")
@@ -244,9 +240,6 @@ def _files(csv_path: str, images_dir: str) -> list[str]:
 def cycle(source: str, workdir: str, images: int) -> dict:
     """A real labelImg dataset (`source`/images, `source`/annotations) cycled to `images` images:
     hard links (or copies) in sub-folders c000/, c001/, ...; labels CSV via `odpipe csv`."""
-    from odpipe.annotations import xml_to_csv
-    from odpipe.label_map import write_label_map
-
     images_dir = os.path.join(workdir, "images")
     csv_path = os.path.join(workdir, "labels.csv")
     stamp = os.path.join(workdir, "generated.json")
@@ -303,7 +296,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     kind = "source" if args.source else args.image_kind
     args.workdir = args.workdir or os.path.join("bench-output", "records" if kind == "photo" else f"records-{kind}")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     data = cycle(args.source, args.workdir, args.images) if args.source else generate(args.workdir, args.images, kind=kind)
     files = _files(data["csv"], data["images_dir"])
     n = len(files)
@@ -311,8 +303,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dataset: {n} images, {mb:.1f} MB in {data['images_dir']} "
           + (f"(made in {data['seconds']:.1f} s)" if data["seconds"] else "(reused)"), flush=True)
     small_n = args.small if 0 < args.small < n else max(1, n // 10)
-    small_csv = _subset_csv(data["csv"], os.path.join(args.workdir, f"labels_{small_n}.csv"), small_n)
-    one_csv = _subset_csv(data["csv"], os.path.join(args.workdir, "labels_1.csv"), 1)
     list_path = os.path.join(args.workdir, "files.txt")
     with open(list_path, "w") as f:
         f.write("\n".join(files))
@@ -321,6 +311,35 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(out_dir)
     load_start = os.getloadavg()
     run_measured([sys.executable, "-c", _WARM, list_path])  # warm page cache for every run
+    runs = _runs(data, args.workdir, small_n, out_dir)
+    with open(os.path.join(out_dir, "full_pixels.summary.json")) as f:
+        summary = json.load(f)
+    assert summary["images"] + len(summary["rejected"]) == n, "summary does not add up"
+    ratios, growth = _print_runs(runs, n, small_n)
+    startup = runs["startup"]["seconds"]
+    print(f"start-up: a whole run on 1 image {startup:.2f} s (best of 3; target < 1.5 s: "
+          f"{'met' if startup < 1.5 else 'NOT met'})")
+    print(f"records: {summary['images']} images, {summary['objects']} objects, {len(summary['shards'])} shard(s); "
+          f"rejected {len(summary['rejected'])}, repaired {len(summary['repaired'])}")
+    load = os.getloadavg()
+    print(f"load average: {load_start[0]:.2f} at the start, {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min) "
+          f"at the end, on {os.cpu_count()} cores (other work on the machine slows every run)")
+    result = {"images": n, "megabytes": mb, "cores": os.cpu_count(), "kind": kind, "small_images": small_n,
+              "runs": {k: {"seconds": v["seconds"], "peak_rss": v["peak_rss"]} for k, v in runs.items()},
+              "ratios": ratios, "memory_growth": growth, "startup_seconds": startup,
+              "loadavg_start": load_start, "loadavg_end": load}
+    with open(os.path.join(args.workdir, "result.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return 0
+
+
+def _runs(data: dict, workdir: str, small_n: int, out_dir: str) -> dict:
+    """The measured runs: the classic script; odpipe with each --verify on all images and on `small_n`;
+    odpipe on one image (best of 3)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    small_csv = _subset_csv(data["csv"], os.path.join(workdir, f"labels_{small_n}.csv"), small_n)
+    one_csv = _subset_csv(data["csv"], os.path.join(workdir, "labels_1.csv"), 1)
 
     def measured(label, cmd):
         os.sync()
@@ -341,9 +360,11 @@ def main(argv: list[str] | None = None) -> int:
         runs[f"{verify}_small"] = measured(verify, odpipe_cmd(small_csv, f"small_{verify}", verify))
     runs["startup"] = min((measured("one image", odpipe_cmd(one_csv, f"one_{i}", "pixels")) for i in range(3)),
                           key=lambda r: r["seconds"])
-    summary = json.load(open(os.path.join(out_dir, "full_pixels.summary.json")))
-    assert summary["images"] + len(summary["rejected"]) == n, "summary does not add up"
+    return runs
 
+
+def _print_runs(runs: dict, n: int, small_n: int) -> tuple[dict, dict]:
+    """Print each run's time, rate and peak memory against the targets; (speed ratios, memory growth)."""
     def line(label, res, count):
         return (f"{label:<44} {res['seconds']:8.2f} s  {count / res['seconds']:8.1f} images/s  "
                 f"peak {res['peak_rss'] / 2**20:7.1f} MiB")
@@ -362,22 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"peak memory --verify {verify}: {small_n} images {small_peak / 2**20:.1f} MiB, {n} images "
               f"{full_peak / 2**20:.1f} MiB ({growth[verify]:+.1%}; target within 20%: "
               f"{'met' if abs(growth[verify]) <= 0.2 else 'NOT met'})")
-    startup = runs["startup"]["seconds"]
-    print(f"start-up: a whole run on 1 image {startup:.2f} s (best of 3; target < 1.5 s: "
-          f"{'met' if startup < 1.5 else 'NOT met'})")
-    print(f"records: {summary['images']} images, {summary['objects']} objects, {len(summary['shards'])} shard(s); "
-          f"rejected {len(summary['rejected'])}, repaired {len(summary['repaired'])}")
-    load = os.getloadavg()
-    print(f"load average: {load_start[0]:.2f} at the start, {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min) "
-          f"at the end, on {os.cpu_count()} cores (other work on the machine slows every run)")
-    result = {"images": n, "megabytes": mb, "cores": os.cpu_count(), "kind": kind, "small_images": small_n,
-              "runs": {k: {"seconds": v["seconds"], "peak_rss": v["peak_rss"]} for k, v in runs.items()},
-              "ratios": ratios, "memory_growth": growth, "startup_seconds": startup,
-              "loadavg_start": load_start, "loadavg_end": load}
-    with open(os.path.join(args.workdir, "result.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    return 0
+    return ratios, growth
 
 
 if __name__ == "__main__":

@@ -20,17 +20,24 @@ import sys
 import tempfile
 import time
 
+from odpipe import storage
+from odpipe.annotations import xml_to_csv
+from odpipe.detector import Detector
+from odpipe.evaluate import evaluate
+from odpipe.export import export_model
+from odpipe.inspect_records import read_record_file
+from odpipe.label_map import write_label_map
+from odpipe.records import convert
+from odpipe.sample_data import write_sample_data
+from odpipe.split import split_csv
+from odpipe.train import train
+
+# TensorFlow is imported inside `_latency_images` (start-up time: seconds), after --help has been answered.
+
 TYPES = ("float", "fp16", "int8")
 
 
 def _build(work: str, images: int, steps: int) -> tuple[str, str, str]:
-    from odpipe.annotations import xml_to_csv
-    from odpipe.label_map import write_label_map
-    from odpipe.records import convert
-    from odpipe.sample_data import write_sample_data
-    from odpipe.split import split_csv
-    from odpipe.train import train
-
     data = os.path.join(work, "sample")
     write_sample_data(data, images=images, seed=0)
     csv = os.path.join(work, "labels.csv")
@@ -52,8 +59,6 @@ def _build(work: str, images: int, steps: int) -> tuple[str, str, str]:
 
 
 def _latency_ms(model: str, images: list[bytes]) -> float:
-    from odpipe.detector import Detector
-
     with Detector(model) as detector:
         detector.detect_bytes(images[:1])  # warm-up
         start = time.perf_counter()
@@ -74,11 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-    from odpipe.evaluate import evaluate
-    from odpipe.export import export_model
-    from odpipe.inspect_records import read_record_file
-
     work = tempfile.mkdtemp(prefix="odpipe-bench-tflite-")
     try:
         if args.model_dir:
@@ -87,26 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             model_dir, data, calibration = args.model_dir, args.data, args.calibration_records
         else:
             model_dir, data, calibration = _build(work, args.images, args.steps)
+        models = _export_all(model_dir, work, calibration, args.calibration_images)
+        encoded = _latency_images(data, args.latency_images)
         rows = {}
-        start = time.perf_counter()
-        base = export_model(model_dir, os.path.join(work, "export"), checkpoint="latest")
-        print(f"exported the SavedModel in {time.perf_counter() - start:.0f}s", flush=True)
-        models = {"saved_model": (base["export_dir"], None)}
-        for kind in TYPES:
-            out = os.path.join(work, f"export-{kind}")
-            start = time.perf_counter()
-            summary = export_model(model_dir, out, checkpoint="latest", tflite=kind, calibration_records=calibration,
-                                   calibration_images=args.calibration_images)["tflite"]
-            print(f"exported {kind} in {time.perf_counter() - start:.0f}s "
-                  f"(calibration images: {summary['calibration_images']})", flush=True)
-            models[kind] = (summary["path"], summary)
-        import tensorflow as tf
-
-        from odpipe import storage
-
-        sample = [r for f in sorted(storage.glob(data)) for r in read_record_file(f)][: args.latency_images]
-
-        encoded = [tf.train.Example.FromString(r).features.feature["image/encoded"].bytes_list.value[0] for r in sample]
         for name, (path, summary) in models.items():
             metrics = evaluate(path, data, os.path.join(work, f"report-{name}"), progress=False, report_images=0)
             size = (summary["bytes"] if summary else
@@ -114,20 +97,49 @@ def main(argv: list[str] | None = None) -> int:
                         for f in fs))
             rows[name] = {"mAP": metrics["mAP"], "mAP@0.5": metrics["mAP@0.5"], "bytes": size,
                           "ms_per_image": _latency_ms(path, encoded), "images": metrics["images"]}
-        ref = rows["saved_model"]
-        print(f"\n{'model':<12} {'mAP':>7} {'mAP@0.5':>8} {'d mAP@0.5':>10} {'MB':>7} {'size/fp32':>9} {'ms/img':>7}")
-        for name, row in rows.items():
-            d50 = row["mAP@0.5"] - ref["mAP@0.5"]
-            ratio = row["bytes"] / rows["float"]["bytes"] if name != "saved_model" else float("nan")
-            print(f"{name:<12} {row['mAP']:7.4f} {row['mAP@0.5']:8.4f} {d50:+10.4f} {row['bytes'] / 1e6:7.2f} "
-                  f"{ratio:9.2f} {row['ms_per_image']:7.1f}")
-        print(f"(eval images: {ref['images']}; SavedModel size = saved_model/ folder)")
+        _print(rows)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _export_all(model_dir: str, work: str, calibration: str | None, calibration_images: int) -> dict:
+    """{"saved_model" | TFLite type: (path, TFLite summary or None)}: the SavedModel and each TFLite type."""
+    start = time.perf_counter()
+    base = export_model(model_dir, os.path.join(work, "export"), checkpoint="latest")
+    print(f"exported the SavedModel in {time.perf_counter() - start:.0f}s", flush=True)
+    models = {"saved_model": (base["export_dir"], None)}
+    for kind in TYPES:
+        out = os.path.join(work, f"export-{kind}")
+        start = time.perf_counter()
+        summary = export_model(model_dir, out, checkpoint="latest", tflite=kind, calibration_records=calibration,
+                               calibration_images=calibration_images)["tflite"]
+        print(f"exported {kind} in {time.perf_counter() - start:.0f}s "
+              f"(calibration images: {summary['calibration_images']})", flush=True)
+        models[kind] = (summary["path"], summary)
+    return models
+
+
+def _latency_images(data: str, count: int) -> list[bytes]:
+    """The encoded images of the first `count` eval records."""
+    import tensorflow as tf
+
+    sample = [r for f in sorted(storage.glob(data)) for r in read_record_file(f)][:count]
+    return [tf.train.Example.FromString(r).features.feature["image/encoded"].bytes_list.value[0] for r in sample]
+
+
+def _print(rows: dict) -> None:
+    ref = rows["saved_model"]
+    print(f"\n{'model':<12} {'mAP':>7} {'mAP@0.5':>8} {'d mAP@0.5':>10} {'MB':>7} {'size/fp32':>9} {'ms/img':>7}")
+    for name, row in rows.items():
+        d50 = row["mAP@0.5"] - ref["mAP@0.5"]
+        ratio = row["bytes"] / rows["float"]["bytes"] if name != "saved_model" else float("nan")
+        print(f"{name:<12} {row['mAP']:7.4f} {row['mAP@0.5']:8.4f} {d50:+10.4f} {row['bytes'] / 1e6:7.2f} "
+              f"{ratio:9.2f} {row['ms_per_image']:7.1f}")
+    print(f"(eval images: {ref['images']}; SavedModel size = saved_model/ folder)")
 
 
 if __name__ == "__main__":

@@ -24,13 +24,17 @@ import sys
 import tempfile
 import time
 
+from odpipe.annotations import xml_to_csv
+from odpipe.label_map import read_label_map, write_label_map
+from odpipe.records import convert
+from odpipe.sample_data import write_sample_data
+from odpipe.train import build_config, select_runtime
+
+# TensorFlow, Model Garden and odpipe.modeling.detection (which imports both) are imported inside the
+# functions: seconds of start-up, after --help has been answered.
+
 
 def _make_records(workdir: str, images: int) -> tuple[str, str]:
-    from odpipe.annotations import xml_to_csv
-    from odpipe.label_map import write_label_map
-    from odpipe.records import convert
-    from odpipe.sample_data import write_sample_data
-
     write_sample_data(workdir, images=images, seed=0)
     csv = os.path.join(workdir, "labels.csv")
     xml_to_csv(os.path.join(workdir, "annotations"), csv, images_dir=os.path.join(workdir, "images"))
@@ -48,9 +52,7 @@ def run_benchmark(train_pattern: str, label_map_path: str, model: str = "retinan
     import tensorflow as tf
     from official.modeling import performance
 
-    from odpipe.label_map import read_label_map
     from odpipe.modeling.detection import _cacheable_training_files, build_task
-    from odpipe.train import build_config, select_runtime
 
     runtime = select_runtime("auto", None, len(tf.config.list_physical_devices("GPU")))
     config = build_config(train_pattern, train_pattern, read_label_map(label_map_path), model, image_size,

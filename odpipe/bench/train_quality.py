@@ -25,14 +25,20 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+from PIL import Image, ImageDraw
+
+from odpipe.annotations import xml_to_csv
+from odpipe.bench.train import run_benchmark
+from odpipe.label_map import write_label_map
+from odpipe.records import convert
+from odpipe.sample_data import voc_xml, write_sample_data
+from odpipe.split import split_csv
+from odpipe.train import train
+
 
 def prepare(labelimg_dir: str, workdir: str, eval_fraction: float = 0.2) -> dict:
     """labelImg folder (images/, annotations/) -> {"train", "eval", "label_map"} through odpipe's stages."""
-    from odpipe.annotations import xml_to_csv
-    from odpipe.label_map import write_label_map
-    from odpipe.records import convert
-    from odpipe.split import split_csv
-
     os.makedirs(workdir, exist_ok=True)
     csv = os.path.join(workdir, "labels.csv")
     xml_to_csv(os.path.join(labelimg_dir, "annotations"), csv, images_dir=os.path.join(labelimg_dir, "images"))
@@ -49,8 +55,6 @@ def prepare(labelimg_dir: str, workdir: str, eval_fraction: float = 0.2) -> dict
 
 
 def _run(data: dict, model_dir: str, image_size: int | None = None, **kwargs) -> dict:
-    from odpipe.train import train
-
     t0 = time.monotonic()
     result = train(data["train"], data["eval"], data["label_map"], model_dir, init_checkpoint="none", strategy="cpu",
                    image_size=image_size,
@@ -81,11 +85,6 @@ def quality(name: str, data: dict, minutes: float, workdir: str, compare: bool =
 
 
 def _dense_dataset(outdir: str, images: int, boxes: int, seed: int) -> str:
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    from odpipe.sample_data import voc_xml
-
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(outdir, "images"), exist_ok=True)
     os.makedirs(os.path.join(outdir, "annotations"), exist_ok=True)
@@ -112,8 +111,6 @@ def _dense_dataset(outdir: str, images: int, boxes: int, seed: int) -> str:
 
 def dense(workdir: str, images: int = 48, steps: int = 15) -> dict:
     """Steps/s with 2 vs 24 boxes per 640x480 image: real input pipeline and in-memory batches."""
-    from odpipe.bench.train import run_benchmark
-
     out = {}
     for boxes in (2, 24):
         folder = _dense_dataset(os.path.join(workdir, f"dense{boxes}"), images, boxes, seed=boxes)
@@ -157,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dense-box slowdown (2 -> 24 boxes/image): real input {d['real_slowdown']:.2f}x, "
                   f"in-memory {d['in_memory_slowdown']:.2f}x", flush=True)
         if not args.skip_quality:
-            from odpipe.sample_data import write_sample_data
-
             sample = os.path.join(tmp, "sample")
             write_sample_data(sample, images=args.images, seed=0)
             runs = [("sample", prepare(sample, os.path.join(tmp, "sample-work")), args.minutes, True)]

@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from odpipe.errors import UserError
+from odpipe.train.config import experiment_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +77,6 @@ def best_anchor_iou(widths, heights, anchors: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def model_geometry(model: str, image_size: int | None = None) -> Geometry:
     """The geometry of the registered experiment `model` (`image_size` overrides its input size)."""
-    from odpipe.train.config import experiment_config  # lazy: imports TensorFlow and Model Garden
-
     if image_size is not None and (int(image_size) < 64 or int(image_size) % 32):
         raise UserError(f"--image-size {image_size}: must be a multiple of 32 and at least 64 (e.g. 256, 384, 640)")
     config = experiment_config(model)

@@ -28,6 +28,10 @@ import tf_keras
 from official.core import base_task, task_factory
 
 from odpipe.errors import UserError, first_line
+from odpipe.storage import tfio
+
+# This module imports TensorFlow itself; Model Garden's RetinaNet task, data loaders and optimizer
+# factory are imported where they are used (each adds seconds, and not every caller needs them).
 
 # Training images are cached decoded when their decoded size (height x width x 3 bytes, read from
 # the records' image/height and image/width) is at most this, and their records at most
@@ -151,14 +155,14 @@ def _input_files(params) -> list[str]:
     patterns = params.input_path if not isinstance(params.input_path, str) else params.input_path.split(",")
     files: list[str] = []
     for pattern in patterns:
-        files.extend(sorted(tf.io.gfile.glob(str(pattern).strip())))
+        files.extend(sorted(tfio.glob(str(pattern).strip())))
     return files
 
 
 def decoded_bytes(files: list[str], scan_limit: int = DECODED_CACHE_SCAN_BYTES) -> int | None:
     """Bytes of the records' images once decoded to uint8 RGB, or None when unknown or the
     records are larger than `scan_limit` on disk (not worth scanning: they will not fit anyway)."""
-    if not files or sum(tf.io.gfile.stat(f).length for f in files) > scan_limit:
+    if not files or sum(tfio.size(f) for f in files) > scan_limit:
         return None
     spec = {
         "image/height": tf.io.FixedLenFeature([], tf.int64, default_value=0),

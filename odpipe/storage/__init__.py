@@ -6,6 +6,10 @@ reads, writes and listings use the standard library. Stages ask this module (`wa
 `glob_after`, `split`, `is_dir`, `absolute`, `make_writable_dir`, `remove_tree`, ...) rather than
 branching on `is_remote` themselves.
 
+Files that TensorFlow itself must read or write (a model dir's checkpoints and config.yaml, the
+records tf.data reads, a .tflite) go through `odpipe.storage.tfio`, TensorFlow's own filesystem:
+the only place in odpipe that calls `tf.io.gfile`.
+
 `walk` is the one folder walker (annotations, predict's inputs, copies): an unreadable folder is
 an error naming it, never skipped; each real folder is walked once, however many symbolic links
 lead to it (a loop adds nothing), real paths before linked ones. Everywhere, a path that exists
@@ -15,9 +19,14 @@ is a path, never a pattern.
 from __future__ import annotations
 
 import errno
+import glob as _glob
 import os
 import posixpath
+import shutil
 from typing import IO
+
+# Apache Beam (buckets) is imported inside the functions that reach a bucket: about a second of
+# start-up that local paths never need.
 
 GLOB_CHARS = frozenset("*?[")
 
@@ -184,8 +193,6 @@ def glob(pattern: str) -> list[str]:
     """Sorted files matching a glob pattern (local or `gs://`; `**` crosses folders)."""
     pattern = str(pattern)
     if not is_remote(pattern):
-        import glob as _glob
-
         return sorted(_glob.glob(pattern, recursive=True))
     result = _fs().match([pattern])[0]
     return sorted(m.path for m in result.metadata_list)
@@ -202,8 +209,6 @@ def glob_after(prefix: str, tail: str, limit: int | None = None) -> list[str]:
     `glob_after("out[v2]/train", "-*.tfrecord")` (at most `limit`)."""
     pattern = escape_glob(prefix) + str(tail)
     if not is_remote(prefix):
-        import glob as _glob
-
         return sorted(_glob.glob(pattern, recursive=True))[:limit]
     return sorted(m.path for m in _fs().match([pattern], limits=[limit])[0].metadata_list)
 
@@ -216,8 +221,6 @@ def list_files(folder: str) -> list[str]:
 def copy_tree(source: str, destination: str, files: list[str] | None = None) -> int:
     """Copy the files under `source` (`files`, relative paths; default all) to the same relative
     paths under `destination`, streaming (local or `gs://` on either side); returns the count."""
-    import shutil
-
     source = str(source).rstrip("/") if is_remote(source) else str(source)
     files = list_files(source) if files is None else files
     for rel in files:
@@ -233,8 +236,6 @@ def remove_tree(folder: str) -> None:
     if is_remote(folder):
         delete(glob_after(folder.rstrip("/") + "/", "**"))
         return
-    import shutil
-
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -244,8 +245,6 @@ def delete(paths: list[str]) -> None:
     remote = [str(p) for p in paths if is_remote(p)]
     for path in (str(p) for p in paths if not is_remote(p)):
         if os.path.isdir(path) and not os.path.islink(path):
-            import shutil
-
             shutil.rmtree(path)
         else:
             os.remove(path)

@@ -17,7 +17,7 @@ summaries, evaluates on the eval records, keeps the best checkpoint by eval mAP@
 MODEL_DIR/best/ (+ best.json), stops early on request, and can size its steps to a time budget
 (`budget.py`). The CLI is in `cli.py`.
 
-Modules: presets, config, checks, progress, budget, trainer, cli.
+Modules: presets, config, start, checks, progress, budget, trainer, cli.
 """
 
 from odpipe.label_map import read_label_map  # noqa: F401  (re-exported for callers of odpipe.train)

@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from odpipe.errors import UserError
 
@@ -77,13 +80,57 @@ def size_steps(seconds: float, rate: float, eval_seconds: float, eval_interval: 
     return steps, max(1, math.ceil(max(steps, 1) / interval)) if steps else 0
 
 
-def measure_and_plan(controller, global_step, validation_steps: int, minutes: float, t0: float,
-                     eval_interval: int | None, echo) -> dict:
-    """Train WARMUP + TIMED steps and evaluate once, timing them; returns the plan (see the module doc).
+@dataclass(frozen=True)
+class TimeBudget:
+    """What `--time-budget` asks of a run (given when `--steps` is not).
 
-    {"total_steps", "steps_per_second", "eval_seconds", "spent_minutes", "planned_minutes",
-    "evaluations", "eval_logs"} — `eval_logs` are the measured evaluation's metrics.
-    """
+    `started`: `time.monotonic()` when `train()` was called (checks, model build and compile count);
+    `configure`: the run's effective config for a step count (`build_config` with the run's other
+    options), so config.yaml can show the steps and schedule the run used; `eval_interval`: the
+    user's `--eval-interval` (None: the default, which depends on the steps)."""
+
+    minutes: float
+    started: float
+    configure: Callable[[int], Any]
+    eval_interval: int | None = None
+
+
+@dataclass
+class BudgetPlan:
+    """The steps a measured budget allows, and, once the run ended, how long it took
+    (`result["time_budget"]` and train_result.json hold `as_dict()`)."""
+
+    budget_minutes: float
+    total_steps: int
+    steps_per_second: float
+    eval_seconds: float
+    spent_minutes: float
+    planned_minutes: float
+    evaluations: int
+    actual_minutes: float | None = None
+    over_budget: bool | None = None
+
+    def as_dict(self) -> dict:
+        """The plan as JSON-ready values; the end-of-run fields only once they are known."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def finish(self, actual_minutes: float, steps: int) -> str:
+        """Record how long the run took; the line that says whether it kept to the budget."""
+        self.actual_minutes = actual_minutes
+        self.over_budget = actual_minutes > self.budget_minutes
+        if self.over_budget:
+            return (f"time budget {self.budget_minutes:g} min: OVER BUDGET: took {actual_minutes:.2f} min ({steps} "
+                    f"steps); set-up and measurement alone took {self.spent_minutes:.2f} min here, so the smallest "
+                    f"budget on this machine is about {self.spent_minutes / (1 - MARGIN):.1f} min")
+        return (f"time budget {self.budget_minutes:g} min: planned {self.planned_minutes:.2f} min, took "
+                f"{actual_minutes:.2f} min ({steps} steps, schedule completed)")
+
+
+def measure_and_plan(controller, global_step, validation_steps: int, budget: TimeBudget,
+                     echo) -> tuple[BudgetPlan, dict]:
+    """Train WARMUP + TIMED steps and evaluate once, timing them; returns the plan (see the module
+    doc) and the measured evaluation's metrics."""
+    minutes, t0 = budget.minutes, budget.started
     first = int(global_step.numpy())
     echo(f"time budget {minutes:g} min: measuring the step rate ({WARMUP_STEPS} + {TIMED_STEPS} steps, one evaluation)")
     controller.train(steps=first + WARMUP_STEPS)
@@ -96,15 +143,15 @@ def measure_and_plan(controller, global_step, validation_steps: int, minutes: fl
     rate = (done - first - WARMUP_STEPS) / max(t2 - t1, 1e-9)
     eval_seconds = t3 - t2
     remaining = minutes * 60 * (1 - MARGIN) - (t3 - t0)
-    extra, evals = size_steps(remaining, rate, eval_seconds, eval_interval)
+    extra, evals = size_steps(remaining, rate, eval_seconds, budget.eval_interval)
     planned = (t3 - t0) + extra / rate + evals * eval_seconds
-    plan = {"budget_minutes": minutes, "total_steps": done + extra, "steps_per_second": rate,
-            "eval_seconds": eval_seconds, "spent_minutes": (t3 - t0) / 60, "planned_minutes": planned / 60,
-            "evaluations": evals + 1, "eval_logs": logs}
+    plan = BudgetPlan(budget_minutes=minutes, total_steps=done + extra, steps_per_second=rate,
+                      eval_seconds=eval_seconds, spent_minutes=(t3 - t0) / 60, planned_minutes=planned / 60,
+                      evaluations=evals + 1)
     if extra:
         echo(f"time budget {minutes:g} min: {rate:.2f} steps/s, {eval_seconds:.0f} s per evaluation, "
              f"{(t3 - t0) / 60:.1f} min spent -> {done + extra} steps in all, planned {planned / 60:.1f} min")
     else:
         echo(f"time budget {minutes:g} min: already {(t3 - t0) / 60:.1f} min spent at {rate:.2f} steps/s; "
              f"stopping at step {done} (give a longer budget or --steps)")
-    return plan
+    return plan, logs

@@ -15,7 +15,16 @@ from __future__ import annotations
 import os
 from collections import Counter
 
+import yaml
+
 from odpipe.errors import UserError, first_line
+from odpipe.label_map import parse_label_map
+from odpipe.records.output import shard_files
+from odpipe.storage import tfio
+from odpipe.train.config import config_to_yaml
+
+# TensorFlow is imported inside the functions (start-up time: seconds; `odpipe train --help` and the
+# settings check import this module).
 
 CLASS_TEXT = "image/object/class/text"
 CLASS_LABEL = "image/object/class/label"
@@ -25,8 +34,6 @@ RESUMABLE_MODEL_KEYS = ("input_size", "detection_generator")
 def scan_records(pattern: str, flag: str = "--train") -> dict:
     """{"files", "examples", "objects", "classes": Counter{(id, name): boxes}} of the records matching `pattern`."""
     import tensorflow as tf
-
-    from odpipe.records.output import shard_files
 
     try:  # a complete shard set (its summary is the manifest) or a one-line error naming what is wrong
         files = shard_files(pattern)
@@ -83,23 +90,17 @@ def check_records(scan: dict, label_map: dict[int, str], label_map_path: str, fl
 def check_model_dir(model_dir: str, config, label_map: dict[int, str]) -> int:
     """The step of the checkpoint a run into `model_dir` resumes (0 when none); refuses what cannot resume."""
     import tensorflow as tf
-    import yaml
-
-    from odpipe.label_map import parse_label_map
-    from odpipe.train.config import config_to_yaml
-
     fix = (f"use a new --model-dir to start over, or fine-tune from this one: --model-dir NEW "
            f"--init-checkpoint {model_dir} --init-checkpoint-modules backbone,decoder")
     try:
-        if tf.io.gfile.exists(model_dir) and not tf.io.gfile.isdir(model_dir):
+        if tfio.exists(model_dir) and not tfio.is_dir(model_dir):
             raise UserError(f"--model-dir {model_dir}: is a file, not a folder; give a folder path (it is created)")
-        latest = tf.train.latest_checkpoint(model_dir) if tf.io.gfile.isdir(model_dir) else None
+        latest = tfio.latest_checkpoint(model_dir) if tfio.is_dir(model_dir) else None
         if not latest:
             return 0
         saved_map_path = f"{model_dir}/label_map.pbtxt"
-        if tf.io.gfile.exists(saved_map_path):
-            with tf.io.gfile.GFile(saved_map_path) as f:
-                saved_map = parse_label_map(f.read(), saved_map_path)
+        if tfio.exists(saved_map_path):
+            saved_map = parse_label_map(tfio.read_text(saved_map_path), saved_map_path)
             if saved_map != label_map:
                 added = sorted(set(label_map.items()) ^ set(saved_map.items()))
                 raise UserError(
@@ -107,9 +108,8 @@ def check_model_dir(model_dir: str, config, label_map: dict[int, str]) -> int:
                     f"({len(saved_map)} classes, now {len(label_map)}; differs in {added[:3]}); {fix}"
                 )
         saved_cfg_path = f"{model_dir}/config.yaml"
-        if tf.io.gfile.exists(saved_cfg_path):
-            with tf.io.gfile.GFile(saved_cfg_path) as f:
-                saved = (yaml.safe_load(f) or {}).get("task", {}).get("model", {})
+        if tfio.exists(saved_cfg_path):
+            saved = (yaml.safe_load(tfio.read_text(saved_cfg_path)) or {}).get("task", {}).get("model", {})
             new = yaml.safe_load(config_to_yaml(config))["task"]["model"]
             for key in RESUMABLE_MODEL_KEYS:  # no variables depend on these: a resumed run may change them
                 saved.pop(key, None)
@@ -138,11 +138,10 @@ def check_writable(model_dir: str) -> None:
     import tensorflow as tf
 
     try:
-        tf.io.gfile.makedirs(model_dir)
+        tfio.makedirs(model_dir)
         probe = f"{model_dir}/.odpipe-write-test"
-        with tf.io.gfile.GFile(probe, "w") as f:
-            f.write("ok")
-        tf.io.gfile.remove(probe)
+        tfio.write_text(probe, "ok")
+        tfio.remove(probe)
     except (tf.errors.OpError, OSError) as err:
         raise UserError(f"--model-dir {model_dir}: cannot write there ({first_line(err, 160)}); "
                         "choose a folder you can write") from None
@@ -158,7 +157,7 @@ def check_init_checkpoint(start: dict) -> None:
     hint = "pass --init-checkpoint none to train from scratch, or a local copy (--init-checkpoint DIR)"
     what = "the preset's pretrained checkpoint" if start.get("source") == "default" else "the init checkpoint"
     try:
-        found = tf.io.gfile.exists(uri + ".index")
+        found = tfio.exists(uri + ".index")
     except tf.errors.OpError as err:
         raise UserError(f"{uri}: cannot reach {what} ({first_line(err, 120)}); {hint}") from None
     if not found:

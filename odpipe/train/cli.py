@@ -8,6 +8,7 @@ import sys
 
 from odpipe.train.config import AUG_TYPES, INIT_MODULES
 from odpipe.train.presets import DEFAULT_PRESET, PRESETS
+from odpipe.train.trainer import train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,8 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from odpipe.train.trainer import train
-
     if not args.verbose:
         logging.getLogger("absl").setLevel(logging.WARNING)
     options = {

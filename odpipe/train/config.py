@@ -13,20 +13,30 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
+
+import yaml
 
 from odpipe import storage
 from odpipe.errors import UserError, first_line
 from odpipe.label_map import num_classes
-from odpipe.train.presets import DEFAULT_PRESET, register_presets, schedule
+from odpipe.storage import tfio
+from odpipe.train.presets import DEFAULT_PRESET, PRESETS, register_presets, schedule
+from odpipe.train.start import (  # noqa: F401  (INIT_MODULES, resolve_checkpoint, ...: re-exported)
+    ARCHITECTURE_KEYS,
+    DEFAULT_CHECKPOINT,
+    INIT_MODULES,
+    NO_CHECKPOINT,
+    checkpoint_architecture,
+    init_start,
+    resolve_checkpoint,
+)
+
+# Model Garden (and with it TensorFlow) is imported inside the functions that build configs: it takes
+# seconds, and the CLI, the settings check and the data report import this module without building one.
 
 BEST_SUBDIR = "best"
 BEST_METRIC = "AP50"  # COCO mAP@0.5, as reported by Model Garden's COCO evaluator.
 AUG_TYPES = {"none": None, "autoaugment": "autoaug", "randaugment": "randaug"}
-INIT_MODULES = ("all", "backbone", "decoder", "backbone,decoder")
-NO_CHECKPOINT = "none"  # --init-checkpoint none: train from scratch
-DEFAULT_CHECKPOINT = "default"  # --init-checkpoint default: the experiment's published start (the default)
 
 
 def select_runtime(strategy: str = "auto", tpu: str | None = None, num_gpus: int = 0) -> dict:
@@ -52,46 +62,6 @@ def select_runtime(strategy: str = "auto", tpu: str | None = None, num_gpus: int
     if strategy == "mirrored":
         return {"distribution_strategy": "mirrored", "mixed_precision_dtype": "float16", "num_gpus": num_gpus, "tpu": ""}
     return {"distribution_strategy": "one_device", "mixed_precision_dtype": "float32", "num_gpus": 0, "tpu": ""}
-
-
-_DATA_SUFFIX = re.compile(r"\.(index|data-\d{5}-of-\d{5})$")
-
-
-def resolve_checkpoint(path: str) -> str:
-    """A checkpoint prefix from a folder, a prefix, or one of its `.index` / `.data-*` files.
-
-    A folder resolves to its latest checkpoint (its `checkpoint` file, else the newest `*.index`).
-    A bucket that cannot be reached is a one-line error naming the URI.
-    """
-    import tensorflow as tf
-
-    path = str(path).rstrip("/")
-    try:
-        prefix = _DATA_SUFFIX.sub("", path)
-        if prefix != path or tf.io.gfile.exists(prefix + ".index"):
-            if not tf.io.gfile.exists(prefix + ".index"):
-                raise UserError(
-                    f"{path}: no {os.path.basename(prefix)}.index beside it; give the checkpoint folder or prefix"
-                )
-            return prefix
-        if tf.io.gfile.isdir(path):
-            latest = tf.train.latest_checkpoint(path)
-            if latest and tf.io.gfile.exists(latest + ".index"):
-                return latest
-            indexes = tf.io.gfile.glob(path + "/*.index")
-            if indexes:
-                def step_of(p: str) -> int:
-                    m = re.search(r"-(\d+)\.index$", p)
-                    return int(m.group(1)) if m else -1
-
-                return max(indexes, key=lambda p: (step_of(p), p))[: -len(".index")]
-            raise UserError(f"{path}: folder holds no checkpoint (*.index); give a checkpoint folder, prefix or .index file")
-    except tf.errors.OpError as err:
-        raise UserError(
-            f"{path}: cannot read the checkpoint ({first_line(err, 160)}); check access, or pass "
-            f"--init-checkpoint {NO_CHECKPOINT} (train from scratch) or a local copy"
-        ) from None
-    raise UserError(f"{path}: not a checkpoint folder, prefix, .index or .data-* file; check the path")
 
 
 def _aug_config(aug_type: str | None) -> dict | None:
@@ -151,8 +121,6 @@ def experiment_config(model: str):
     try:
         config = exp_factory.get_exp_config(model)
     except (KeyError, LookupError, AssertionError):
-        from odpipe.train.presets import PRESETS
-
         raise UserError(
             f"--model {model}: neither an odpipe preset ({', '.join(PRESETS)}) nor a registered Model Garden experiment"
         ) from None
@@ -161,22 +129,6 @@ def experiment_config(model: str):
             and hasattr(task.train_data, "parser")):
         raise UserError(f"--model {model}: experiment {model!r} is not an object-detection experiment")
     return config
-
-
-def init_start(init_checkpoint: str | None, modules: str | None, default: str | None, default_modules) -> dict:
-    """Which start a run uses: {"checkpoint": prefix or None, "modules", "source"}.
-
-    source: "default" (the experiment's published checkpoint), "user" (a path) or "none" (scratch).
-    """
-    choice = DEFAULT_CHECKPOINT if init_checkpoint in (None, DEFAULT_CHECKPOINT) else str(init_checkpoint)
-    if modules is not None and modules not in INIT_MODULES:
-        raise UserError(f"--init-checkpoint-modules {modules}: use all, backbone or backbone,decoder")
-    if choice.strip().lower() in (NO_CHECKPOINT, "") or (choice == DEFAULT_CHECKPOINT and not default):
-        return {"checkpoint": None, "modules": None, "source": "none"}
-    if choice == DEFAULT_CHECKPOINT:
-        mods = modules or (",".join(default_modules) if isinstance(default_modules, (list, tuple)) else default_modules)
-        return {"checkpoint": str(default), "modules": mods or "all", "source": "default"}
-    return {"checkpoint": resolve_checkpoint(choice), "modules": modules or "all", "source": "user"}
 
 
 def build_config(
@@ -210,8 +162,38 @@ def build_config(
     path. Pure apart from reading `config_overrides` when it is a path; no training or data reading.
     """
     config = experiment_config(model)
-    base = config.task
     runtime = runtime or select_runtime("cpu")
+    loop = _loop_sizes(config, image_size, batch_size, steps, learning_rate, eval_interval, checkpoint_interval,
+                       steps_per_loop, eval_steps, eval_batch_size)
+    hflip, smin, smax = _augmentation(config.task.train_data.parser, aug_hflip, aug_scale_min, aug_scale_max)
+    aug = _aug_config(aug_type)
+    base = config.task
+    start = init_start(init_checkpoint, init_checkpoint_modules, base.init_checkpoint, base.init_checkpoint_modules)
+    task = _task_override(config, loop, label_map, start, train_pattern, eval_pattern,
+                          {"aug_rand_hflip": hflip, "aug_scale_min": smin, "aug_scale_max": smax},
+                          runtime["mixed_precision_dtype"])
+    config.override({"runtime": {key: runtime[key] for key in RUNTIME_KEYS}, "task": task,
+                     "trainer": _trainer_override(config, loop)}, is_strict=True)
+    if aug is not None:
+        config.override({"task": {"train_data": {"parser": {"aug_type": aug}}}}, is_strict=True)
+    _start_overrides(config, model, start)
+    if config_overrides:
+        config = apply_overrides(config, config_overrides)
+    try:
+        config.validate()
+    except (KeyError, ValueError, AssertionError) as err:
+        raise UserError(f"config for --model {model}: invalid ({first_line(err)}); fix the override") from None
+    config.lock()
+    return config
+
+
+RUNTIME_KEYS = ("distribution_strategy", "mixed_precision_dtype", "num_gpus", "tpu")
+
+
+def _loop_sizes(config, image_size, batch_size, steps, learning_rate, eval_interval, checkpoint_interval,
+                steps_per_loop, eval_steps, eval_batch_size) -> dict:
+    """The run's sizes: the user's numbers (checked: positive) or the experiment's defaults."""
+    base = config.task
     image_size = positive("--image-size", image_size) or int(base.model.input_size[0] or 640)
     batch_size = positive("--batch-size", batch_size) or int(base.train_data.global_batch_size or 8)
     steps = positive("--steps", steps) or int(config.trainer.train_steps or 10000)
@@ -226,21 +208,31 @@ def build_config(
     steps_per_loop = positive("--steps-per-loop", steps_per_loop) or min(50, eval_interval, checkpoint_interval)
     if eval_interval % steps_per_loop or checkpoint_interval % steps_per_loop:
         steps_per_loop = math.gcd(eval_interval, checkpoint_interval, steps_per_loop)
-    eval_steps = positive("--eval-steps", eval_steps, allow=(-1,))
-    eval_batch_size = positive("--eval-batch-size", eval_batch_size)
-    data_dtype = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}[runtime["mixed_precision_dtype"]]
+    return {"image_size": image_size, "batch_size": batch_size, "steps": steps, "learning_rate": lr,
+            "eval_interval": eval_interval, "checkpoint_interval": checkpoint_interval,
+            "steps_per_loop": steps_per_loop, "eval_steps": positive("--eval-steps", eval_steps, allow=(-1,)),
+            "eval_batch_size": positive("--eval-batch-size", eval_batch_size)}
 
-    parser = base.train_data.parser
+
+def _augmentation(parser, aug_hflip, aug_scale_min, aug_scale_max) -> tuple[bool, float, float]:
+    """(horizontal flip, scale min, scale max): the user's or the experiment's parser's."""
     hflip = parser.aug_rand_hflip if aug_hflip is None else bool(aug_hflip)
     smin = positive("--aug-scale-min", aug_scale_min, float) or parser.aug_scale_min
     smax = positive("--aug-scale-max", aug_scale_max, float) or parser.aug_scale_max
     if not 0 < smin <= smax:
         raise UserError(f"--aug-scale-min {smin} / --aug-scale-max {smax}: need 0 < min <= max (e.g. 0.8 and 1.25)")
-    aug = _aug_config(aug_type)
-    start = init_start(init_checkpoint, init_checkpoint_modules, base.init_checkpoint, base.init_checkpoint_modules)
+    return hflip, smin, smax
+
+
+def _task_override(config, loop: dict, label_map: dict[int, str], start: dict, train_pattern: str,
+                   eval_pattern: str, augmentation: dict, precision: str) -> dict:
+    """The `task` part of the run's override: classes, input size, start checkpoint, input data."""
+    base = config.task
+    data_dtype = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}[precision]
     modules = start["modules"] or "all"
-    task = {
-        "model": {"num_classes": num_classes(label_map), "input_size": [image_size, image_size, 3]},
+    size, batch_size = loop["image_size"], loop["batch_size"]
+    return {
+        "model": {"num_classes": num_classes(label_map), "input_size": [size, size, 3]},
         "annotation_file": None,
         "use_coco_metrics": True,
         "per_category_metrics": True,
@@ -253,82 +245,46 @@ def build_config(
             "dtype": data_dtype,
             "shuffle_buffer_size": 1000,
             "drop_remainder": True,
-            "parser": {"aug_rand_hflip": hflip, "aug_scale_min": smin, "aug_scale_max": smax, "max_num_instances": 100},
+            "parser": {**augmentation, "max_num_instances": 100},
         },
         "validation_data": {
             "input_path": absolute_patterns(eval_pattern),
             "is_training": False,
-            "global_batch_size": eval_batch_size or min(batch_size, int(base.validation_data.global_batch_size or 8)),
+            "global_batch_size": loop["eval_batch_size"] or min(batch_size,
+                                                                int(base.validation_data.global_batch_size or 8)),
             "dtype": data_dtype,
             "drop_remainder": False,
             "parser": {"max_num_instances": 100},
         },
     }
-    config.override(
-        {
-            "runtime": {
-                "distribution_strategy": runtime["distribution_strategy"],
-                "mixed_precision_dtype": runtime["mixed_precision_dtype"],
-                "num_gpus": runtime["num_gpus"],
-                "tpu": runtime["tpu"],
-            },
-            "task": task,
-            "trainer": {
-                "train_steps": steps,
-                "validation_steps": eval_steps or -1,
-                "validation_interval": eval_interval,
-                "steps_per_loop": steps_per_loop,
-                "summary_interval": steps_per_loop,
-                "checkpoint_interval": checkpoint_interval,
-                "max_to_keep": 3,
-                "best_checkpoint_export_subdir": BEST_SUBDIR,
-                "best_checkpoint_eval_metric": BEST_METRIC,
-                "best_checkpoint_metric_comp": "higher",
-                "optimizer_config": schedule(steps, lr, warmup_fraction(config)),
-            },
-        },
-        is_strict=True,
-    )
-    if aug is not None:
-        config.override({"task": {"train_data": {"parser": {"aug_type": aug}}}}, is_strict=True)
-    if start["source"] == "none":
-        from odpipe.train.presets import PRESETS
 
+
+def _trainer_override(config, loop: dict) -> dict:
+    """The `trainer` part of the run's override: steps, intervals, best checkpoint, schedule."""
+    return {
+        "train_steps": loop["steps"],
+        "validation_steps": loop["eval_steps"] or -1,
+        "validation_interval": loop["eval_interval"],
+        "steps_per_loop": loop["steps_per_loop"],
+        "summary_interval": loop["steps_per_loop"],
+        "checkpoint_interval": loop["checkpoint_interval"],
+        "max_to_keep": 3,
+        "best_checkpoint_export_subdir": BEST_SUBDIR,
+        "best_checkpoint_eval_metric": BEST_METRIC,
+        "best_checkpoint_metric_comp": "higher",
+        "optimizer_config": schedule(loop["steps"], loop["learning_rate"], warmup_fraction(config)),
+    }
+
+
+def _start_overrides(config, model: str, start: dict) -> None:
+    """From scratch: the preset's scratch overrides; from a user's odpipe checkpoint: its architecture."""
+    if start["source"] == "none":
         if model in PRESETS and PRESETS[model].scratch_overrides:
             config.override({"task": PRESETS[model].scratch_overrides}, is_strict=True)
     elif start["source"] == "user":  # fine-tuning from an odpipe model: rebuild its architecture
         architecture = checkpoint_architecture(start["checkpoint"])
         if architecture:
             config.override({"task": {"model": architecture}}, is_strict=True)
-    if config_overrides:
-        config = apply_overrides(config, config_overrides)
-    try:
-        config.validate()
-    except (KeyError, ValueError, AssertionError) as err:
-        raise UserError(f"config for --model {model}: invalid ({first_line(err)}); fix the override") from None
-    config.lock()
-    return config
-
-
-ARCHITECTURE_KEYS = ("backbone", "decoder", "head", "min_level", "max_level", "anchor", "norm_activation")
-
-
-def checkpoint_architecture(prefix: str) -> dict:
-    """The model architecture (backbone, decoder, head, levels, anchors) of the odpipe config.yaml
-    beside a checkpoint (MODEL_DIR/ckpt-N, MODEL_DIR/best/ckpt-N, a model home version's
-    checkpoint/), so a checkpoint trained from scratch at another width still fits; {} for a
-    checkpoint without one (e.g. a published classifier)."""
-    import yaml
-
-    folder = str(prefix).rsplit("/", 1)[0]
-    for candidate in (f"{folder}/config.yaml", f"{folder.rsplit('/', 1)[0]}/config.yaml"):
-        try:
-            doc = yaml.safe_load(storage.read_text(candidate)) or {}
-        except (FileNotFoundError, OSError, ValueError, yaml.YAMLError):
-            continue
-        model = (doc.get("task") or {}).get("model") or {}
-        return {k: model[k] for k in ARCHITECTURE_KEYS if k in model}
-    return {}
 
 
 def overrides_kind(value: str) -> str:
@@ -357,36 +313,26 @@ def apply_overrides(config, overrides):
 
 
 def config_to_yaml(config) -> str:
-    import yaml
-
     return yaml.safe_dump(config.as_dict(), default_flow_style=False, sort_keys=True)
 
 
 def save_config(config, model_dir: str) -> str:
-    import tensorflow as tf
-
     path = f"{model_dir.rstrip('/')}/config.yaml"
-    tf.io.gfile.makedirs(model_dir)
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(config_to_yaml(config))
+    tfio.makedirs(model_dir)
+    tfio.write_text(path, config_to_yaml(config))
     return path
 
 
 def load_config(model_dir: str):
     """The effective config saved beside the checkpoints, as an `ExperimentConfig`."""
-    import tensorflow as tf
-    import yaml
-
     path = f"{model_dir.rstrip('/')}/config.yaml"
-    if not tf.io.gfile.exists(path):
+    if not tfio.exists(path):
         raise UserError(f"{path}: not found; is {model_dir} a model dir written by `odpipe train`?")
-    with tf.io.gfile.GFile(path) as f:
-        data = yaml.safe_load(f)
+    data = yaml.safe_load(tfio.read_text(path))
     meta_path = f"{model_dir.rstrip('/')}/odpipe.json"
     experiment = "retinanet"
-    if tf.io.gfile.exists(meta_path):
-        with tf.io.gfile.GFile(meta_path) as f:
-            meta = json.load(f)
+    if tfio.exists(meta_path):
+        meta = json.loads(tfio.read_text(meta_path))
         experiment = meta.get("model") or meta.get("experiment", experiment)
     config = experiment_config(experiment)
     config.override(data, is_strict=False)

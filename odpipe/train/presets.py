@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 
+# Model Garden is imported inside the functions that register or read experiments: it loads TensorFlow
+# (seconds), which `odpipe train --help` and the settings check do not need.
+
 MOBILENETV2_IMAGENET = "gs://tf_model_garden/vision/mobilenet/v2_1.0_float/ckpt-180648"
 RESNET50_IMAGENET = "gs://cloud-tpu-checkpoints/vision-2.0/resnet50_imagenet/ckpt-28080"
 # A COCO-trained RetinaNet R50-FPN is published too, as a tarball (not readable in place):

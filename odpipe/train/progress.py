@@ -15,6 +15,8 @@ import math
 import os
 import time
 
+import numpy as np
+
 
 class EarlyStopping:
     """Stop after `patience` evaluations without a better metric (patience 0 = never stop)."""
@@ -75,8 +77,6 @@ def hms(seconds: float) -> str:
 
 
 def scalar_logs(logs: dict) -> dict:
-    import numpy as np
-
     out = {}
     for k, v in (logs or {}).items():
         try:

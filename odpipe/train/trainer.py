@@ -15,11 +15,15 @@ from typing import Any
 
 from odpipe.errors import UserError, first_line
 from odpipe.label_map import format_label_map, read_label_map
+from odpipe.storage import tfio
 from odpipe.train import checks
-from odpipe.train.budget import MARGIN, check_budget
-from odpipe.train.config import BEST_METRIC, BEST_SUBDIR, build_config, save_config, select_runtime
-from odpipe.train.presets import DEFAULT_PRESET
+from odpipe.train.budget import TimeBudget, check_budget, measure_and_plan
+from odpipe.train.config import BEST_METRIC, BEST_SUBDIR, build_config, experiment_config, save_config, select_runtime
+from odpipe.train.presets import DEFAULT_PRESET, PRESETS
 from odpipe.train.progress import EarlyStopping, Progress, library_output, scalar_logs
+
+# TensorFlow, Model Garden and odpipe.modeling.detection (which imports both) are imported inside the
+# functions that train: seconds of start-up that `odpipe train`'s checks and --help do not need.
 
 
 def _visible_gpus() -> int:
@@ -85,30 +89,21 @@ def train(
     checks.check_writable(model_dir)
     budget = None
     if time_budget is not None and steps is None:
-        budget = {"minutes": time_budget, "t0": t0, "configure": configure, "eval_interval": options.get("eval_interval")}
+        budget = TimeBudget(time_budget, t0, configure, options.get("eval_interval"))
     elif time_budget is not None:
         echo(f"--steps {steps} given: it wins over --time-budget {time_budget:g}")
     result = run_training(config, model_dir, label_map, model=model, patience=patience, echo=echo, verbose=verbose,
                           init=init, budget=budget)
     if budget is not None:
-        plan = result["time_budget"]
-        plan["actual_minutes"] = (time.monotonic() - t0) / 60
-        over = plan["actual_minutes"] > plan["budget_minutes"]
-        echo(f"time budget {plan['budget_minutes']:g} min: " + (
-            f"OVER BUDGET: took {plan['actual_minutes']:.2f} min ({result['step']} steps); set-up and measurement "
-            f"alone took {plan['spent_minutes']:.2f} min here, so the smallest budget on this machine is about "
-            f"{plan['spent_minutes'] / (1 - MARGIN):.1f} min" if over else
-            f"planned {plan['planned_minutes']:.2f} min, took {plan['actual_minutes']:.2f} min "
-            f"({result['step']} steps, schedule completed)"))
-        plan["over_budget"] = over
+        plan = result.pop("plan")
+        echo(plan.finish((time.monotonic() - t0) / 60, result["step"]))
+        result["time_budget"] = plan.as_dict()
         _write_json(f"{model_dir}/train_result.json", {k: v for k, v in result.items() if k != "losses"})
     return result
 
 
 def _init_info(config, model: str, resumed: bool) -> dict:
     """{"checkpoint", "modules", "source": "default" | "user" | "none"} of the run's start."""
-    from odpipe.train.config import experiment_config
-
     checkpoint = config.task.init_checkpoint or None
     modules = config.task.init_checkpoint_modules
     modules = ",".join(modules) if isinstance(modules, (list, tuple)) else modules
@@ -125,28 +120,21 @@ def _previous_init(model_dir: str) -> dict | None:
     import tensorflow as tf
 
     try:
-        with tf.io.gfile.GFile(f"{model_dir}/odpipe.json") as f:
-            return json.load(f).get("init")
+        return json.loads(tfio.read_text(f"{model_dir}/odpipe.json")).get("init")
     except (tf.errors.OpError, ValueError, OSError):
         return None
 
 
 def _write_json(path: str, data: dict) -> None:
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(data, f, indent=2, default=float)
+    tfio.write_text(path, json.dumps(data, indent=2, default=float))
 
 
 def _write_model_dir(config, model_dir: str, label_map: dict[int, str], model: str, init: dict) -> None:
     import tensorflow as tf
 
-    from odpipe.train.presets import PRESETS
-
     try:
         save_config(config, model_dir)
-        with tf.io.gfile.GFile(f"{model_dir}/label_map.pbtxt", "w") as f:
-            f.write(format_label_map(label_map))
+        tfio.write_text(f"{model_dir}/label_map.pbtxt", format_label_map(label_map))
         preset = PRESETS.get(model)
         _write_json(f"{model_dir}/odpipe.json",
                     {"model": model, "experiment": preset.experiment if preset else model, "init": init})
@@ -181,11 +169,31 @@ def make_runner(config, model_dir: str, planned_steps: bool = False):
     return dist, runner, task.planned_steps
 
 
+class _Evaluations:
+    """The run's evaluations: each one's metrics, duration, and mAP against minutes since `t0`."""
+
+    def __init__(self, t0: float, progress: Progress, echo):
+        self.t0, self.progress, self.echo = t0, progress, echo
+        self.seconds: list[float] = []
+        self.history: list[dict] = []  # mAP against minutes since the start (set-up included)
+        self.last: dict = {}
+
+    def record(self, logs: dict, seconds: float, step: int) -> dict:
+        logs = self.last = scalar_logs(logs)
+        self.seconds.append(seconds)
+        self.history.append({"step": step, "minutes": (time.monotonic() - self.t0) / 60, "mAP": logs.get("AP"),
+                             "mAP@0.5": logs.get(BEST_METRIC)})
+        self.progress.last_time = time.monotonic()  # steps/s and ETA count training time only
+        self.echo(f"eval at step {step}: mAP {logs.get('AP', float('nan')):.3f}  "
+                  f"mAP@0.5 {logs.get(BEST_METRIC, float('nan')):.3f}  loss {logs.get('total_loss', float('nan')):.4f}")
+        return logs
+
+
 def run_training(config, model_dir: str, label_map: dict[int, str], model: str = "", patience: int = 0, echo=print,
-                 verbose: bool = False, init: dict | None = None, budget: dict | None = None) -> dict:
+                 verbose: bool = False, init: dict | None = None, budget: TimeBudget | None = None) -> dict:
     """Train with an effective config (from `build_config`) into `model_dir`; resumes if possible.
 
-    `budget`: {"minutes", "t0", "configure", "eval_interval"} sizes the steps in the run (`budget.py`).
+    `budget` sizes the steps in the run (`budget.py`); the result then holds its `BudgetPlan` as "plan".
     """
     model_dir = str(model_dir).rstrip("/")
     init = init or {"checkpoint": config.task.init_checkpoint or None, "source": "config"}
@@ -193,90 +201,85 @@ def run_training(config, model_dir: str, label_map: dict[int, str], model: str =
     t0 = time.monotonic()
     with library_output(verbose):
         dist, runner, planned = make_runner(config, model_dir, planned_steps=budget is not None)
-    trainer = runner.trainer
-    global_step = trainer.global_step
-    total = config.trainer.train_steps
+    global_step = runner.trainer.global_step
     start = int(global_step.numpy())
+    _say_start(start, config.trainer.train_steps, model_dir, init, echo)
+    progress = Progress(global_step, config.trainer.train_steps, config.task.train_data.global_batch_size, echo)
+    controller = runner.controller
+    controller.train_actions = list(controller.train_actions or []) + [progress]
+    evals, stopper = _Evaluations(t0, progress, echo), EarlyStopping(patience)
+    total, interval, plan = config.trainer.train_steps, config.trainer.validation_interval, None
+    with library_output(verbose), dist.scope():
+        if budget is not None:
+            plan, logs = measure_and_plan(controller, global_step, config.trainer.validation_steps, budget, echo)
+            logs = evals.record(logs, plan.eval_seconds, int(global_step.numpy()))
+            stopper.update(logs.get(BEST_METRIC, float("nan")))
+            total = progress.total = plan.total_steps
+            planned.assign(total)
+            sized = budget.configure(total)
+            interval = sized.trainer.validation_interval
+            save_config(sized, model_dir)  # config.yaml shows the steps and schedule the run used
+        stopped_early = _train_and_evaluate(controller, global_step, total, interval, config.trainer.validation_steps,
+                                            evals, stopper, echo)
+        if controller.checkpoint_manager and int(global_step.numpy()) > 0:
+            controller.checkpoint_manager.save(checkpoint_number=global_step, check_interval=False)
+    result = _result(config, model_dir, init, start, int(global_step.numpy()), progress, evals, stopped_early, t0)
+    _write_json(f"{model_dir}/train_result.json",
+                {**{k: v for k, v in result.items() if k != "losses"},
+                 **({"time_budget": plan.as_dict()} if plan is not None else {})})
+    if plan is not None:
+        result["plan"] = plan
+    return result
+
+
+def _say_start(start: int, total: int, model_dir: str, init: dict, echo) -> None:
     if start >= total:
         echo(f"already trained: step {start} >= --steps {total} in {model_dir}; raise --steps to train on")
     elif start:
         echo(f"resuming from step {start} (latest checkpoint in {model_dir})")
     else:
         echo(f"starting from {_describe(init)}")
-    progress = Progress(global_step, total, config.task.train_data.global_batch_size, echo)
-    controller = runner.controller
-    controller.train_actions = list(controller.train_actions or []) + [progress]
 
-    stopper, last_eval, stopped_early = EarlyStopping(patience), {}, False
-    interval = config.trainer.validation_interval
-    eval_seconds: list[float] = []
-    evaluations: list[dict] = []  # mAP against minutes since the start (set-up included)
-    plan = None
 
-    def evaluated(logs: dict, seconds: float, step: int) -> dict:
-        logs = scalar_logs(logs)
-        eval_seconds.append(seconds)
-        evaluations.append({"step": step, "minutes": (time.monotonic() - t0) / 60, "mAP": logs.get("AP"),
-                            "mAP@0.5": logs.get(BEST_METRIC)})
-        progress.last_time = time.monotonic()  # steps/s and ETA count training time only
-        echo(f"eval at step {step}: mAP {logs.get('AP', float('nan')):.3f}  "
-             f"mAP@0.5 {logs.get(BEST_METRIC, float('nan')):.3f}  loss {logs.get('total_loss', float('nan')):.4f}")
-        return logs
+def _train_and_evaluate(controller, global_step, total: int, interval: int, validation_steps: int,
+                        evals: _Evaluations, stopper: EarlyStopping, echo) -> bool:
+    """Train to `total`, evaluating every `interval` steps and at the end; True when stopped early."""
+    step = int(global_step.numpy())
+    while step < total:
+        controller.train(steps=min(total, (step // interval + 1) * interval))
+        step = int(global_step.numpy())
+        t_eval = time.monotonic()
+        logs = evals.record(controller.evaluate(steps=validation_steps), time.monotonic() - t_eval, step)
+        if stopper.update(logs.get(BEST_METRIC, float("nan"))) and step < total:
+            echo(f"early stopping at step {step}: mAP@0.5 has not improved for {stopper.stale} evaluations")
+            return True
+    return False
 
-    with library_output(verbose), dist.scope():
-        step = start
-        if budget is not None:
-            from odpipe.train.budget import measure_and_plan
 
-            plan = measure_and_plan(controller, global_step, config.trainer.validation_steps, budget["minutes"],
-                                    budget["t0"], budget["eval_interval"], echo)
-            step = int(global_step.numpy())
-            last_eval = evaluated(plan.pop("eval_logs"), plan["eval_seconds"], step)
-            stopper.update(last_eval.get(BEST_METRIC, float("nan")))
-            total = progress.total = plan["total_steps"]
-            planned.assign(total)
-            sized = budget["configure"](total)
-            interval = sized.trainer.validation_interval
-            save_config(sized, model_dir)  # config.yaml shows the steps and schedule the run used
-        while step < total:
-            target = min(total, (step // interval + 1) * interval)
-            controller.train(steps=target)
-            step = int(global_step.numpy())
-            t_eval = time.monotonic()
-            logs = controller.evaluate(steps=config.trainer.validation_steps)
-            last_eval = evaluated(logs, time.monotonic() - t_eval, step)
-            value = last_eval.get(BEST_METRIC, float("nan"))
-            if stopper.update(value) and step < total:
-                echo(f"early stopping at step {step}: mAP@0.5 has not improved for {stopper.stale} evaluations")
-                stopped_early = True
-                break
-        if controller.checkpoint_manager and step > 0:
-            controller.checkpoint_manager.save(checkpoint_number=global_step, check_interval=False)
+def _result(config, model_dir: str, init: dict, start: int, step: int, progress: Progress, evals: _Evaluations,
+            stopped_early: bool, t0: float) -> dict:
+    """The run's result (train_result.json without the loss curve); best.json written when there is one."""
     best = _read_best(model_dir)
     if best is not None:
         _write_json(f"{model_dir}/best.json", best)
     rates = progress.rates[1:] or progress.rates
-    result = {
-        "step": int(global_step.numpy()),
+    return {
+        "step": step,
         "start_step": start,
-        "loss": progress.losses[-1][1] if progress.losses else last_eval.get("total_loss"),
+        "loss": progress.losses[-1][1] if progress.losses else evals.last.get("total_loss"),
         "losses": progress.losses,
-        "metrics": last_eval,
+        "metrics": evals.last,
         "best": best,
         "model_dir": model_dir,
         "steps_per_second": (sum(rates) / len(rates)) if rates else None,
-        "eval_seconds": eval_seconds,
-        "evaluations": evaluations,
+        "eval_seconds": evals.seconds,
+        "evaluations": evals.history,
         "wall_seconds": time.monotonic() - t0,
         "stopped_early": stopped_early,
         "precision": config.runtime.mixed_precision_dtype,
         "strategy": config.runtime.distribution_strategy,
         "init": init,
     }
-    if plan is not None:
-        result["time_budget"] = plan
-    _write_json(f"{model_dir}/train_result.json", {k: v for k, v in result.items() if k != "losses"})
-    return result
 
 
 def _describe(init: dict) -> str:
@@ -287,14 +290,11 @@ def _describe(init: dict) -> str:
 
 
 def _read_best(model_dir: str) -> dict | None:
-    import tensorflow as tf
-
     path = f"{model_dir}/{BEST_SUBDIR}/info.json"
-    if not tf.io.gfile.exists(path):
+    if not tfio.exists(path):
         return None
-    with tf.io.gfile.GFile(path) as f:
-        info = json.load(f)
-    latest = tf.train.latest_checkpoint(f"{model_dir}/{BEST_SUBDIR}")
+    info = json.loads(tfio.read_text(path))
+    latest = tfio.latest_checkpoint(f"{model_dir}/{BEST_SUBDIR}")
     return {
         "step": int(info.get("best_ckpt_global_step", -1)),
         "metric": BEST_METRIC,
