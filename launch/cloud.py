@@ -85,7 +85,7 @@ def _prepared(args: argparse.Namespace, scratch: str) -> tuple[str, dict[str, An
     if getattr(args, "cron", None):
         (vertex.vertex_cron if args.vertex else kubeflow.kubeflow_cron)(args.cron)
     params = spec.pipeline_parameters(args)
-    spec.check_parameters(params)
+    spec.check_parameters(params, target)
     for name in spec.INPUT_FOLDERS:
         if args.vertex and not storage.is_remote(params[name]):
             raise UserError(f"--{name} {params[name]}: a cloud run cannot read local folders; upload it and pass gs://BUCKET/...")
@@ -108,17 +108,15 @@ def _prepared(args: argparse.Namespace, scratch: str) -> tuple[str, dict[str, An
         check_image("--image", args.image, DEFAULT_IMAGE)
         check_image("--trainer-image", args.trainer_image, DEFAULT_TRAINER_IMAGE)
         pipeline_yaml = spec.compile_pipeline(os.path.join(scratch, spec.PIPELINE_YAML), args.image,
-                                              args.trainer_image, args.trainer_memory, args.trainer_cpu, target=target)
+                                              args.trainer_image, args.trainer_memory, args.trainer_cpu, target=target,
+                                              image_pull_secrets=tuple(args.image_pull_secrets))
     _check_compiled_images(pipeline_yaml)
     spec.check_accelerator(target, params.get("accelerator_type") or spec.compiled_accelerator(pipeline_yaml))
     return target, params, pipeline_yaml
 
 
 def _check_compiled_images(pipeline_yaml: str) -> None:
-    import yaml
-
-    with open(pipeline_yaml, encoding="utf-8") as f:
-        executors = (yaml.safe_load(f) or {}).get("deploymentSpec", {}).get("executors", {})
+    executors = spec.load_compiled(pipeline_yaml)[0].get("deploymentSpec", {}).get("executors", {})
     for name, executor in executors.items():
         image = executor.get("container", {}).get("image", "")
         flag = "--trainer-image" if name == "exec-train" else "--image"

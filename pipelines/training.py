@@ -9,11 +9,12 @@ and champion on the same records) -> [blessed] publish (model home version + cur
 are chosen there (by `odpipe compile --image ...`), never read from the environment.
 """
 
-from typing import List, Optional
+import inspect
+from typing import List, Optional, Sequence
 
 from kfp import dsl
 
-from components import stages
+from components import platform, stages
 
 PIPELINE_NAME = "odpipe-training"
 TARGETS = ("vertex", "kubeflow", "local")
@@ -29,6 +30,36 @@ PARAMETER_GROUPS = {
     "gate": ("min_map", "margin"),
     "publishing": ("model_home", "tflite", "registry_model", "registry_project", "registry_location"),
     "cloud": ("beam_runner", "beam_args", "shards", "accelerator_type", "accelerator_count"),
+    "trainer on Vertex AI (a CustomJob)": ("machine_type", "boot_disk_type", "boot_disk_size_gb", "strategy",
+                                           "trainer_service_account", "network", "tensorboard",
+                                           "base_output_directory"),
+    "trainer on Kubeflow (its pod)": ("node_selector", "tolerations"),
+}
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+# The trainer's parameters that only one platform has: (name, type, default, description).
+PLATFORM_PARAMETERS = {
+    "vertex": (
+        ("machine_type", str, "n1-standard-8", "Trainer machine (Compute Engine type), e.g. n1-standard-8 (with a T4), "
+                                               "g2-standard-8 (NVIDIA_L4), a2-highgpu-1g (NVIDIA_TESLA_A100)."),
+        ("boot_disk_type", str, "pd-ssd", "Trainer boot disk: pd-ssd, pd-standard, pd-balanced or hyperdisk-balanced."),
+        ("boot_disk_size_gb", int, 100, "Trainer boot disk size in GB (at least 100)."),
+        ("strategy", str, "STANDARD", "Trainer scheduling: STANDARD, SPOT (preemptible and cheaper; the trainer "
+                                      "resumes from its last checkpoint) or FLEX_START."),
+        ("trainer_service_account", str, "", "Service account the trainer's CustomJob runs as; empty for the Vertex AI "
+                                             "Custom Code Service Agent."),
+        ("network", str, "", "VPC network the trainer is peered with (projects/NUMBER/global/networks/NAME); empty for none."),
+        ("tensorboard", str, "", "Vertex AI TensorBoard (projects/P/locations/L/tensorboards/ID) that shows the "
+                                 "trainer's curves; needs base_output_directory."),
+        ("base_output_directory", str, "", "The trainer CustomJob's gs:// output folder (its TensorBoard logs go "
+                                           "under logs/); empty for none."),
+    ),
+    "kubeflow": (
+        ("node_selector", dict, {}, 'Node labels the trainer pod must run on, e.g. '
+                                    '{"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}; empty for any node.'),
+        ("tolerations", list, [GPU_TOLERATION], "Taints the trainer pod tolerates (Kubernetes toleration objects); the "
+                                                "default tolerates the nvidia.com/gpu taint of GPU nodes."),
+    ),
+    "local": (),
 }
 TRAINER_RETRIES = 3  # preemptions and transient errors; training resumes from its last checkpoint
 DATA_RETRIES = 2  # Beam stages rewrite their output atomically, so a retry is safe
@@ -41,6 +72,7 @@ def build_pipeline(
     trainer_cpu: str = "8",
     beam_memory: str = "8G",
     target: str = "vertex",
+    image_pull_secrets: Sequence[str] = (),
 ):
     """The training pipeline built with these component images and trainer resources.
 
@@ -50,19 +82,20 @@ def build_pipeline(
         trainer_memory: Memory limit of the trainer task.
         trainer_cpu: CPU limit of the trainer task.
         beam_memory: Memory limit of the TFRecord (Beam launcher / DirectRunner) tasks.
-        target: "vertex" or "kubeflow" (the trainer's accelerator request and its default name), or
-            "local" (no accelerator request: the kfp local runner ignores it and, in kfp 2.17,
-            cannot resolve those parameters inside a condition).
+        target: "vertex" (the trainer is a Vertex AI CustomJob), "kubeflow" (the trainer pod gets a GPU
+            limit, node selector and tolerations), or "local" (no accelerator request: the kfp local
+            runner ignores it and, in kfp 2.17, cannot resolve those parameters inside a condition).
+            Each target adds its own trainer parameters (`PLATFORM_PARAMETERS`).
+        image_pull_secrets: Kubernetes secrets every task pulls its image with (Kubeflow only).
     """
     if target not in TARGETS:
         raise ValueError(f"target {target!r}: use one of {', '.join(TARGETS)}")
     ops = stages.build(image, trainer_image)
     default_accelerator = DEFAULT_ACCELERATOR[target]
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="labelImg annotations -> TFRecords -> Model Garden detector -> champion vs challenger -> model home.",
-    )
+    if image_pull_secrets and target != "kubeflow":
+        raise ValueError("image pull secrets are Kubernetes secrets: compile with target 'kubeflow'")
+
     def training_pipeline(
         annotations: str,
         images: str,
@@ -92,6 +125,7 @@ def build_pipeline(
         shards: int = 0,
         accelerator_type: str = default_accelerator,
         accelerator_count: int = 1,
+        **trainer_platform,
     ):
         """Retrains a detector when the labelImg data changed; publishes it only if it beats the model in service.
 
@@ -170,7 +204,7 @@ def build_pipeline(
                 task.set_display_name(f"records-{side}").set_memory_limit(beam_memory).set_retry(DATA_RETRIES)
                 record_tasks[side] = task
 
-            train_task = ops.train(
+            train_inputs = dict(
                 train_records=record_tasks["train"].outputs["records"],
                 eval_records=record_tasks["eval"].outputs["records"],
                 label_map=label_map_task.outputs["label_map"],
@@ -184,11 +218,11 @@ def build_pipeline(
                 warm_start=warm_start,
                 time_budget=time_budget,
             )
+            # the target is a build option, not a pipeline parameter: fixed when the pipeline is compiled
+            train_task = platform.trainer(ops, target, train_inputs, accelerator_type, accelerator_count,
+                                          trainer_platform, trainer_memory, trainer_cpu)
             train_task.after(report_task)  # data_checks="fail": an error in the data stops the run before training
-            train_task.set_memory_limit(trainer_memory).set_cpu_limit(trainer_cpu)
             train_task.set_retry(TRAINER_RETRIES, backoff_duration="60s")  # it resumes from its last checkpoint
-            if target != "local":  # a build option, not a pipeline parameter: fixed when the pipeline is compiled
-                train_task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
 
             export_task = ops.export(
                 model=train_task.outputs["model"],
@@ -225,8 +259,31 @@ def build_pipeline(
                         location=registry_location,
                         fingerprint=found["fingerprint"],
                     )
+        platform.pull_secrets_everywhere(image_pull_secrets)
 
-    return training_pipeline
+    return dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="labelImg annotations -> TFRecords -> Model Garden detector -> champion vs challenger -> model home.",
+    )(with_parameters(training_pipeline, PLATFORM_PARAMETERS[target]))
+
+
+def with_parameters(func, extra: Sequence[tuple]):
+    """`func(..., **more)` as a function whose signature (and docstring) also names the `extra`
+    parameters (name, type, default, description): KFP reads both to make the pipeline's inputs."""
+    signature = inspect.signature(func)
+    base = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    added = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=kind)
+             for name, kind, default, _ in extra]
+    names = [p.name for p in base + added]
+
+    def pipeline(*args, **kwargs):
+        return func(**dict(zip(names, args)), **kwargs)
+
+    pipeline.__signature__ = signature.replace(parameters=base + added)
+    pipeline.__annotations__ = {p.name: p.annotation for p in base + added}
+    pipeline.__name__ = func.__name__
+    pipeline.__doc__ = inspect.getdoc(func) + "".join(f"\n    {name}: {doc}" for name, _, _, doc in extra)
+    return pipeline
 
 
 def pipelines(image: Optional[str] = None, trainer_image: Optional[str] = None, target: str = "vertex") -> dict:
