@@ -14,6 +14,7 @@ pipeline is built (`build(image, trainer_image)`); nothing here reads the enviro
 
 from typing import List, NamedTuple, Optional
 
+from google_cloud_pipeline_components.types.artifact_types import VertexModel
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output, OutputPath
 
@@ -377,8 +378,10 @@ def register(
     registry_model: str,
     project: str,
     location: str,
+    model: Output[VertexModel],
     fingerprint: str = "",
     serving_image: str = "",
+    model_home: str = "",
 ) -> str:
     """Uploads the published model as a new version of a Vertex AI Model Registry model.
 
@@ -389,18 +392,20 @@ def register(
         registry_model: Registry model id or resource name; created on the first upload.
         project: Google Cloud project of the registry.
         location: Vertex AI region of the registry.
+        model: The registry model (google.VertexModel: resourceName), for GCPC's deploy and batch-prediction components.
         fingerprint: The run's fingerprint (a label).
-        serving_image: Prebuilt serving container; empty for TensorFlow 2 CPU.
+        serving_image: Serving container: the project's image (runs `odpipe serve`) or a Vertex AI prebuilt TensorFlow image; empty for the prebuilt TensorFlow 2.15 CPU image.
+        model_home: The model home; the registry entry is noted beside the version (registry.json), so a promote moves the default alias.
 
     Returns:
-        The registry model version's resource name.
+        The registry model version's resource name (MODEL@VERSION_ID).
     """
     from odpipe.tasks import at, record
     from odpipe.tasks.publish import register_task
 
     result = register_task(saved_model, version, at(evaluation), registry_model, project, location, fingerprint,
-                           serving_image)
-    return record(result)
+                           serving_image, model_home)
+    return record(result, model=model)
 
 
 STAGES = (fingerprint, annotations_to_csv, split, label_map, data_report, records, train, export, evaluate, publish, register)

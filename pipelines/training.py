@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence
 from kfp import dsl
 
 from components import platform, stages
+from odpipe import registry
 
 PIPELINE_NAME = "odpipe-training"
 TARGETS = ("vertex", "kubeflow", "local")
@@ -28,7 +29,7 @@ PARAMETER_GROUPS = {
     "training": ("model", "steps", "batch_size", "image_size", "init_checkpoint", "warm_start", "time_budget",
                  "config_overrides"),
     "gate": ("min_map", "margin"),
-    "publishing": ("model_home", "tflite", "registry_model", "registry_project", "registry_location"),
+    "publishing": ("model_home", "tflite", "registry_model", "registry_project", "registry_location", "serving_image"),
     "cloud": ("beam_runner", "beam_args", "shards", "accelerator_type", "accelerator_count"),
     "trainer on Vertex AI (a CustomJob)": ("machine_type", "boot_disk_type", "boot_disk_size_gb", "strategy",
                                            "trainer_service_account", "network", "tensorboard",
@@ -92,6 +93,7 @@ def build_pipeline(
         raise ValueError(f"target {target!r}: use one of {', '.join(TARGETS)}")
     ops = stages.build(image, trainer_image)
     default_accelerator = DEFAULT_ACCELERATOR[target]
+    default_serving_image = registry.default_serving_image(image)
 
     if image_pull_secrets and target != "kubeflow":
         raise ValueError("image pull secrets are Kubernetes secrets: compile with target 'kubeflow'")
@@ -120,6 +122,7 @@ def build_pipeline(
         registry_model: str = "",
         registry_project: str = "",
         registry_location: str = "",
+        serving_image: str = default_serving_image,
         beam_runner: str = "DirectRunner",
         beam_args: List[str] = [],  # noqa: B006 (a KFP default, never mutated)
         shards: int = 0,
@@ -153,6 +156,7 @@ def build_pipeline(
             registry_model: Vertex AI Model Registry model (id or resource name) to add blessed versions to; empty for none.
             registry_project: Google Cloud project of the registry model.
             registry_location: Vertex AI region of the registry model, e.g. us-central1.
+            serving_image: Serving container of the registry model: the project's CPU image (runs `odpipe serve`; the default when compiled with --image REGISTRY/odpipe:VERSION) or a Vertex AI prebuilt TensorFlow image; empty for the prebuilt TensorFlow 2.15 CPU image (unchecked against this TensorFlow's exports).
             beam_runner: Beam runner of the TFRecord stage ("DirectRunner" or "DataflowRunner").
             beam_args: Extra Beam options, e.g. ["--project=P", "--region=R", "--temp_location=gs://B/tmp"].
             shards: TFRecord shards per side; 0 to size them from the data.
@@ -258,6 +262,8 @@ def build_pipeline(
                         project=registry_project,
                         location=registry_location,
                         fingerprint=found["fingerprint"],
+                        serving_image=serving_image,
+                        model_home=model_home,
                     )
         platform.pull_secrets_everywhere(image_pull_secrets)
 
