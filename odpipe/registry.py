@@ -23,8 +23,10 @@ from odpipe import storage
 from odpipe.errors import UserError, first_line
 
 # The fallback when no project serving image is given: Vertex AI's newest prebuilt TensorFlow CPU
-# prediction container that google-cloud-aiplatform lists. Unchecked against a TensorFlow 2.20
-# export (see notes/README-platform.md); the project's own image (`odpipe serve`) is the default.
+# prediction container that google-cloud-aiplatform lists. Checked: TensorFlow 2.15.1 (in its own
+# environment) loads a TensorFlow 2.20 retinanet-mobilenetv2 export and returns the same detections
+# as 2.20; the container's TensorFlow Serving binary itself was not run (notes/README-platform.md).
+# The project's own image (`odpipe serve`, same TensorFlow as the export) is the default.
 SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
 PREBUILT_PREFIX = "-docker.pkg.dev/vertex-ai/prediction/"
 SERVE_COMMAND = ["odpipe", "serve"]  # the CPU image's entrypoint is Beam's worker boot: name the command

@@ -156,7 +156,7 @@ def build_pipeline(
             registry_model: Vertex AI Model Registry model (id or resource name) to add blessed versions to; empty for none.
             registry_project: Google Cloud project of the registry model.
             registry_location: Vertex AI region of the registry model, e.g. us-central1.
-            serving_image: Serving container of the registry model: the project's CPU image (runs `odpipe serve`; the default when compiled with --image REGISTRY/odpipe:VERSION) or a Vertex AI prebuilt TensorFlow image; empty for the prebuilt TensorFlow 2.15 CPU image (unchecked against this TensorFlow's exports).
+            serving_image: Serving container of the registry model: the project's CPU image (runs `odpipe serve`; the default when compiled with --image REGISTRY/odpipe:VERSION) or a Vertex AI prebuilt TensorFlow image; empty for Vertex AI's prebuilt TensorFlow 2.15 CPU image.
             beam_runner: Beam runner of the TFRecord stage ("DirectRunner" or "DataflowRunner").
             beam_args: Extra Beam options, e.g. ["--project=P", "--region=R", "--temp_location=gs://B/tmp"].
             shards: TFRecord shards per side; 0 to size them from the data.

@@ -60,8 +60,8 @@ def register_task(saved_model: str, version: str, evaluation_dir: str, registry_
     from odpipe import registry
 
     if not serving_image:
-        print(f"serving image: none given; {registry.SERVING_IMAGE} (a prebuilt TensorFlow image, not checked "
-              "against this TensorFlow's exports; pass serving_image, e.g. REGISTRY/odpipe:VERSION)")
+        print(f"serving image: none given; {registry.SERVING_IMAGE} (Vertex AI's prebuilt TensorFlow "
+              "Serving 2.15; pass serving_image REGISTRY/odpipe:VERSION to serve with `odpipe serve`)")
     metrics = json.loads(storage.read_text(storage.join(evaluation_dir, "metrics.json")))
     result = registry.upload_version(registry_model, saved_model, project, location, version or "0", metrics,
                                      fingerprint, serving_image=serving_image or registry.SERVING_IMAGE)
