@@ -41,13 +41,13 @@ import heapq
 import itertools
 import json
 import math
-import sys
 import dataclasses
 
 import numpy as np
 
 from odpipe import storage
 from odpipe.errors import UserError
+from odpipe.progress import progress_bar
 
 # The numbers (pure): odpipe/metrics.py; re-exported here, where they have always been imported from.
 from odpipe.metrics import (  # noqa: E402,F401
@@ -142,8 +142,6 @@ def evaluate(
     blessed only if its mAP >= the champion's + `margin` (and >= `min_map`).
     `provenance` (e.g. the run's fingerprint) is recorded in metrics.json as given.
     Returns the metrics.json content."""
-    from tqdm import tqdm
-
     from odpipe import report
     from odpipe.detector import Detector, image_info
 
@@ -172,8 +170,7 @@ def evaluate(
     skipped: list[dict] = []
     worst: list = []  # min-heap of (errors, -index, EvalImage, encoded) keeping the worst N
     matrix = np.zeros((background + 1,) * 2, dtype=np.int64)
-    bar = tqdm(total=_expected_images(patterns), unit="img", desc="evaluate", file=sys.stderr,
-               disable=not progress, mininterval=0.5 if sys.stderr.isatty() else 5.0)
+    bar = progress_bar(_expected_images(patterns), "evaluate", "img", progress)
     try:
         for path in files:
             for batch in _serialized_batches(path, batch_size):

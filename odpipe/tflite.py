@@ -32,6 +32,7 @@ import numpy as np
 
 from odpipe import __version__, storage
 from odpipe.errors import UserError, first_line
+from odpipe.progress import progress_bar
 
 QUANTIZATIONS = ("float", "fp16", "int8")
 SIGNATURE_TFLITE = "serving_default"  # the one signature of model.tflite
@@ -225,8 +226,10 @@ def convert(serving, quantization: str, calibration: list | None = None) -> byte
             images = list(calibration or [])
 
             def representative():
-                for image in images:
-                    yield {INPUT_NAME: image.astype(np.float32)}
+                with progress_bar(len(images), "export: int8 calibration", "img") as bar:
+                    for image in images:
+                        yield {INPUT_NAME: image.astype(np.float32)}
+                        bar.update(1)
 
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative
