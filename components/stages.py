@@ -16,7 +16,7 @@ from typing import List, NamedTuple, Optional
 
 from google_cloud_pipeline_components.types.artifact_types import VertexModel
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output, OutputPath
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output, OutputPath
 
 import odpipe
 
@@ -306,6 +306,8 @@ def evaluate(
     metrics: Output[Metrics],
     evaluation: Output[Dataset],
     report: Output[HTML],
+    confusion: Output[ClassificationMetrics],
+    summary: Output[Markdown],
     min_map: float = 0.0,
     margin: float = 0.0,
     model_home: str = "",
@@ -320,6 +322,8 @@ def evaluate(
         metrics: mAP, mAP@0.5, mAP@0.75 and AR@100 as metrics (and the champion's mAP).
         evaluation: Folder with metrics.json, the confusion matrix and PR curves.
         report: The self-contained HTML report (challenger and champion side by side).
+        confusion: The confusion matrix (ground truth x predicted, background last), drawn by the pipeline UIs.
+        summary: The run in a few lines (Markdown): verdict, data, challenger vs champion, per class.
         min_map: Bless only if mAP (0.5:0.95) is at least this; 0 for no threshold.
         margin: The challenger's mAP must be at least the champion's plus this.
         model_home: The model home; a challenger that is not blessed is noted there, so an
@@ -333,8 +337,8 @@ def evaluate(
     from odpipe.tasks.model import evaluate_task
 
     result = evaluate_task(at(exported), at(eval_records), at(evaluation), at(report), at(champion), min_map, margin,
-                           model_home, fingerprint)
-    return record(result, metrics=metrics, evaluation=evaluation, report=report)
+                           model_home, fingerprint, at(summary), dict(eval_records.metadata))
+    return record(result, metrics=metrics, evaluation=evaluation, report=report, confusion=confusion, summary=summary)
 
 
 def publish(

@@ -67,8 +67,11 @@ def export_task(model_dir: str, calibration_records: str, export_dir: str, check
 
 def evaluate_task(export_dir: str, eval_records: str, evaluation_dir: str, report_path: str,
                   champion: Champion | str | None = None, min_map: float = 0.0, margin: float = 0.0, model_home: str = "",
-                  fingerprint: str = "") -> Result:
-    """Scores the challenger and the champion on the same records; a loser is remembered in the home."""
+                  fingerprint: str = "", summary_path: str = "", data: dict | None = None) -> Result:
+    """Scores the challenger and the champion on the same records; a loser is remembered in the home.
+    For the pipeline UIs: the confusion matrix as ClassificationMetrics metadata ("confusion") and a
+    Markdown run summary at `summary_path` (`data`: the eval records' metadata)."""
+    from odpipe import run_summary
     from odpipe.evaluate import evaluate
 
     champion = Champion.read(champion)
@@ -88,5 +91,8 @@ def evaluate_task(export_dir: str, eval_records: str, evaluation_dir: str, repor
         record_attempt(model_home, fingerprint, {"mAP": result["mAP"], "champion_version": champion.version,
                                                  "reasons": result["blessing"]["reasons"]})
     evaluation = {**scalars(result), "champion_version": champion.version or ""}
-    return Result({"metrics": metrics, "evaluation": evaluation, "report": {"blessed": blessed}}, blessed)
+    if summary_path:
+        storage.write_text(summary_path, run_summary.markdown(result, data, model_home, fingerprint))
+    return Result({"metrics": metrics, "evaluation": evaluation, "report": {"blessed": blessed},
+                   "confusion": run_summary.confusion_metadata(result), "summary": {"blessed": blessed}}, blessed)
 
