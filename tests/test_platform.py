@@ -170,3 +170,19 @@ def test_platform_flags_are_refused_on_the_other_platform(tmp_path, capsys):
     with pytest.raises(SystemExit):  # not a flag of a local run
         main(["run", "--annotations", ".", "--images", ".", "--machine-type", "x"])
     assert "unrecognized arguments: --machine-type" in capsys.readouterr().err
+
+
+def test_the_trainer_shares_its_tensorboard_logs_with_vertex(tmp_path, capsys):
+    """In a CustomJob with a TensorBoard, Vertex AI uploads what the trainer leaves in AIP_TENSORBOARD_LOG_DIR."""
+    from odpipe.tasks.model import share_tensorboard_logs
+
+    model_dir = tmp_path / "model"
+    for rel in ("train/events.out.tfevents.1.host", "validation/events.out.tfevents.2.host", "ckpt-1.index",
+                "best/events.out.tfevents.3.host"):
+        (model_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (model_dir / rel).write_bytes(b"e")
+    assert share_tensorboard_logs(str(model_dir), str(tmp_path / "logs")) == 2
+    assert sorted(p.relative_to(tmp_path / "logs").as_posix() for p in (tmp_path / "logs").rglob("*") if p.is_file()) == [
+        "train/events.out.tfevents.1.host", "validation/events.out.tfevents.2.host"]
+    assert "2 event file(s)" in capsys.readouterr().out
+    assert share_tensorboard_logs(str(model_dir), "") == 0  # no TensorBoard: nothing copied
