@@ -122,11 +122,17 @@ def _prepared(args: argparse.Namespace, scratch: str) -> tuple[str, dict[str, An
 
 
 def _check_compiled_images(pipeline_yaml: str) -> None:
-    executors = spec.load_compiled(pipeline_yaml)[0].get("deploymentSpec", {}).get("executors", {})
-    for name, executor in executors.items():
+    compiled = spec.load_compiled(pipeline_yaml)[0]
+    for name, executor in compiled.get("deploymentSpec", {}).get("executors", {}).items():
         image = executor.get("container", {}).get("image", "")
         flag = "--trainer-image" if name == "exec-train" else "--image"
         check_image(flag, image, image)
+    # on Vertex AI the trainer image is inside the CustomJob's worker pool (the trainer-machine task's input)
+    tasks = compiled.get("components", {}).get("comp-condition-1", {}).get("dag", {}).get("tasks", {})
+    container = tasks.get("trainer-machine", {}).get("inputs", {}).get("parameters", {}).get("container", {})
+    image = container.get("runtimeValue", {}).get("constant", {}).get("image_uri")
+    if image:
+        check_image("--trainer-image", image, image)
 
 
 def _labels(items: list[str]) -> dict[str, str] | None:
@@ -188,7 +194,8 @@ def run_schedule(args: argparse.Namespace) -> int:
             print(f"created Vertex AI schedule {schedule.resource_name} ({vertex.vertex_cron(args.cron)})")
         else:
             recurring = kubeflow.schedule_kubeflow(
-                pipeline_yaml, args.kfp_host, params, args.cron, experiment=args.experiment or "odpipe", run_name=args.name,
+                pipeline_yaml, args.kfp_host, params, args.cron, experiment=args.experiment or "odpipe",
+                run_name=args.name,
                 namespace=args.namespace, pipeline_root=args.pipeline_root, enable_caching=args.enable_caching,
                 service_account=args.service_account, max_concurrent_runs=args.max_concurrent_runs,
                 existing_token=args.token,

@@ -167,6 +167,12 @@ def test_platform_flags_are_refused_on_the_other_platform(tmp_path, capsys):
             "--node-selector", '{"pool": "gpu"}']
     assert main(argv) == 2
     assert "--node-selector: a parameter of the trainer on Kubeflow, which Vertex AI does not" in capsys.readouterr().err
+    # a Vertex YAML compiled without a registry: its CustomJob's trainer image could not be pulled
+    assert main(["compile", "-o", str(tmp_path / "bare.yaml"), "--image", "reg.example/odpipe:3"]) == 0
+    argv = ["submit", "--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r", *gs,
+            "--pipeline", str(tmp_path / "bare.yaml")]
+    assert main(argv) == 2
+    assert "--trainer-image odpipe-gpu:" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # not a flag of a local run
         main(["run", "--annotations", ".", "--images", ".", "--machine-type", "x"])
     assert "unrecognized arguments: --machine-type" in capsys.readouterr().err
