@@ -14,8 +14,9 @@ pipeline is built (`build(image, trainer_image)`); nothing here reads the enviro
 
 from typing import List, NamedTuple, Optional
 
+from google_cloud_pipeline_components.types.artifact_types import VertexModel
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output, OutputPath
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output, OutputPath
 
 import odpipe
 
@@ -305,6 +306,8 @@ def evaluate(
     metrics: Output[Metrics],
     evaluation: Output[Dataset],
     report: Output[HTML],
+    confusion: Output[ClassificationMetrics],
+    summary: Output[Markdown],
     min_map: float = 0.0,
     margin: float = 0.0,
     model_home: str = "",
@@ -319,6 +322,8 @@ def evaluate(
         metrics: mAP, mAP@0.5, mAP@0.75 and AR@100 as metrics (and the champion's mAP).
         evaluation: Folder with metrics.json, the confusion matrix and PR curves.
         report: The self-contained HTML report (challenger and champion side by side).
+        confusion: The confusion matrix (ground truth x predicted, background last), drawn by the pipeline UIs.
+        summary: The run in a few lines (Markdown): verdict, data, challenger vs champion, per class.
         min_map: Bless only if mAP (0.5:0.95) is at least this; 0 for no threshold.
         margin: The challenger's mAP must be at least the champion's plus this.
         model_home: The model home; a challenger that is not blessed is noted there, so an
@@ -332,8 +337,8 @@ def evaluate(
     from odpipe.tasks.model import evaluate_task
 
     result = evaluate_task(at(exported), at(eval_records), at(evaluation), at(report), at(champion), min_map, margin,
-                           model_home, fingerprint)
-    return record(result, metrics=metrics, evaluation=evaluation, report=report)
+                           model_home, fingerprint, at(summary), dict(eval_records.metadata))
+    return record(result, metrics=metrics, evaluation=evaluation, report=report, confusion=confusion, summary=summary)
 
 
 def publish(
@@ -377,8 +382,10 @@ def register(
     registry_model: str,
     project: str,
     location: str,
+    model: Output[VertexModel],
     fingerprint: str = "",
     serving_image: str = "",
+    model_home: str = "",
 ) -> str:
     """Uploads the published model as a new version of a Vertex AI Model Registry model.
 
@@ -389,18 +396,21 @@ def register(
         registry_model: Registry model id or resource name; created on the first upload.
         project: Google Cloud project of the registry.
         location: Vertex AI region of the registry.
+        model: The registry model (google.VertexModel: resourceName), for GCPC's deploy and batch-prediction components.
         fingerprint: The run's fingerprint (a label).
-        serving_image: Prebuilt serving container; empty for TensorFlow 2 CPU.
+        serving_image: Serving container: the project's image (runs `odpipe serve`) or a Vertex AI prebuilt
+            TensorFlow image; empty for the prebuilt TensorFlow 2.15 CPU image.
+        model_home: The model home; the registry entry is noted beside the version (registry.json), so a promote moves the default alias.
 
     Returns:
-        The registry model version's resource name.
+        The registry model version's resource name (MODEL@VERSION_ID).
     """
     from odpipe.tasks import at, record
     from odpipe.tasks.publish import register_task
 
     result = register_task(saved_model, version, at(evaluation), registry_model, project, location, fingerprint,
-                           serving_image)
-    return record(result)
+                           serving_image, model_home)
+    return record(result, model=model)
 
 
 STAGES = (fingerprint, annotations_to_csv, split, label_map, data_report, records, train, export, evaluate, publish, register)

@@ -3,6 +3,7 @@
     odpipe submit   --vertex --project P --region R --pipeline-root gs://B/root [--wait] PARAMETERS
     odpipe submit   --kfp-host URL [--wait] PARAMETERS
     odpipe schedule --cron "0 3 * * 1" (--vertex ... | --kfp-host URL) PARAMETERS
+    odpipe schedule list|pause|resume|delete [SCHEDULE] (--vertex ... | --kfp-host URL)
 
 Caching stays on (the fingerprint task decides what reruns); `--no-cache` reruns every task.
 Images must name a registry (`--image REGISTRY/odpipe:VERSION`): a cluster cannot pull the
@@ -17,7 +18,7 @@ import sys
 import tempfile
 from typing import Any
 
-from launch import kubeflow, spec, vertex
+from launch import kubeflow, schedules, spec, vertex
 from odpipe import storage
 from odpipe.errors import UserError
 
@@ -31,8 +32,9 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     vx.add_argument("--region", help="Vertex AI region, e.g. us-central1")
     vx.add_argument("--service-account", help="service account the pipeline runs as")
     vx.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="Vertex job label (repeatable)")
+    vx.add_argument("--experiment", help="experiment the run is filed under: a Vertex AI Experiment (none unless "
+                                        "given), a Kubeflow experiment (default odpipe)")
     kf = parser.add_argument_group("Kubeflow")
-    kf.add_argument("--experiment", default="odpipe", help="Kubeflow experiment (default odpipe)")
     kf.add_argument("--namespace", help="Kubeflow namespace (multi-user deployments)")
     kf.add_argument("--token", help="bearer token for the Kubeflow endpoint")
     common = parser.add_argument_group("both")
@@ -51,7 +53,11 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_schedule_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cron", required=True, help='cron schedule, 5 fields, e.g. "0 3 * * 1" (Mondays 03:00)')
+    parser.add_argument("action", nargs="?", choices=("create", *schedules.ACTIONS), default="create",
+                        help="create (default) a schedule, or list / pause / resume / delete the ones odpipe made")
+    parser.add_argument("schedule_id", nargs="?", metavar="SCHEDULE",
+                        help="the schedule to pause / resume / delete (an id that `odpipe schedule list` shows)")
+    parser.add_argument("--cron", help='cron schedule, 5 fields, e.g. "0 3 * * 1" (Mondays 03:00); needed to create')
     parser.add_argument("--max-concurrent-runs", type=int, default=1, help="runs allowed at once (default 1)")
     parser.add_argument("--max-runs", type=int, default=None, help="stop after this many runs (Vertex only)")
     _add_target_arguments(parser)
@@ -85,7 +91,7 @@ def _prepared(args: argparse.Namespace, scratch: str) -> tuple[str, dict[str, An
     if getattr(args, "cron", None):
         (vertex.vertex_cron if args.vertex else kubeflow.kubeflow_cron)(args.cron)
     params = spec.pipeline_parameters(args)
-    spec.check_parameters(params)
+    spec.check_parameters(params, target)
     for name in spec.INPUT_FOLDERS:
         if args.vertex and not storage.is_remote(params[name]):
             raise UserError(f"--{name} {params[name]}: a cloud run cannot read local folders; upload it and pass gs://BUCKET/...")
@@ -108,21 +114,25 @@ def _prepared(args: argparse.Namespace, scratch: str) -> tuple[str, dict[str, An
         check_image("--image", args.image, DEFAULT_IMAGE)
         check_image("--trainer-image", args.trainer_image, DEFAULT_TRAINER_IMAGE)
         pipeline_yaml = spec.compile_pipeline(os.path.join(scratch, spec.PIPELINE_YAML), args.image,
-                                              args.trainer_image, args.trainer_memory, args.trainer_cpu, target=target)
+                                              args.trainer_image, args.trainer_memory, args.trainer_cpu, target=target,
+                                              image_pull_secrets=tuple(args.image_pull_secrets))
     _check_compiled_images(pipeline_yaml)
     spec.check_accelerator(target, params.get("accelerator_type") or spec.compiled_accelerator(pipeline_yaml))
     return target, params, pipeline_yaml
 
 
 def _check_compiled_images(pipeline_yaml: str) -> None:
-    import yaml
-
-    with open(pipeline_yaml, encoding="utf-8") as f:
-        executors = (yaml.safe_load(f) or {}).get("deploymentSpec", {}).get("executors", {})
-    for name, executor in executors.items():
+    compiled = spec.load_compiled(pipeline_yaml)[0]
+    for name, executor in compiled.get("deploymentSpec", {}).get("executors", {}).items():
         image = executor.get("container", {}).get("image", "")
         flag = "--trainer-image" if name == "exec-train" else "--image"
         check_image(flag, image, image)
+    # on Vertex AI the trainer image is inside the CustomJob's worker pool (the trainer-machine task's input)
+    tasks = compiled.get("components", {}).get("comp-condition-1", {}).get("dag", {}).get("tasks", {})
+    container = tasks.get("trainer-machine", {}).get("inputs", {}).get("parameters", {}).get("container", {})
+    image = container.get("runtimeValue", {}).get("constant", {}).get("image_uri")
+    if image:
+        check_image("--trainer-image", image, image)
 
 
 def _labels(items: list[str]) -> dict[str, str] | None:
@@ -142,15 +152,16 @@ def run_submit(args: argparse.Namespace) -> int:
             job = vertex.submit_vertex(
                 pipeline_yaml, args.project, args.region, args.pipeline_root, params,
                 service_account=args.service_account, display_name=args.name,
-                enable_caching=args.enable_caching, labels=_labels(args.label),
+                enable_caching=args.enable_caching, labels=_labels(args.label), experiment=args.experiment,
             )
-            print(f"submitted Vertex AI pipeline job {job.resource_name}")
+            print(f"submitted Vertex AI pipeline job {job.resource_name}"
+                  + (f" (experiment {args.experiment})" if args.experiment else ""))
             print(f"console: {vertex.console_url(job.resource_name)}")
             state = vertex.wait_vertex(job) if args.wait else None
             ok = state in (None, "PIPELINE_STATE_SUCCEEDED")
         else:
             result = kubeflow.submit_kubeflow(
-                pipeline_yaml, args.kfp_host, params, experiment=args.experiment, run_name=args.name,
+                pipeline_yaml, args.kfp_host, params, experiment=args.experiment or "odpipe", run_name=args.name,
                 namespace=args.namespace, pipeline_root=args.pipeline_root, enable_caching=args.enable_caching,
                 service_account=args.service_account, existing_token=args.token,
             )
@@ -167,6 +178,10 @@ def run_submit(args: argparse.Namespace) -> int:
 
 
 def run_schedule(args: argparse.Namespace) -> int:
+    if args.action != "create":
+        return schedules.run(args)
+    if not args.cron:
+        raise UserError('--cron is needed to create a schedule, e.g. --cron "0 3 * * 1" (Mondays 03:00)')
     with tempfile.TemporaryDirectory(prefix="odpipe-") as scratch:
         target, params, pipeline_yaml = _prepared(args, scratch)
         if target == "vertex":
@@ -179,7 +194,8 @@ def run_schedule(args: argparse.Namespace) -> int:
             print(f"created Vertex AI schedule {schedule.resource_name} ({vertex.vertex_cron(args.cron)})")
         else:
             recurring = kubeflow.schedule_kubeflow(
-                pipeline_yaml, args.kfp_host, params, args.cron, experiment=args.experiment, run_name=args.name,
+                pipeline_yaml, args.kfp_host, params, args.cron, experiment=args.experiment or "odpipe",
+                run_name=args.name,
                 namespace=args.namespace, pipeline_root=args.pipeline_root, enable_caching=args.enable_caching,
                 service_account=args.service_account, max_concurrent_runs=args.max_concurrent_runs,
                 existing_token=args.token,

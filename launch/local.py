@@ -111,7 +111,7 @@ def check_run(parameters: dict[str, Any]) -> None:
     """Everything that can be checked before the first task: parameter names, the input folders,
     and the settings (numbers in range, files readable, the model home writable, the preset or
     experiment known, the overrides applied, the start checkpoint reachable). One line, in seconds."""
-    spec.check_parameters(parameters)
+    spec.check_parameters(parameters, "local")
     for name in spec.INPUT_FOLDERS:
         value = parameters[name]
         if not storage.is_dir(value):
@@ -180,7 +180,7 @@ def collect_outputs(run_dir: str, task_dirs: dict[str, str], order: list[str]) -
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", default=DEFAULT_WORK_DIR, help=f"local outputs (default ./{DEFAULT_WORK_DIR})")
     docker.add_docker_arguments(parser)
-    spec.add_parameter_arguments(parser)
+    spec.add_parameter_arguments(parser, targets=("local",))
 
 
 def _num(value) -> str:

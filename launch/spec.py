@@ -6,7 +6,12 @@ added to `pipelines/training.py` is a flag at once, with its help. The order tas
 is the DAG's (dependencies first), read from the compiled spec.
 
     odpipe compile [-o pipeline.yaml] [--target vertex|kubeflow] [--image IMG] [--trainer-image IMG]
+                   [--image-pull-secret SECRET]
     odpipe compile --pipeline-name prelabel [-o prelabel.yaml] [--image IMG]   (pipelines/prelabel.py)
+
+Each target has its own trainer parameters (Vertex AI: the CustomJob's machine; Kubeflow: the
+pod's node selector and tolerations); `odpipe submit/schedule` take the flags of both and refuse,
+in one line, a flag the chosen platform does not have.
 """
 
 from __future__ import annotations
@@ -29,18 +34,24 @@ ALIASES = {"config_overrides": ["--config"], "beam_args": ["--beam-arg"]}
 # their keywords (KEYWORDS: init_checkpoint none/default) and YAML text (config_overrides).
 PATH_PARAMETERS = ("existing_label_map", "config_overrides", "init_checkpoint", "model_home")
 INPUT_FOLDERS = ("annotations", "images")
+CLOUD_TARGETS = ("vertex", "kubeflow")
+PLATFORM_NAMES = {"vertex": "Vertex AI", "kubeflow": "Kubeflow", "local": "a local run"}
 
 
 def build(image: str | None = None, trainer_image: str | None = None, trainer_memory: str = "32G",
-          trainer_cpu: str = "8", target: str = "vertex"):
+          trainer_cpu: str = "8", target: str = "vertex", image_pull_secrets: tuple = ()):
     from pipelines.training import build_pipeline
 
-    return build_pipeline(image, trainer_image, trainer_memory=trainer_memory, trainer_cpu=trainer_cpu, target=target)
+    if image_pull_secrets and target != "kubeflow":
+        raise UserError(f"--image-pull-secret {image_pull_secrets[0]}: a Kubernetes secret, for --target kubeflow; "
+                        f"{PLATFORM_NAMES[target]} pulls images with its service account")
+    return build_pipeline(image, trainer_image, trainer_memory=trainer_memory, trainer_cpu=trainer_cpu, target=target,
+                          image_pull_secrets=tuple(image_pull_secrets))
 
 
 def compile_pipeline(output: str = PIPELINE_YAML, image: str | None = None, trainer_image: str | None = None,
                      trainer_memory: str = "32G", trainer_cpu: str = "8", target: str = "vertex",
-                     pipeline_name: str = "training") -> str:
+                     pipeline_name: str = "training", image_pull_secrets: tuple = ()) -> str:
     """Compiles the training pipeline (or, with pipeline_name="prelabel", the prelabel pipeline)
     for `target` to KFP v2 IR YAML at `output` (local path); returns it."""
     from kfp import compiler
@@ -51,25 +62,29 @@ def compile_pipeline(output: str = PIPELINE_YAML, image: str | None = None, trai
 
         pipeline = build_pipeline(image)
     else:
-        pipeline = build(image, trainer_image, trainer_memory, trainer_cpu, target)
+        pipeline = build(image, trainer_image, trainer_memory, trainer_cpu, target, tuple(image_pull_secrets or ()))
     compiler.Compiler().compile(pipeline, output)
     return output
 
 
-@functools.lru_cache(maxsize=1)
-def pipeline_spec() -> dict:
-    """The compiled pipeline spec as a dict (images do not matter for its parameters and DAG)."""
+@functools.lru_cache(maxsize=3)
+def pipeline_spec(target: str = "vertex") -> dict:
+    """The pipeline spec compiled for `target`, as a dict (images do not matter for its parameters and DAG)."""
     from google.protobuf import json_format
 
-    return json_format.MessageToDict(build().pipeline_spec)
+    return json_format.MessageToDict(build(target=target).pipeline_spec)
 
 
-def parameters() -> dict[str, dict]:
-    """name -> {"parameterType", "defaultValue", "description", "isOptional"} of the pipeline, in
-    the order `odpipe run -h` shows them (grouped as the data flows: `PARAMETER_GROUPS`)."""
+def parameters(targets: tuple[str, ...] | str = CLOUD_TARGETS) -> dict[str, dict]:
+    """name -> {"parameterType", "defaultValue", "description", "isOptional"} of the pipeline compiled
+    for each of `targets` (the first one's wins where they share a name), in the order `odpipe run -h`
+    shows them (grouped as the data flows: `PARAMETER_GROUPS`)."""
     from pipelines.training import PARAMETER_GROUPS
 
-    found = dict(pipeline_spec()["root"]["inputDefinitions"]["parameters"])
+    found: dict[str, dict] = {}
+    for target in (targets,) if isinstance(targets, str) else targets:
+        for name, param in pipeline_spec(target)["root"]["inputDefinitions"]["parameters"].items():
+            found.setdefault(name, param)
     ordered = [name for group in PARAMETER_GROUPS.values() for name in group if name in found]
     return {name: found[name] for name in ordered + sorted(set(found) - set(ordered))}
 
@@ -119,12 +134,32 @@ def _default_text(param: dict) -> str:
     return f" (default {json.dumps(value)})"
 
 
-def add_parameter_arguments(parser: argparse.ArgumentParser, required_inputs: bool = True) -> None:
-    """One flag per pipeline parameter, typed and documented from the pipeline itself, in groups as
-    the data flows. Flags left unset are not sent, so the pipeline's own defaults apply."""
-    types = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float}
-    params = parameters()
+def json_value(text: str):
+    """A STRUCT flag's value (a JSON object) or a LIST item (JSON when it is an object, else text)."""
+    if not text.lstrip().startswith(("{", "[")):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err.msg} at character {err.pos}): {text}") from None
+
+
+def json_object(text: str) -> dict:
+    value = json_value(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f'expected a JSON object, e.g. \'{{"KEY": "VALUE"}}\', got {text}')
+    return value
+
+
+def add_parameter_arguments(parser: argparse.ArgumentParser, required_inputs: bool = True,
+                            targets: tuple[str, ...] = CLOUD_TARGETS) -> None:
+    """One flag per pipeline parameter of `targets`, typed and documented from the pipeline itself,
+    in groups as the data flows. Flags left unset are not sent, so the pipeline's own defaults apply."""
+    types = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "STRUCT": json_object}
+    params = parameters(targets)
     for title, names in groups().items():
+        if not any(n in params for n in names):
+            continue
         group = parser.add_argument_group(f"pipeline parameters: {title}")
         for name in (n for n in names if n in params):
             param = params[name]
@@ -135,8 +170,9 @@ def add_parameter_arguments(parser: argparse.ArgumentParser, required_inputs: bo
                 group.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None,
                                    help=help_text)
             elif kind == "LIST":
-                group.add_argument(*flags, dest=name, action="append", default=None, metavar="VALUE",
-                                   help=help_text + " (repeatable, e.g. --beam-arg=--region=europe-west4)")
+                example = "--tolerations='{\"key\": ...}'" if name == "tolerations" else "--beam-arg=--region=europe-west4"
+                group.add_argument(*flags, dest=name, action="append", default=None, metavar="VALUE", type=json_value,
+                                   help=help_text + f" (repeatable, e.g. {example})")
             else:
                 group.add_argument(*flags, dest=name, type=types.get(kind, str), default=None,
                                    required=required_inputs and name in INPUT_FOLDERS, help=help_text)
@@ -176,9 +212,15 @@ def pipeline_parameters(args: argparse.Namespace, local: bool = False) -> dict[s
     return params
 
 
-def check_parameters(params: dict[str, Any]) -> None:
-    """Refuse names the pipeline does not have, before anything is submitted."""
-    known = parameters()
+def check_parameters(params: dict[str, Any], target: str | tuple[str, ...] = CLOUD_TARGETS) -> None:
+    """Refuse names the pipeline (compiled for `target`) does not have, before anything is submitted."""
+    known = parameters(target)
+    others = parameters(tuple(t for t in (*CLOUD_TARGETS, "local") if t != target)) if isinstance(target, str) else {}
+    elsewhere = sorted((set(params) & set(others)) - set(known))
+    if elsewhere:
+        platforms = [PLATFORM_NAMES[t] for t in CLOUD_TARGETS if t != target and elsewhere[0] in parameters(t)]
+        raise UserError(f"{_flag(elsewhere[0])}: a parameter of the trainer on {' and '.join(platforms)}, which "
+                        f"{PLATFORM_NAMES[target]} does not have; drop it (see `odpipe submit -h` for each platform's)")
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise UserError(f"unknown pipeline parameter(s) {', '.join(unknown)}; the pipeline takes: {', '.join(sorted(known))}")
@@ -194,6 +236,8 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trainer-image", default=None, help=f"GPU trainer image (default {DEFAULT_TRAINER_IMAGE})")
     parser.add_argument("--trainer-memory", default="32G", help="trainer memory limit (default 32G)")
     parser.add_argument("--trainer-cpu", default="8", help="trainer CPU limit (default 8)")
+    parser.add_argument("--image-pull-secret", dest="image_pull_secrets", action="append", default=[],
+                        metavar="SECRET", help="Kubernetes secret every task pulls its image with (Kubeflow; repeatable)")
 
 
 def check_accelerator(target: str, accelerator: str | None) -> None:
@@ -209,12 +253,19 @@ def check_accelerator(target: str, accelerator: str | None) -> None:
                         "NVIDIA_TESLA_T4 or NVIDIA_L4 (nvidia.com/gpu is for Kubeflow)")
 
 
-def compiled_accelerator(pipeline_yaml: str) -> str | None:
-    """The default accelerator_type of a compiled pipeline (what a run gets unless it passes one)."""
+def load_compiled(pipeline_yaml: str) -> tuple[dict, dict]:
+    """(pipeline spec, platform spec) of a compiled pipeline YAML: kfp writes the platform spec
+    (Kubernetes settings) as a second YAML document; {} where there is none."""
     import yaml
 
     with open(pipeline_yaml, encoding="utf-8") as f:
-        params = (yaml.safe_load(f) or {}).get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+        docs = [d for d in yaml.safe_load_all(f) if d] or [{}]
+    return docs[0], (docs[1] if len(docs) > 1 else {})
+
+
+def compiled_accelerator(pipeline_yaml: str) -> str | None:
+    """The default accelerator_type of a compiled pipeline (what a run gets unless it passes one)."""
+    params = load_compiled(pipeline_yaml)[0].get("root", {}).get("inputDefinitions", {}).get("parameters", {})
     return (params.get("accelerator_type") or {}).get("defaultValue")
 
 
@@ -233,7 +284,8 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_compile(args: argparse.Namespace) -> int:
     path = compile_pipeline(args.output, args.image, args.trainer_image, args.trainer_memory, args.trainer_cpu,
-                            target=args.target, pipeline_name=args.pipeline_name)
+                            target=args.target, pipeline_name=args.pipeline_name,
+                            image_pull_secrets=tuple(args.image_pull_secrets))
     kind = "pipeline" if args.pipeline_name == "training" else f"{args.pipeline_name} pipeline"
     print(f"compiled {kind} for {args.target} -> {path}")
     return 0

@@ -10,7 +10,7 @@ import datetime
 import re
 from typing import Any
 
-from odpipe.errors import UserError
+from odpipe.errors import UserError, first_line
 
 
 def cron_fields(cron: str) -> tuple[str, list[str]]:
@@ -65,10 +65,18 @@ def console_url(resource_name: str) -> str:
 
 
 def submit_vertex(pipeline_yaml: str, project: str, region: str, pipeline_root: str, parameters: dict[str, Any],
-                  service_account: str | None = None, **options):
-    """Submits a Vertex AI pipeline job; returns the `PipelineJob`."""
+                  service_account: str | None = None, experiment: str | None = None, **options):
+    """Submits a Vertex AI pipeline job (filed under Vertex AI Experiment `experiment`, created if
+    needed: its runs' parameters and metrics side by side); returns the `PipelineJob`."""
     job = vertex_job(pipeline_yaml, project, region, pipeline_root, parameters, **options)
-    job.submit(service_account=service_account)
+    try:
+        job.submit(service_account=service_account, experiment=experiment or None)
+    except RuntimeError as err:
+        if experiment and "xperiment" in str(err):
+            cause = f" ({first_line(err.__cause__, 160)})" if err.__cause__ else ""
+            raise UserError(f"--experiment {experiment}: {first_line(err, 160)}{cause}; check the name (lowercase "
+                            "letters, digits, '-') and access to Vertex AI Experiments in the project") from None
+        raise
     return job
 
 

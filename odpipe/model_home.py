@@ -42,7 +42,7 @@ import socket
 import uuid
 from typing import Any
 
-from odpipe import storage
+from odpipe import registry, storage
 from odpipe.errors import UserError, first_line
 from odpipe.schema import EXPORT_COMPLETION
 
@@ -384,6 +384,9 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "promote":
         current = promote(home, args.version)
         print(f"{home}: version {current['version']} is current (mAP {_fmt(current.get('mAP')).strip()})")
+        moved = registry.move_default_alias(version_dir(home, current["version"]), current["version"])
+        if moved:
+            print(f"{moved['model']}@{moved['version_id']} is the registry's default version")
         return 0
     versions, problem = inspect_home(home)
     if not versions and not problem:

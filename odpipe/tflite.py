@@ -33,12 +33,13 @@ import numpy as np
 
 from odpipe import __version__, storage, tflite_metadata
 from odpipe.errors import UserError, first_line
-from odpipe.quiet import native_noise_filtered
-from odpipe.records.tfrecord import read_records
-from odpipe.storage import tfio
 
 # TensorFlow and Model Garden are imported inside the functions that convert or run a model: seconds
 # of start-up that `odpipe export` without --tflite, and every importer of this module, do not need.
+from odpipe.progress import progress_bar
+from odpipe.quiet import native_noise_filtered
+from odpipe.records.tfrecord import read_records
+from odpipe.storage import tfio
 
 QUANTIZATIONS = ("float", "fp16", "int8")
 SIGNATURE_TFLITE = "serving_default"  # the one signature of model.tflite
@@ -230,8 +231,10 @@ def convert(serving, quantization: str, calibration: list | None = None) -> byte
             images = list(calibration or [])
 
             def representative():
-                for image in images:
-                    yield {INPUT_NAME: image.astype(np.float32)}
+                with progress_bar(len(images), "export: int8 calibration", "img") as bar:
+                    for image in images:
+                        yield {INPUT_NAME: image.astype(np.float32)}
+                        bar.update(1)
 
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative

@@ -11,11 +11,13 @@ images for a platform; images are chosen there (by `odpipe compile --image ...`)
 the environment.
 """
 
-from typing import List, Optional
+import inspect
+from typing import List, Optional, Sequence
 
 from kfp import dsl
 
-from components import stages
+from components import platform, stages
+from odpipe import registry
 
 PIPELINE_NAME = "odpipe-training"
 TARGETS = ("vertex", "kubeflow", "local")
@@ -29,8 +31,38 @@ PARAMETER_GROUPS = {
     "training": ("model", "steps", "batch_size", "image_size", "init_checkpoint", "warm_start", "time_budget",
                  "config_overrides"),
     "gate": ("min_map", "margin"),
-    "publishing": ("model_home", "tflite", "registry_model", "registry_project", "registry_location"),
+    "publishing": ("model_home", "tflite", "registry_model", "registry_project", "registry_location", "serving_image"),
     "cloud": ("beam_runner", "beam_args", "shards", "accelerator_type", "accelerator_count"),
+    "trainer on Vertex AI (a CustomJob)": ("machine_type", "boot_disk_type", "boot_disk_size_gb", "strategy",
+                                           "trainer_service_account", "network", "tensorboard",
+                                           "base_output_directory"),
+    "trainer on Kubeflow (its pod)": ("node_selector", "tolerations"),
+}
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+# The trainer's parameters that only one platform has: (name, type, default, description).
+PLATFORM_PARAMETERS = {
+    "vertex": (
+        ("machine_type", str, "n1-standard-8", "Trainer machine (Compute Engine type), e.g. n1-standard-8 (with a T4), "
+                                               "g2-standard-8 (NVIDIA_L4), a2-highgpu-1g (NVIDIA_TESLA_A100)."),
+        ("boot_disk_type", str, "pd-ssd", "Trainer boot disk: pd-ssd, pd-standard, pd-balanced or hyperdisk-balanced."),
+        ("boot_disk_size_gb", int, 100, "Trainer boot disk size in GB (at least 100)."),
+        ("strategy", str, "STANDARD", "Trainer scheduling: STANDARD, SPOT (preemptible and cheaper; the trainer "
+                                      "resumes from its last checkpoint) or FLEX_START."),
+        ("trainer_service_account", str, "", "Service account the trainer's CustomJob runs as; empty for the Vertex AI "
+                                             "Custom Code Service Agent."),
+        ("network", str, "", "VPC network the trainer is peered with (projects/NUMBER/global/networks/NAME); empty for none."),
+        ("tensorboard", str, "", "Vertex AI TensorBoard (projects/P/locations/L/tensorboards/ID) that shows the "
+                                 "trainer's curves; needs base_output_directory."),
+        ("base_output_directory", str, "", "The trainer CustomJob's gs:// output folder (its TensorBoard logs go "
+                                           "under logs/); empty for none."),
+    ),
+    "kubeflow": (
+        ("node_selector", dict, {}, 'Node labels the trainer pod must run on, e.g. '
+                                    '{"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}; empty for any node.'),
+        ("tolerations", list, [GPU_TOLERATION], "Taints the trainer pod tolerates (Kubernetes toleration objects); the "
+                                                "default tolerates the nvidia.com/gpu taint of GPU nodes."),
+    ),
+    "local": (),
 }
 TRAINER_RETRIES = 3  # preemptions and transient errors; training resumes from its last checkpoint
 DATA_RETRIES = 2  # Beam stages rewrite their output atomically, so a retry is safe
@@ -43,6 +75,7 @@ def build_pipeline(
     trainer_cpu: str = "8",
     beam_memory: str = "8G",
     target: str = "vertex",
+    image_pull_secrets: Sequence[str] = (),
 ):
     """The training pipeline built with these component images and trainer resources.
 
@@ -52,19 +85,21 @@ def build_pipeline(
         trainer_memory: Memory limit of the trainer task.
         trainer_cpu: CPU limit of the trainer task.
         beam_memory: Memory limit of the TFRecord (Beam launcher / DirectRunner) tasks.
-        target: "vertex" or "kubeflow" (the trainer's accelerator request and its default name), or
-            "local" (no accelerator request: the kfp local runner ignores it and, in kfp 2.17,
-            cannot resolve those parameters inside a condition).
+        target: "vertex" (the trainer is a Vertex AI CustomJob), "kubeflow" (the trainer pod gets a GPU
+            limit, node selector and tolerations), or "local" (no accelerator request: the kfp local
+            runner ignores it and, in kfp 2.17, cannot resolve those parameters inside a condition).
+            Each target adds its own trainer parameters (`PLATFORM_PARAMETERS`).
+        image_pull_secrets: Kubernetes secrets every task pulls its image with (Kubeflow only).
     """
     if target not in TARGETS:
         raise ValueError(f"target {target!r}: use one of {', '.join(TARGETS)}")
     ops = stages.build(image, trainer_image)
     default_accelerator = DEFAULT_ACCELERATOR[target]
+    default_serving_image = registry.default_serving_image(image)
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="labelImg annotations -> TFRecords -> Model Garden detector -> champion vs challenger -> model home.",
-    )
+    if image_pull_secrets and target != "kubeflow":
+        raise ValueError("image pull secrets are Kubernetes secrets: compile with target 'kubeflow'")
+
     def training_pipeline(
         annotations: str,
         images: str,
@@ -89,11 +124,13 @@ def build_pipeline(
         registry_model: str = "",
         registry_project: str = "",
         registry_location: str = "",
+        serving_image: str = default_serving_image,
         beam_runner: str = "DirectRunner",
         beam_args: List[str] = [],  # noqa: B006 (a KFP default, never mutated)
         shards: int = 0,
         accelerator_type: str = default_accelerator,
         accelerator_count: int = 1,
+        **trainer_platform,
     ):
         """Retrains a detector when the labelImg data changed; publishes it only if it beats the model in service.
 
@@ -122,6 +159,9 @@ def build_pipeline(
             registry_model: Vertex AI Model Registry model (id or resource name) to add blessed versions to; empty for none.
             registry_project: Google Cloud project of the registry model.
             registry_location: Vertex AI region of the registry model, e.g. us-central1.
+            serving_image: Serving container of the registry model: the project's CPU image (runs `odpipe serve`;
+                the default when compiled with --image REGISTRY/odpipe:VERSION) or a Vertex AI prebuilt
+                TensorFlow image; empty for Vertex AI's prebuilt TensorFlow 2.15 CPU image.
             beam_runner: Beam runner of the TFRecord stage ("DirectRunner" or "DataflowRunner").
             beam_args: Extra Beam options, e.g. ["--project=P", "--region=R", "--temp_location=gs://B/tmp"].
             shards: TFRecord shards per side; 0 to size them from the data.
@@ -174,7 +214,7 @@ def build_pipeline(
                 task.set_display_name(f"records-{side}").set_memory_limit(beam_memory).set_retry(DATA_RETRIES)
                 record_tasks[side] = task
 
-            train_task = ops.train(
+            train_inputs = dict(
                 train_records=record_tasks["train"].outputs["records"],
                 eval_records=record_tasks["eval"].outputs["records"],
                 label_map=label_map_task.outputs["label_map"],
@@ -188,11 +228,11 @@ def build_pipeline(
                 warm_start=warm_start,
                 time_budget=time_budget,
             )
+            # the target is a build option, not a pipeline parameter: fixed when the pipeline is compiled
+            train_task = platform.trainer(ops, target, train_inputs, accelerator_type, accelerator_count,
+                                          trainer_platform, trainer_memory, trainer_cpu)
             train_task.after(report_task)  # data_checks="fail": an error in the data stops the run before training
-            train_task.set_memory_limit(trainer_memory).set_cpu_limit(trainer_cpu)
             train_task.set_retry(TRAINER_RETRIES, backoff_duration="60s")  # it resumes from its last checkpoint
-            if target != "local":  # a build option, not a pipeline parameter: fixed when the pipeline is compiled
-                train_task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
 
             export_task = ops.export(
                 model=train_task.outputs["model"],
@@ -228,9 +268,34 @@ def build_pipeline(
                         project=registry_project,
                         location=registry_location,
                         fingerprint=found["fingerprint"],
+                        serving_image=serving_image,
+                        model_home=model_home,
                     )
+        platform.pull_secrets_everywhere(image_pull_secrets)
 
-    return training_pipeline
+    return dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="labelImg annotations -> TFRecords -> Model Garden detector -> champion vs challenger -> model home.",
+    )(with_parameters(training_pipeline, PLATFORM_PARAMETERS[target]))
+
+
+def with_parameters(func, extra: Sequence[tuple]):
+    """`func(..., **more)` as a function whose signature (and docstring) also names the `extra`
+    parameters (name, type, default, description): KFP reads both to make the pipeline's inputs."""
+    signature = inspect.signature(func)
+    base = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    added = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=kind)
+             for name, kind, default, _ in extra]
+    names = [p.name for p in base + added]
+
+    def pipeline(*args, **kwargs):
+        return func(**dict(zip(names, args)), **kwargs)
+
+    pipeline.__signature__ = signature.replace(parameters=base + added)
+    pipeline.__annotations__ = {p.name: p.annotation for p in base + added}
+    pipeline.__name__ = func.__name__
+    pipeline.__doc__ = inspect.getdoc(func) + "".join(f"\n    {name}: {doc}" for name, _, _, doc in extra)
+    return pipeline
 
 
 def pipelines(image: Optional[str] = None, trainer_image: Optional[str] = None, target: str = "vertex") -> dict:

@@ -13,7 +13,7 @@ import json
 import os
 
 import pytest
-from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from components import stages
 from odpipe.champion import Champion
@@ -90,6 +90,10 @@ def test_artifact_types(comps):
     assert kinds(comps.evaluate, "outputs")["report"] == "system.HTML@0.0.1"
     assert kinds(comps.evaluate, "outputs")["metrics"] == "system.Metrics@0.0.1"
     assert kinds(comps.evaluate, "outputs")["Output"] == "Boolean"
+    # the pipeline UIs draw these natively; GCPC's deploy / batch-prediction components take the registry model
+    assert kinds(comps.evaluate, "outputs")["confusion"] == "system.ClassificationMetrics@0.0.1"
+    assert kinds(comps.evaluate, "outputs")["summary"] == "system.Markdown@0.0.1"
+    assert kinds(comps.register, "outputs")["model"] == "google.VertexModel@0.0.1"
     assert kinds(comps.publish, "inputs")["exported"] == "system.Model@0.0.1"
 
 
@@ -112,7 +116,8 @@ def test_every_component_on_kubeflow_artifacts(comps, tiny_data, tmp_path):
         ("champion", Artifact), ("plan", Artifact), ("labels", Dataset), ("report", Dataset), ("stats", Metrics),
         ("splits", Dataset), ("label_map", Dataset), ("train", Dataset), ("eval", Dataset), ("model", Model),
         ("train_metrics", Metrics), ("exported", Model), ("metrics", Metrics), ("evaluation", Dataset),
-        ("html", HTML), ("published", Model), ("data_html", HTML), ("data_stats", Dataset), ("data_metrics", Metrics))}
+        ("html", HTML), ("published", Model), ("data_html", HTML), ("data_stats", Dataset), ("data_metrics", Metrics),
+        ("confusion", ClassificationMetrics), ("summary", Markdown))}
     fp_file = str(tmp_path / "minio" / "fingerprint")
     train = dict(steps=2, batch_size=2, image_size=128, init_checkpoint="none")
     changed = comps.fingerprint.python_func(annotations=str(tiny_data / "annotations"), images=str(tiny_data / "images"),
@@ -146,8 +151,10 @@ def test_every_component_on_kubeflow_artifacts(comps, tiny_data, tmp_path):
     assert os.path.isfile(os.path.join(art["exported"].path, "saved_model", "saved_model.pb"))
     blessed = comps.evaluate.python_func(exported=art["exported"], eval_records=art["eval"], champion=art["champion"],
                                          metrics=art["metrics"], evaluation=art["evaluation"], report=art["html"],
-                                         model_home=home, fingerprint=fp)
-    assert blessed is True and "mAP" in art["metrics"].metadata
+                                         confusion=art["confusion"], summary=art["summary"], model_home=home,
+                                         fingerprint=fp)
+    assert blessed is True and "mAP" in art["metrics"].metadata and "confusionMatrix" in art["confusion"].metadata
+    assert "**Blessed**" in open(art["summary"].path, encoding="utf-8").read()
     assert open(art["html"].path, encoding="utf-8").read().lstrip().lower().startswith("<!doctype html")
     out = comps.publish.python_func(exported=art["exported"], model=art["model"], evaluation=art["evaluation"],
                                     plan=art["plan"], data_stats=art["data_stats"], published=art["published"],

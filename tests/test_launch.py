@@ -30,7 +30,10 @@ def test_compile_cli_chooses_images(tmp_path, capsys):
     assert main(["compile", "-o", str(out), "--image", "reg.example/o:7", "--trainer-image", "reg.example/g:7"]) == 0
     spec = yaml.safe_load(out.read_text())
     images = {name: ex["container"]["image"] for name, ex in spec["deploymentSpec"]["executors"].items()}
-    assert images.pop("exec-train") == "reg.example/g:7"
+    # on Vertex AI the trainer is a CustomJob: GCPC's launcher starts it on the trainer image
+    assert images.pop("exec-train").startswith("gcr.io/ml-pipeline/google-cloud-pipeline-components:")
+    machine = spec["components"]["comp-condition-1"]["dag"]["tasks"]["trainer-machine"]["inputs"]["parameters"]
+    assert machine["container"]["runtimeValue"]["constant"]["image_uri"] == "reg.example/g:7"
     assert set(images.values()) == {"reg.example/o:7"}
     assert "compiled pipeline" in capsys.readouterr().out
 
@@ -103,7 +106,8 @@ def test_bad_settings_fail_before_anything_starts(tmp_path, capsys):
 
 def test_every_parameter_flag_reaches_the_pipeline():
     """The flags are made from the pipeline's own inputDefinitions: every parameter has one, typed."""
-    samples = {"STRING": ("gs://b/x", "gs://b/x"), "NUMBER_INTEGER": ("3", 3), "NUMBER_DOUBLE": ("0.5", 0.5)}
+    samples = {"STRING": ("gs://b/x", "gs://b/x"), "NUMBER_INTEGER": ("3", 3), "NUMBER_DOUBLE": ("0.5", 0.5),
+               "STRUCT": ('{"pool": "gpu"}', {"pool": "gpu"})}
     declared = spec.parameters()
     assert {"model_home", "force", "margin", "warm_start", "registry_model"} <= set(declared)
     for name, param in declared.items():
@@ -199,9 +203,11 @@ def _refuse_network(real):
 
 
 def test_run_names_the_failing_task(tmp_path, capsys):
-    """A real local run whose csv task fails (no XML in the folder): one line naming the task."""
+    """A real local run whose csv task fails (an XML that is not labelImg's, under --strict): one
+    line naming the task (the fingerprint hashes the file; the csv task reads it)."""
     (tmp_path / "annotations").mkdir()
-    (tmp_path / "annotations" / "notes.txt").write_text("not an annotation")
+    (tmp_path / "annotations" / "a.xml").write_text("<annotation><filename>a.jpg</filename><object><name>",
+                                                    encoding="utf-8")
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.jpg").write_bytes(b"\xff\xd8")
     argv = ["run", "--annotations", str(tmp_path / "annotations"), "--images", str(tmp_path / "images"),
@@ -211,7 +217,7 @@ def test_run_names_the_failing_task(tmp_path, capsys):
     err = captured.err.strip().splitlines()[-1]
     assert err.startswith("odpipe run: error: local pipeline run failed:") and "'annotations-to-csv'" in err
     assert "\x1b[" not in err
-    assert "no .xml files found" in captured.out  # the task's own one-line error, in its log
+    assert "not well-formed XML" in captured.out  # the task's own one-line error, in its log
     assert "annotations-to-csv   failed" in captured.out and "train                not run" in captured.out
 
 
@@ -377,8 +383,10 @@ def test_submit_kubeflow_request(kfp_host, tmp_path, capsys):
         "annotations": "gs://bucket/data/annotations", "images": "gs://bucket/data/images",
         "eval_fraction": 0.25, "beam_runner": "DataflowRunner", "beam_args": ["--project=data-proj"],
     }
-    spec = run["pipeline_spec"]
+    # with a Kubernetes platform spec kfp sends {pipeline_spec, platform_spec}
+    spec, platform_spec = run["pipeline_spec"]["pipeline_spec"], run["pipeline_spec"]["platform_spec"]
     assert spec["pipelineInfo"]["name"] == "odpipe-training"
+    assert platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]["tolerations"]
     assert "NVIDIA_TESLA" not in json.dumps(spec)  # compiled for Kubeflow: no Vertex accelerator name
     assert spec["deploymentSpec"]["executors"]["exec-split"]["container"]["image"] == "reg.example/odpipe:2"
     assert all(t.get("cachingOptions", {}).get("enableCache") in (None, False) for t in spec["root"]["dag"]["tasks"].values())
@@ -407,7 +415,7 @@ def test_schedule_kubeflow_request(kfp_host, capsys):
     assert recurring["max_concurrency"] == "2" or recurring["max_concurrency"] == 2
     assert recurring["mode"] == "ENABLE" and recurring["no_catchup"] is True
     assert recurring["runtime_config"]["parameters"]["existing_label_map"] == "gs://bucket/models/current/label_map.pbtxt"
-    assert recurring["pipeline_spec"]["components"]["comp-condition-1"]["dag"]["tasks"]["train"]
+    assert recurring["pipeline_spec"]["pipeline_spec"]["components"]["comp-condition-1"]["dag"]["tasks"]["train"]
     assert "created Kubeflow recurring run rr-1 (0 0 3 * * 1)" in capsys.readouterr().out
 
 

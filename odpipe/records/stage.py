@@ -109,6 +109,7 @@ def convert(
         raise UserError(f"{csv_path}: the CSV lists no image; write it with `odpipe csv` (and `odpipe split`)")
     num_shards = shards or planning.default_shards(items, images_dir)
     csv_images, csv_objects = len(items), sum(len(it["objects"]) for it in items)
+    launched: dict = {}
     staging.open()
     try:
         planning.write_plans(items, staging.dir, num_shards)
@@ -118,8 +119,9 @@ def convert(
         else:
             from odpipe.records.transforms import write_beam
 
-            reports = write_beam(num_shards, staging.dir, images_dir, verify, options)
+            reports = write_beam(num_shards, staging.dir, images_dir, verify, options, launched)
         summary = _summary(plan, csv_images, csv_objects, reports, label_map, csv_path)
+        summary.update(launched)  # the Dataflow job id and console page, when one ran
         if summary["images"] == 0:
             first = summary["rejected"][0]
             raise UserError(

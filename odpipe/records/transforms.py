@@ -92,12 +92,36 @@ def _interrupted(err: BaseException) -> bool:
     return False
 
 
-def write_beam(num_shards: int, folder: str, images_dir: str, verify: str, options) -> list[dict]:
-    """Run the pipeline over the shards planned in `folder` (`plan.write_plans`); the shard reports."""
+def dataflow_job(result, options) -> dict:
+    """{"dataflow_job_id", "dataflow_console_url"} of a pipeline launched on Dataflow; {} for any
+    other runner (or a Dataflow template run, which has no job)."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
+
+    if not isinstance(result, DataflowPipelineResult) or not result.has_job:
+        return {}
+    gco = options.view_as(GoogleCloudOptions)
+    job_id = result.job_id()
+    return {"dataflow_job_id": job_id,
+            "dataflow_console_url": f"https://console.cloud.google.com/dataflow/jobs/{gco.region}/{job_id}"
+                                    f"?project={gco.project}"}
+
+
+def write_beam(num_shards: int, folder: str, images_dir: str, verify: str, options,
+               launched: dict | None = None) -> list[dict]:
+    """Run the pipeline over the shards planned in `folder` (`plan.write_plans`); the shard reports.
+    A Dataflow job's id and console page are printed as soon as it is launched (the step's log
+    links to it) and put in `launched`."""
     try:
-        with beam.Pipeline(options=options) as pipeline:
-            _ = pipeline | "ShardIds" >> ShardIds(num_shards) | "WriteShards" >> WriteShards(
-                images_dir, folder, num_shards, verify)
+        pipeline = beam.Pipeline(options=options)
+        _ = pipeline | "ShardIds" >> ShardIds(num_shards) | "WriteShards" >> WriteShards(
+            images_dir, folder, num_shards, verify)
+        result = pipeline.run()
+        job = dataflow_job(result, options)
+        if job:
+            print(f"Dataflow job {job['dataflow_job_id']} launched: {job['dataflow_console_url']}", flush=True)
+            (launched if launched is not None else {}).update(job)
+        result.wait_until_finish()
     except Exception as err:
         if _interrupted(err):  # Ctrl-C inside a DoFn reaches us wrapped in the runner's RuntimeError
             raise KeyboardInterrupt from None

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 
-from odpipe import storage
+from odpipe import progress, storage
 from odpipe.records.example import process_image
 from odpipe.records.images import Rejected
 from odpipe.records.tfrecord import RecordWriter
@@ -93,14 +92,11 @@ def write_shard(items, images_dir: str, path: str, verify: str = "pixels", threa
 
 
 def progress_bar(total: int, enabled: bool | None = None):
-    """A tqdm bar on stderr (images done / total, rate), or None when stderr is not a terminal."""
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
+    """Images done / total on stderr (a bar on a terminal, plain lines in a log; `odpipe.progress`),
+    or None when `enabled` is False."""
+    if enabled is False:
         return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", desc="tfrecord", file=sys.stderr, mininterval=0.5, smoothing=0.1)
+    return progress.progress_bar(total, "tfrecord", "img")
 
 
 def write_local(folder: str, num_shards: int, images: int, images_dir: str, verify: str = "pixels",

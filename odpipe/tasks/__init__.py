@@ -50,10 +50,14 @@ class Result:
 
     metadata: dict[str, dict] = field(default_factory=dict)
     value: Any = None
+    uris: dict[str, str] = field(default_factory=dict)  # outputs that name a resource elsewhere (a registry model)
 
 
 def record(result: Result, **artifacts: Any) -> Any:
-    """Copies each output's metadata onto the KFP artifact of that name; returns the task's value."""
+    """Copies each output's metadata (and URI, where the task gives one) onto the KFP artifact of
+    that name; returns the task's value."""
     for name, artifact in artifacts.items():
         artifact.metadata.update(plain(result.metadata.get(name, {})))
+        if name in result.uris:
+            artifact.uri = result.uris[name]
     return result.value

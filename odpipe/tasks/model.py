@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from odpipe import storage
 from odpipe.champion import Champion
 from odpipe.errors import UserError
@@ -27,6 +29,20 @@ def start_of(init_checkpoint: str, warm_start: bool, champion: Champion, label_m
     return champion.checkpoint, {"init_checkpoint_modules": modules}
 
 
+TENSORBOARD_ENV = "AIP_TENSORBOARD_LOG_DIR"  # set by Vertex AI in a CustomJob that has a TensorBoard
+
+
+def share_tensorboard_logs(model_dir: str, log_dir: str) -> int:
+    """Copies the run's TensorBoard event files (MODEL_DIR/train, MODEL_DIR/validation) to `log_dir`,
+    the folder Vertex AI uploads to the job's Vertex TensorBoard; returns how many."""
+    if not log_dir:
+        return 0
+    files = [f for f in storage.list_files(model_dir) if ".tfevents." in f and f.split("/")[0] in ("train", "validation")]
+    copied = storage.copy_tree(model_dir, log_dir, files)
+    print(f"TensorBoard: {copied} event file(s) -> {log_dir} (Vertex AI TensorBoard uploads them)")
+    return copied
+
+
 def train_task(train_records: str, eval_records: str, label_map_path: str, model_dir: str,
                champion: Champion | str | None = None, model_preset: str = "retinanet-mobilenetv2", steps: int = 0,
                batch_size: int = 0, image_size: int = 0, init_checkpoint: str = "default",
@@ -46,6 +62,7 @@ def train_task(train_records: str, eval_records: str, label_map_path: str, model
     except UserError as err:
         storage.write_text(marker, str(err) + "\n")
         raise
+    share_tensorboard_logs(model_dir, os.environ.get(TENSORBOARD_ENV, ""))
     metrics = {"step": result.get("step"), "loss": result.get("loss"), **(result.get("metrics") or {})}
     metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     model = {**{k: v for k, v in result.items() if k != "model_dir"}, "preset": model_preset, "framework": "tensorflow"}
@@ -67,8 +84,11 @@ def export_task(model_dir: str, calibration_records: str, export_dir: str, check
 
 def evaluate_task(export_dir: str, eval_records: str, evaluation_dir: str, report_path: str,
                   champion: Champion | str | None = None, min_map: float = 0.0, margin: float = 0.0, model_home: str = "",
-                  fingerprint: str = "") -> Result:
-    """Scores the challenger and the champion on the same records; a loser is remembered in the home."""
+                  fingerprint: str = "", summary_path: str = "", data: dict | None = None) -> Result:
+    """Scores the challenger and the champion on the same records; a loser is remembered in the home.
+    For the pipeline UIs: the confusion matrix as ClassificationMetrics metadata ("confusion") and a
+    Markdown run summary at `summary_path` (`data`: the eval records' metadata)."""
+    from odpipe import run_summary
     from odpipe.evaluate import evaluate
 
     champion = Champion.read(champion)
@@ -88,5 +108,8 @@ def evaluate_task(export_dir: str, eval_records: str, evaluation_dir: str, repor
         record_attempt(model_home, fingerprint, {"mAP": result["mAP"], "champion_version": champion.version,
                                                  "reasons": result["blessing"]["reasons"]})
     evaluation = {**scalars(result), "champion_version": champion.version or ""}
-    return Result({"metrics": metrics, "evaluation": evaluation, "report": {"blessed": blessed}}, blessed)
+    if summary_path:
+        storage.write_text(summary_path, run_summary.markdown(result, data, model_home, fingerprint))
+    return Result({"metrics": metrics, "evaluation": evaluation, "report": {"blessed": blessed},
+                   "confusion": run_summary.confusion_metadata(result), "summary": {"blessed": blessed}}, blessed)
 

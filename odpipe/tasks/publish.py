@@ -53,12 +53,23 @@ def publish_task(export_dir: str, evaluation_dir: str, published_path: str, mode
 
 
 def register_task(saved_model: str, version: str, evaluation_dir: str, registry_model: str, project: str,
-                  location: str, fingerprint: str = "", serving_image: str = "") -> Result:
-    """Uploads the published SavedModel as a new version of a Vertex AI Model Registry model."""
+                  location: str, fingerprint: str = "", serving_image: str = "", home: str = "") -> Result:
+    """Uploads the published SavedModel as a new version of a Vertex AI Model Registry model; its
+    entry goes beside the model home version (registry.json: `odpipe models promote` moves the
+    `default` alias with it). Output `model` is GCPC's google.VertexModel (resourceName, REST URI)."""
     from odpipe import registry
 
+    if not serving_image:
+        print(f"serving image: none given; {registry.SERVING_IMAGE} (Vertex AI's prebuilt TensorFlow "
+              "Serving 2.15; pass serving_image REGISTRY/odpipe:VERSION to serve with `odpipe serve`)")
     metrics = json.loads(storage.read_text(storage.join(evaluation_dir, "metrics.json")))
     result = registry.upload_version(registry_model, saved_model, project, location, version or "0", metrics,
                                      fingerprint, serving_image=serving_image or registry.SERVING_IMAGE)
-    print(f"registered {result['model']}@{result['version_id']} (aliases {', '.join(result['aliases'])})")
-    return Result({}, f"{result['model']}@{result['version_id']}")
+    print(f"registered {result['model']}@{result['version_id']} (aliases {', '.join(result['aliases'])}; "
+          f"serving image {result['serving_image']})")
+    if home and version:
+        print(f"registry entry noted in {registry.write_record(model_home.version_dir(home, version), result)}")
+    versioned = f"{result['model']}@{result['version_id']}"
+    metadata = {"resourceName": result["model"], "version_id": result["version_id"], "aliases": result["aliases"],
+                "serving_image": result["serving_image"]}
+    return Result({"model": metadata}, versioned, uris={"model": registry.model_uri(result["model"], location)})
