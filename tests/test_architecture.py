@@ -17,9 +17,7 @@ LIBRARIES = ("apache_beam", "kfp", "tensorflow", "tf_keras", "official", "orbit"
 MAX_LINES = 420  # "about 400"
 MAX_FUNCTION_LINES = 60  # a function's body, its docstring left out
 # Files over MAX_LINES, each with its reason; the list only shrinks.
-LONG_FILES = {
-    "components.stages": "split by the lead after the platform merge",
-}
+LONG_FILES: dict[str, str] = {}
 # Functions over MAX_FUNCTION_LINES (module.qualified.name); the list only shrinks. The lead is
 # splitting these: they sit in files other engineers are editing now (evaluate, predict, the
 # pipeline definition). export.export_model is 30 lines and needs no entry.
