@@ -79,10 +79,10 @@ images: ## build the component images (needs Docker); REGISTRY=... also pushes t
 	  $(IMAGE_PREFIX)odpipe-gpu:$(VERSION) $(TRAINER_IMAGE); do docker push $$t; done; fi
 	@echo "images: $(IMAGE) $(TRAINER_IMAGE) (and :$(VERSION)); pipeline for them: make compile$(if $(REGISTRY), REGISTRY=$(REGISTRY),)"
 
-test-images: $(STAMP) ## build the images and run the pipeline in them end to end (Docker; minutes)
+test-images: $(STAMP) ## build the images; run the pipeline and odpipe serve in them (Docker; minutes)
 	bash $(CONTAINER_ENV)
 	$(MAKE) images REGISTRY=
-	$(PY) -m pytest -q -p no:cacheprovider -m docker tests/test_docker_run.py
+	$(PY) -m pytest -q -p no:cacheprovider -m docker tests/test_docker_run.py tests/test_serve_container.py
 
 lock: ## re-resolve and freeze requirements.lock
 	rm -rf /tmp/odpipe-lock && $(PYTHON) -m venv /tmp/odpipe-lock
