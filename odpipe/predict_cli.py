@@ -6,7 +6,7 @@ import argparse
 
 from odpipe.errors import UserError
 from odpipe.predict import predict
-from odpipe.records.cli import _BEAM_FLAGS
+from odpipe.records.cli import add_beam_arguments, beam_args_of
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,12 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runner", choices=("DirectRunner", "DataflowRunner"),
                         help="run as an Apache Beam job (RunInference) on this runner instead of in this process; "
                              "DataflowRunner needs gs:// inputs and -o and the Beam options below")
-    beam_group = parser.add_argument_group(
-        "Beam options (with --runner)", "passed to Beam as --NAME=VALUE; any other Beam flag goes after --beam-options")
-    for name in _BEAM_FLAGS:
-        beam_group.add_argument(f"--{name}", dest=f"beam_{name}", metavar="VALUE")
-    parser.add_argument("--beam-options", dest="beam_args", nargs=argparse.REMAINDER, default=[], metavar="FLAG",
-                        help="every argument after this goes to Beam as is")
+    add_beam_arguments(parser, "Beam options (with --runner)")
 
 
 def _run_beam(args: argparse.Namespace) -> dict:
@@ -34,15 +29,13 @@ def _run_beam(args: argparse.Namespace) -> dict:
     from odpipe.predict_beam import predict_beam
 
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
-    beam_args = [f"--{n}={getattr(args, f'beam_{n}')}" for n in _BEAM_FLAGS if getattr(args, f"beam_{n}", None)]
     return predict_beam(args.model, args.inputs, args.output, threshold=args.threshold, voc=args.voc,
                         batch_size=args.batch_size, draw=not args.no_draw, runner=args.runner,
-                        beam_args=beam_args + list(args.beam_args or []))
+                        beam_args=beam_args_of(args))
 
 
 def run(args: argparse.Namespace) -> int:
-    beam_given = [n for n in vars(args) if n.startswith("beam_") and n != "beam_args" and getattr(args, n)]
-    if (beam_given or args.beam_args) and not args.runner:
+    if beam_args_of(args) and not args.runner:
         raise UserError("Beam options need --runner DirectRunner or --runner DataflowRunner")
     if args.runner:
         summary = _run_beam(args)

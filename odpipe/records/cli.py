@@ -16,6 +16,22 @@ _BEAM_FLAGS = (
 _LISTED = 20
 
 
+def add_beam_arguments(parser: argparse.ArgumentParser, title: str) -> None:
+    """The Beam options of a command that runs a Beam pipeline (tfrecord, predict --runner)."""
+    beam_group = parser.add_argument_group(
+        title, "passed to Beam as --NAME=VALUE; any other Beam flag goes after --beam-options (last)")
+    for name in _BEAM_FLAGS:
+        beam_group.add_argument(f"--{name}", dest=f"beam_{name}", metavar="VALUE")
+    parser.add_argument("--beam-options", dest="beam_args", nargs=argparse.REMAINDER, default=[], metavar="FLAG",
+                        help="every argument after this goes to Beam as is, e.g. --beam-options --experiments=use_runner_v2")
+
+
+def beam_args_of(args: argparse.Namespace) -> list[str]:
+    """The Beam arguments the command line gave (the named options, then --beam-options' tail)."""
+    named = [f"--{n}={getattr(args, f'beam_{n}')}" for n in _BEAM_FLAGS if getattr(args, f"beam_{n}", None)]
+    return named + list(args.beam_args or [])
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("csv", help="labels CSV (local or gs://)")
     parser.add_argument("--images-dir", required=True, help="folder the CSV's filenames are relative to")
@@ -29,12 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pixels: decode every kept image, proving it decodes at its size (default); structure: "
                              "walk JPEG markers / PNG chunk CRCs to the end without decoding (several times faster; "
                              "catches truncation and garbage data, not damage only a decoder notices)")
-    beam_group = parser.add_argument_group(
-        "Beam options", "passed to Beam as --NAME=VALUE; any other Beam flag goes after --beam-options (last)")
-    for name in _BEAM_FLAGS:
-        beam_group.add_argument(f"--{name}", dest=f"beam_{name}", metavar="VALUE")
-    parser.add_argument("--beam-options", dest="beam_args", nargs=argparse.REMAINDER, default=[], metavar="FLAG",
-                        help="every argument after this goes to Beam as is, e.g. --beam-options --experiments=use_runner_v2")
+    add_beam_arguments(parser, "Beam options")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Beam's local worker processes log start-up chatter as warnings; errors still show.
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
-    beam_args = [f"--{n}={getattr(args, f'beam_{n}')}" for n in _BEAM_FLAGS if getattr(args, f"beam_{n}", None)]
-    beam_args += list(args.beam_args or [])
+    beam_args = beam_args_of(args)
     summary = convert(args.csv, args.images_dir, args.label_map, args.output, shards=args.shards,
                       runner=args.runner, beam_args=beam_args, verify=args.verify)
     print(f"wrote {len(summary['shards'])} shard(s) {schema.shard_pattern(args.output)}: {summary['images']} images, "
