@@ -119,6 +119,153 @@ def _expected_images(patterns: list[str]) -> int | None:
 # -- the stage -----------------------------------------------------------------------------------
 
 
+def _check_arguments(patterns: list[str], min_map, margin, score_threshold) -> list[str]:
+    """The record files to evaluate; one-line errors for bad arguments."""
+    from odpipe.records import shard_files  # the summary is the manifest of a complete shard set
+
+    files = sorted({f for p in patterns for f in shard_files(p)})
+    if not files:
+        raise UserError(f"{' '.join(patterns)}: no TFRecord file matches; check the pattern (e.g. records/eval-*.tfrecord)")
+    if min_map is not None and (not isinstance(min_map, (int, float)) or not 0.0 <= min_map <= 1.0):
+        raise UserError(f"--min-map {min_map!r}: must be a number between 0 and 1 (an mAP, e.g. 0.5)")
+    if not isinstance(margin, (int, float)) or math.isnan(margin) or margin < 0:
+        raise UserError(f"--margin {margin!r}: must be a number >= 0 (e.g. 0.01)")
+    if not 0.0 <= score_threshold <= 1.0:
+        raise UserError(f"--score-threshold {score_threshold}: must be between 0 and 1")
+    return files
+
+
+def _check_labels(rec: dict, label_map: dict[int, str], path: str) -> None:
+    for label, text in zip(rec["labels"], rec["texts"]):
+        if label not in label_map or (text and text != label_map[label]):
+            raise UserError(
+                f"{path}: class id {label} is {text!r} in the records but "
+                f"{label_map.get(label, 'absent')!r} in the model's label map; "
+                "rebuild the records with the label map the model was trained on"
+            )
+
+
+class _Scoring:
+    """What one pass over the records accumulates: the scored images (challenger's detections),
+    the champion's detections, the confusion matrix, the skipped records and the worst images."""
+
+    def __init__(self, detector, rival, score_threshold: float, report_images: int):
+        self.detector, self.rival = detector, rival
+        self.label_map = detector.label_map
+        self.class_index = {cid: k for k, cid in enumerate(sorted(self.label_map))}
+        self.background = len(self.class_index)
+        self.score_threshold, self.report_images = score_threshold, report_images
+        self.images: list[EvalImage] = []
+        self.rival_detections: list[list] = []  # the champion's detections, image by image
+        self.skipped: list[dict] = []
+        self.worst: list = []  # min-heap of (errors, -index, EvalImage, encoded) keeping the worst N
+        self.matrix = np.zeros((self.background + 1,) * 2, dtype=np.int64)
+
+    def batch(self, batch: list[bytes], path: str) -> None:
+        parsed = [parse_example(s, path) for s in batch]
+        encoded = [p["encoded"] for p in parsed]
+        results = self.detector.detect_bytes(encoded)
+        rival_results = self.rival.detect_bytes(encoded) if self.rival else [None] * len(parsed)
+        for rec, raw, rival_raw in zip(parsed, results, rival_results):
+            self.record(rec, raw, rival_raw, path)
+
+    def record(self, rec: dict, raw, rival_raw, path: str) -> None:
+        from odpipe.detector import image_info
+
+        if isinstance(raw, str):
+            self.skipped.append({"file": f"{path}: {rec['filename'] or 'record'}",
+                                 "reason": f"the model cannot decode the image: {raw}"})
+            return
+        width, height = rec["width"], rec["height"]
+        if width <= 0 or height <= 0:
+            info = image_info(rec["encoded"])
+            width, height = (info[0], info[1]) if info else (0, 0)
+        _check_labels(rec, self.label_map, path)
+        image = EvalImage(
+            image_id=len(self.images) + 1, filename=rec["filename"], width=width, height=height,
+            ground_truth=[GroundTruth(label, (b[0] * width, b[1] * height, b[2] * width, b[3] * height), ign)
+                          for b, label, ign in zip(rec["boxes"], rec["labels"], rec["ignore"])],
+            detections=self.detector.to_detections(raw, width, height, 0.0),
+        )
+        self.images.append(image)
+        if self.rival is not None:  # an image the champion cannot decode: no detections from it
+            self.rival_detections.append([] if isinstance(rival_raw, str) else to_label_map_ids(
+                self.rival.to_detections(rival_raw, width, height, 0.0), self.label_map))
+        cells = match_image(image, self.class_index, self.score_threshold)
+        for r, c in cells:
+            self.matrix[r, c] += 1
+        self.keep_if_worst((image_errors(cells, self.background), -image.image_id), image, rec["encoded"])
+
+    def keep_if_worst(self, key, image, encoded: bytes) -> None:
+        if self.report_images <= 0:
+            return
+        if len(self.worst) < self.report_images:
+            heapq.heappush(self.worst, (key, image, encoded))
+        elif key > self.worst[0][0]:
+            heapq.heapreplace(self.worst, (key, image, encoded))
+
+
+def _score(files: list[str], patterns: list[str], scoring: _Scoring, batch_size: int, progress: bool) -> None:
+    bar = progress_bar(_expected_images(patterns), "evaluate", "img", progress)
+    try:
+        for path in files:
+            for batch in _serialized_batches(path, batch_size):
+                scoring.batch(batch, path)
+                bar.update(len(batch))
+    finally:
+        bar.close()
+
+
+def _operating_point(coco: dict, matrix, label_map: dict[int, str]) -> None:
+    """Precision and recall at the score threshold (the confusion matrix's), per class."""
+    for k, cid in enumerate(sorted(label_map)):
+        tp, predicted, actual = int(matrix[k, k]), int(matrix[:, k].sum()), int(matrix[k, :].sum())
+        entry = coco["per_class"][label_map[cid]]
+        entry["precision@threshold"] = tp / predicted if predicted else None
+        entry["recall@threshold"] = tp / actual if actual else None
+
+
+def _metrics(scoring: _Scoring, coco: dict, rival_summary, blessing: tuple, settings: dict) -> dict:
+    """metrics.json's content (without the file paths and provenance)."""
+    stats, images, label_map = coco["stats"], scoring.images, scoring.label_map
+    blessed, reasons = blessing
+    return {
+        "mAP": stats["mAP"], "mAP@0.5": stats["mAP@0.5"], "mAP@0.75": stats["mAP@0.75"], "recall": stats["AR@100"],
+        "blessed": blessed,
+        "blessing": {"reasons": reasons, "min_map": settings["min_map"], "margin": settings["margin"],
+                     "champion_mAP": rival_summary["mAP"] if rival_summary else None},
+        "champion": rival_summary,
+        "per_class": coco["per_class"],
+        "coco": stats,
+        "images": len(images),
+        "objects": sum(1 for im in images for g in im.ground_truth if not g.ignore),
+        "ignored_objects": sum(1 for im in images for g in im.ground_truth if g.ignore),
+        "detections": sum(len(im.detections) for im in images),
+        "unknown_class_detections": coco["unknown_class_detections"],
+        "skipped": scoring.skipped,
+        "confusion_matrix": {
+            "iou": IOU_THRESHOLD, "score_threshold": settings["score_threshold"],
+            "labels": [label_map[cid] for cid in sorted(label_map)] + ["background"],
+            "rows": "ground truth", "columns": "predicted", "matrix": scoring.matrix.tolist(),
+        },
+    }
+
+
+def _write_report(metrics: dict, coco: dict, scoring: _Scoring, report_dir: str) -> None:
+    from odpipe import report
+
+    storage.makedirs(report_dir)
+    cm_png = report.confusion_matrix_png(scoring.matrix, metrics["confusion_matrix"]["labels"])
+    pr_png = report.pr_curves_png(coco["pr_curves"])
+    storage.write_bytes(metrics["files"]["confusion_matrix"], cm_png)
+    storage.write_bytes(metrics["files"]["pr_curves"], pr_png)
+    threshold = metrics["confusion_matrix"]["score_threshold"]
+    gallery = [report.gallery_entry(image, encoded, errors, threshold, scoring.label_map)
+               for (errors, _), image, encoded in sorted(scoring.worst, key=lambda e: (-e[0][0], -e[0][1]))]
+    storage.write_text(metrics["files"]["report"], report.render_html(metrics, cm_png, pr_png, gallery))
+    storage.write_text(metrics["files"]["metrics"], json.dumps(metrics, indent=1) + "\n")
+
+
 def evaluate(
     model,
     data,
@@ -141,149 +288,43 @@ def evaluate(
     blessed only if its mAP >= the champion's + `margin` (and >= `min_map`).
     `provenance` (e.g. the run's fingerprint) is recorded in metrics.json as given.
     Returns the metrics.json content."""
-    from odpipe import report
-    from odpipe.detector import Detector, image_info
+    from odpipe.detector import Detector
 
     patterns = [data] if isinstance(data, str) else [str(p) for p in data]
-    from odpipe.records import shard_files  # the summary is the manifest of a complete shard set
-
-    files = sorted({f for p in patterns for f in shard_files(p)})
-    if not files:
-        raise UserError(f"{' '.join(patterns)}: no TFRecord file matches; check the pattern (e.g. records/eval-*.tfrecord)")
-    if min_map is not None and (not isinstance(min_map, (int, float)) or not 0.0 <= min_map <= 1.0):
-        raise UserError(f"--min-map {min_map!r}: must be a number between 0 and 1 (an mAP, e.g. 0.5)")
-    if champion == "":
-        champion = None  # an empty pipeline parameter means no champion
-    if not isinstance(margin, (int, float)) or math.isnan(margin) or margin < 0:
-        raise UserError(f"--margin {margin!r}: must be a number >= 0 (e.g. 0.01)")
-    if not 0.0 <= score_threshold <= 1.0:
-        raise UserError(f"--score-threshold {score_threshold}: must be between 0 and 1")
-
+    files = _check_arguments(patterns, min_map, margin, score_threshold)
+    champion = None if champion == "" else champion  # an empty pipeline parameter means no champion
     detector = model if isinstance(model, Detector) else Detector(model)
     rival = None if champion is None else champion if isinstance(champion, Detector) else Detector(champion, "--champion")
-    label_map = detector.label_map
-    rival_detections: list[list] = []  # the champion's detections, image by image
-    class_index = {cid: k for k, cid in enumerate(sorted(label_map))}
-    background = len(class_index)
-    images: list[EvalImage] = []
-    skipped: list[dict] = []
-    worst: list = []  # min-heap of (errors, -index, EvalImage, encoded) keeping the worst N
-    matrix = np.zeros((background + 1,) * 2, dtype=np.int64)
-    bar = progress_bar(_expected_images(patterns), "evaluate", "img", progress)
+    scoring = _Scoring(detector, rival, score_threshold, report_images)
     try:
-        for path in files:
-            for batch in _serialized_batches(path, batch_size):
-                parsed = [parse_example(s, path) for s in batch]
-                results = detector.detect_bytes([p["encoded"] for p in parsed])
-                rival_results = rival.detect_bytes([p["encoded"] for p in parsed]) if rival else [None] * len(parsed)
-                for rec, raw, rival_raw in zip(parsed, results, rival_results):
-                    where = f"{path}: {rec['filename'] or 'record'}"
-                    if isinstance(raw, str):
-                        skipped.append({"file": where, "reason": f"the model cannot decode the image: {raw}"})
-                        continue
-                    width, height = rec["width"], rec["height"]
-                    if width <= 0 or height <= 0:
-                        info = image_info(rec["encoded"])
-                        width, height = (info[0], info[1]) if info else (0, 0)
-                    for label, text in zip(rec["labels"], rec["texts"]):
-                        if label not in label_map or (text and text != label_map[label]):
-                            raise UserError(
-                                f"{path}: class id {label} is {text!r} in the records but "
-                                f"{label_map.get(label, 'absent')!r} in the model's label map; "
-                                "rebuild the records with the label map the model was trained on"
-                            )
-                    image = EvalImage(
-                        image_id=len(images) + 1, filename=rec["filename"], width=width, height=height,
-                        ground_truth=[
-                            GroundTruth(label, (b[0] * width, b[1] * height, b[2] * width, b[3] * height), ign)
-                            for b, label, ign in zip(rec["boxes"], rec["labels"], rec["ignore"])
-                        ],
-                        detections=detector.to_detections(raw, width, height, 0.0),
-                    )
-                    images.append(image)
-                    if rival is not None:  # an image the champion cannot decode: no detections from it
-                        rival_detections.append([] if isinstance(rival_raw, str) else to_label_map_ids(
-                            rival.to_detections(rival_raw, width, height, 0.0), label_map))
-                    cells = match_image(image, class_index, score_threshold)
-                    for r, c in cells:
-                        matrix[r, c] += 1
-                    key = (image_errors(cells, background), -image.image_id)
-                    if report_images > 0:
-                        entry = (key, image, rec["encoded"])
-                        if len(worst) < report_images:
-                            heapq.heappush(worst, entry)
-                        elif key > worst[0][0]:
-                            heapq.heapreplace(worst, entry)
-                bar.update(len(batch))
+        _score(files, patterns, scoring, batch_size, progress)
     finally:
-        bar.close()
         if detector is not model:
             detector.close()
         if rival is not None and rival is not champion:
             rival.close()
-    if not images:
-        raise UserError(f"{' '.join(patterns)}: no image could be evaluated ({len(skipped)} skipped); check the records")
-
-    coco = coco_metrics(images, label_map)
-    stats = coco["stats"]
+    if not scoring.images:
+        raise UserError(f"{' '.join(patterns)}: no image could be evaluated ({len(scoring.skipped)} skipped); "
+                        "check the records")
+    label_map = scoring.label_map
+    coco = coco_metrics(scoring.images, label_map)
     rival_summary = None
     if rival is not None:
-        rival_images = [dataclasses.replace(im, detections=d) for im, d in zip(images, rival_detections)]
+        rival_images = [dataclasses.replace(im, detections=d) for im, d in zip(scoring.images, scoring.rival_detections)]
         rival_summary = champion_summary(coco_metrics(rival_images, label_map), rival, label_map, champion_version)
-    blessed, reasons = bless(stats["mAP"], min_map, rival_summary, margin)
-    labels = [label_map[cid] for cid in sorted(label_map)] + ["background"]
-    for k, cid in enumerate(sorted(label_map)):  # operating point of the confusion matrix
-        tp, predicted, actual = int(matrix[k, k]), int(matrix[:, k].sum()), int(matrix[k, :].sum())
-        entry = coco["per_class"][label_map[cid]]
-        entry["precision@threshold"] = tp / predicted if predicted else None
-        entry["recall@threshold"] = tp / actual if actual else None
-    n_objects = sum(1 for im in images for g in im.ground_truth if not g.ignore)
-    metrics = {
-        "mAP": stats["mAP"],
-        "mAP@0.5": stats["mAP@0.5"],
-        "mAP@0.75": stats["mAP@0.75"],
-        "recall": stats["AR@100"],
-        "blessed": blessed,
-        "blessing": {
-            "reasons": reasons,
-            "min_map": min_map,
-            "margin": margin,
-            "champion_mAP": rival_summary["mAP"] if rival_summary else None,
-        },
-        "champion": rival_summary,
-        "per_class": coco["per_class"],
-        "coco": stats,
-        "images": len(images),
-        "objects": n_objects,
-        "ignored_objects": sum(1 for im in images for g in im.ground_truth if g.ignore),
-        "detections": sum(len(im.detections) for im in images),
-        "unknown_class_detections": coco["unknown_class_detections"],
-        "skipped": skipped,
-        "confusion_matrix": {
-            "iou": IOU_THRESHOLD,
-            "score_threshold": score_threshold,
-            "labels": labels,
-            "rows": "ground truth",
-            "columns": "predicted",
-            "matrix": matrix.tolist(),
-        },
+    blessing = bless(coco["stats"]["mAP"], min_map, rival_summary, margin)
+    _operating_point(coco, scoring.matrix, label_map)
+    metrics = _metrics(scoring, coco, rival_summary, blessing,
+                       {"min_map": min_map, "margin": margin, "score_threshold": score_threshold})
+    metrics.update({
         "model": str(getattr(detector, "export_dir", model)),
         "data": patterns,
         "files": {k: storage.join(report_dir, f) for k, f in (
             ("metrics", "metrics.json"), ("confusion_matrix", "confusion_matrix.png"),
             ("pr_curves", "pr_curves.png"), ("report", "report.html"))},
         **(provenance or {}),
-    }
-    storage.makedirs(report_dir)
-    cm_png = report.confusion_matrix_png(matrix, labels)
-    pr_png = report.pr_curves_png(coco["pr_curves"])
-    storage.write_bytes(metrics["files"]["confusion_matrix"], cm_png)
-    storage.write_bytes(metrics["files"]["pr_curves"], pr_png)
-    gallery = []
-    for (errors, _), image, encoded in sorted(worst, key=lambda e: (-e[0][0], -e[0][1])):
-        gallery.append(report.gallery_entry(image, encoded, errors, score_threshold, label_map))
-    storage.write_text(metrics["files"]["report"], report.render_html(metrics, cm_png, pr_png, gallery))
-    storage.write_text(metrics["files"]["metrics"], json.dumps(metrics, indent=1) + "\n")
+    })
+    _write_report(metrics, coco, scoring, report_dir)
     return metrics
 
 
