@@ -76,11 +76,12 @@ class LineProgress:
         self.close()
 
 
-def progress_bar(total: int | None, desc: str, unit: str = "it", enabled: bool = True):
+def progress_bar(total: int | None, desc: str, unit: str = "it", enabled: bool = True, leave: bool = False):
     """Progress of a stage (a context manager; call `.update(n)`, `.close()`): a tqdm bar when
-    stderr is a terminal, plain lines (`LineProgress`) when it is not, nothing unless `enabled`."""
+    stderr is a terminal, plain lines (`LineProgress`) when it is not, nothing unless `enabled`.
+    `leave`: the bar's last state stays on the terminal (the records stage's count and rate)."""
     from tqdm import tqdm
 
     if enabled and not sys.stderr.isatty():
         return LineProgress(total, desc, unit)
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled, mininterval=0.5, leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled, mininterval=0.5, leave=leave)

@@ -61,7 +61,7 @@ def test_the_runner_mounts_them_and_runs_as_the_calling_user(tmp_path, monkeypat
 def spec_dict():
     from google.protobuf import json_format
 
-    return json_format.MessageToDict(spec.build().pipeline_spec)
+    return json_format.MessageToDict(spec.build(target="local").pipeline_spec)  # what `odpipe run --docker` runs
 
 
 def test_a_task_without_its_declared_outputs_fails_the_run(tmp_path, spec_dict):

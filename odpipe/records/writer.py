@@ -96,7 +96,7 @@ def progress_bar(total: int, enabled: bool | None = None):
     or None when `enabled` is False."""
     if enabled is False:
         return None
-    return progress.progress_bar(total, "tfrecord", "img")
+    return progress.progress_bar(total, "tfrecord", "img", leave=True)
 
 
 def write_local(folder: str, num_shards: int, images: int, images_dir: str, verify: str = "pixels",
