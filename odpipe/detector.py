@@ -32,6 +32,8 @@ from odpipe.export import OUTPUT_KEYS, SIGNATURE_BYTES, SIGNATURE_TENSOR, check_
 from odpipe.label_map import read_label_map
 from odpipe.records.images import Rejected, prepare_image
 
+# Imported inside functions: TensorFlow and Pillow (seconds) only when a model is loaded or an image decoded.
+
 
 @dataclass
 class Detection:

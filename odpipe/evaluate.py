@@ -65,6 +65,8 @@ from odpipe.metrics import (  # noqa: E402,F401
 )
 from odpipe.progress import progress_bar
 
+# Imported inside functions: odpipe.detector and odpipe.report (TensorFlow, matplotlib: seconds) only when a model is evaluated.
+
 # -- reading the eval records --------------------------------------------------------------------
 
 

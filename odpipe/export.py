@@ -31,6 +31,8 @@ from odpipe.errors import UserError, first_line
 from odpipe.schema import EXPORT_COMPLETION
 from odpipe.tflite import DEFAULT_CALIBRATION_IMAGES, QUANTIZATIONS, SIGNATURE_TFLITE  # noqa: F401 - re-exported
 
+# Imported inside functions: TensorFlow, Model Garden and tf_keras (seconds of start-up) only inside the export itself.
+
 SIGNATURE_BYTES = "serving_default"
 SIGNATURE_TENSOR = "serving_image_tensor"
 COMPLETION_FILE = EXPORT_COMPLETION  # written last: a folder without it is not a (complete) export

@@ -46,6 +46,9 @@ from odpipe import registry, storage
 from odpipe.errors import UserError, first_line
 from odpipe.schema import EXPORT_COMPLETION
 
+# Imported inside functions: odpipe.label_map and odpipe.registry (google-cloud-aiplatform: seconds), only where
+# a warm start or a registry alias needs them.
+
 CURRENT = "current.json"
 VERSIONS = "versions"
 ATTEMPTS = "attempts"

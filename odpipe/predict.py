@@ -43,6 +43,8 @@ from odpipe.errors import UserError, first_line
 from odpipe.progress import progress_bar
 from odpipe.records.images import Rejected, prepare_image
 
+# Imported inside functions: TensorFlow and Pillow (seconds) only when images are predicted or drawn.
+
 PALETTE = [
     (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
     (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40), (128, 0, 0),

@@ -26,6 +26,8 @@ from odpipe.detector import to_detections
 from odpipe.errors import UserError
 from odpipe.predict import _prepare, _read_or_reason, _write_outputs, expand_inputs, write_predictions
 
+# Imported inside functions: the in-process predict helpers inside the Beam DoFns (their workers import them).
+
 NAMESPACE = "odpipe_predict"
 UNREADABLE = "unreadable"
 

@@ -8,6 +8,8 @@ from odpipe.errors import UserError
 from odpipe.predict import predict
 from odpipe.records.cli import add_beam_arguments, beam_args_of
 
+# Imported inside functions: odpipe.predict_beam (Apache Beam: about a second) only with --runner; logging with it.
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs; local or gs://")

@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Callable, TextIO
 
+# Imported inside functions: tqdm only when a bar is drawn on a terminal.
+
 LINE_INTERVAL = 30.0  # seconds between lines, at most
 LINE_STEP = 0.10  # or a line every 10 % of the total
 LINE_GAP = 2.0  # but never two lines within this many seconds: a quick stage prints none

@@ -22,6 +22,8 @@ import re
 from odpipe import storage
 from odpipe.errors import UserError, first_line
 
+# Imported inside functions: google-cloud-aiplatform and google.api_core (seconds) only when the registry is called.
+
 # The fallback when no project serving image is given: Vertex AI's newest prebuilt TensorFlow CPU
 # prediction container that google-cloud-aiplatform lists. Checked: TensorFlow 2.15.1 (in its own
 # environment) loads a TensorFlow 2.20 retinanet-mobilenetv2 export and returns the same detections

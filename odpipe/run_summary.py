@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# Imported inside functions: kfp only where a Markdown artifact is written.
+
 HEADLINE = (("mAP", "mAP (0.5:0.95)"), ("mAP@0.5", "mAP@0.5"), ("mAP@0.75", "mAP@0.75"), ("recall", "AR@100"))
 
 

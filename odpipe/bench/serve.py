@@ -27,6 +27,8 @@ import tempfile
 import threading
 import time
 
+# Imported inside functions: TensorFlow and uvicorn only when the benchmark runs.
+
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)

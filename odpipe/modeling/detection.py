@@ -30,6 +30,8 @@ from official.core import base_task, task_factory
 from odpipe.errors import UserError, first_line
 from odpipe.storage import tfio
 
+# Imported inside functions: Model Garden's modules inside the task's methods (registered before they are needed).
+
 # This module imports TensorFlow itself; Model Garden's RetinaNet task, data loaders and optimizer
 # factory are imported where they are used (each adds seconds, and not every caller needs them).
 

@@ -19,6 +19,7 @@ Readers (inspect, evaluate, train) call it instead of globbing.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -76,8 +77,6 @@ def existing_shards(prefix: str) -> list[str]:
 
 
 def write_error(path: str, err: OSError) -> UserError:
-    import errno
-
     reason = err.strerror or first_line(err)
     if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         fix = "free space (or a larger file size limit) or write elsewhere with -o"

@@ -24,6 +24,8 @@ from odpipe.errors import UserError
 from odpipe.records.plan import plan_path, read_plan
 from odpipe.records.writer import write_shard
 
+# Imported inside functions: Apache Beam (about a second) only when a Beam pipeline is built.
+
 COUNTER_NAMESPACE = "odpipe.records"
 _DATAFLOW_REQUIRED = ("project", "region", "temp_location")
 

@@ -20,6 +20,8 @@ from odpipe.records.example import process_image
 from odpipe.records.images import Rejected
 from odpipe.records.tfrecord import RecordWriter
 
+# Imported inside functions: odpipe.progress's tqdm only for a bar on a terminal.
+
 
 def default_threads(images_dir: str, verify: str) -> int:
     """Threads preparing images: cores + 2 where GIL-free work dominates (JPEG decoding with

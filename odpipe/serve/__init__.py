@@ -27,6 +27,8 @@ import threading
 from odpipe import storage
 from odpipe.errors import UserError, first_line
 
+# Imported inside functions: uvicorn and the app only when the server starts (`odpipe serve -h` stays fast).
+
 DEFAULT_PORT = 8080
 DEFAULT_MAX_INSTANCES = 32
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024

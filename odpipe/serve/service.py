@@ -23,6 +23,8 @@ import time
 
 from odpipe.errors import first_line
 
+# Imported inside functions: TensorFlow (through odpipe.detector) and Pillow only when the model loads.
+
 THRESHOLD_KEY = "threshold"
 MAX_PIXELS = 40_000_000  # per image: a 40 MP photo decodes to 120 MB; a batch of them must fit in memory
 INSTANCE_KEYS = ("b64", "image_bytes", "key")

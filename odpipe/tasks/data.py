@@ -12,6 +12,8 @@ from odpipe.settings import Settings
 from odpipe.split import split_csv
 from odpipe.tasks import Result, plain, scalars, to_json
 
+# Imported inside functions: odpipe.records and odpipe.data_report (Apache Beam, TensorFlow: seconds) inside the task that runs them.
+
 RECORDS_PREFIX = "records"  # a records artifact holds RECORDS_PREFIX-SSSSS-of-NNNNN.tfrecord + its summary
 CSV_SIDES = ("train", "eval")
 

@@ -11,6 +11,8 @@ from odpipe.model_home import record_attempt, warm_start_modules
 from odpipe.tasks import Result, scalars
 from odpipe.tasks.data import records_pattern
 
+# Imported inside functions: the stage modules (TensorFlow, Model Garden: seconds) inside the task that runs them.
+
 USER_ERROR_FILE = "user_error.txt"  # a retried trainer fails at once on the error of its first attempt
 METRIC_NAMES = {"mAP": "mAP", "mAP@0.5": "mAP_50", "mAP@0.75": "mAP_75", "recall": "AR_100"}
 

@@ -12,6 +12,8 @@ from odpipe.errors import UserError
 from odpipe.records.stage import uses_beam
 from odpipe.tasks import Result, scalars
 
+# Imported inside functions: odpipe.predict_beam (Apache Beam, TensorFlow) inside the task.
+
 
 def model_to_use(export: str, model_home: str) -> tuple[str, str]:
     """(export location, what it is) of the model that pre-labels: `export` when given, else the

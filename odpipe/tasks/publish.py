@@ -10,6 +10,8 @@ from odpipe import model_home, storage
 from odpipe.champion import DATA_STATS
 from odpipe.tasks import Result, scalars
 
+# Imported inside functions: odpipe.registry (google-cloud-aiplatform: seconds) only in the register task.
+
 
 class Published(NamedTuple):
     """The publish component's return value."""
