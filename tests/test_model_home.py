@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+from fake_gapic import Operation
 
 from odpipe import fingerprint, model_home, storage
 from odpipe.cli import main
@@ -221,14 +222,6 @@ def model_service(monkeypatch):
         if base not in existing:
             raise exceptions.NotFound(f"{name} not found")
         return gca_model.Model(name=base, display_name="m", version_id="2", version_aliases=["default"])
-
-    class Operation:
-        def __init__(self, response):
-            self.response = response
-            self.operation = type("Op", (), {"name": "projects/p/locations/l/operations/1"})()
-
-        def result(self, timeout=None):
-            return self.response
 
     def upload_model(self, request=None, **kwargs):
         sent["upload"].append(request)

@@ -7,6 +7,7 @@ google-cloud-aiplatform's ModelServiceClient would send (anonymous credentials, 
 import json
 
 import pytest
+from fake_gapic import Operation
 from kfp import compiler, dsl
 from kfp.dsl import Dataset
 from test_model_home import fake_export
@@ -37,14 +38,6 @@ def model_service(monkeypatch):
         if not sent["upload"]:  # the first upload creates the model
             raise exceptions.NotFound(f"{name} not found")
         return gca_model.Model(name=name.split("@")[0], display_name="raccoon", version_id="3")
-
-    class Operation:
-        def __init__(self, response):
-            self.response = response
-            self.operation = type("Op", (), {"name": "projects/p/locations/l/operations/1"})()
-
-        def result(self, timeout=None):
-            return self.response
 
     def upload_model(self, request=None, **kwargs):
         sent["upload"].append(request)
