@@ -36,7 +36,7 @@ def train(
             experiment name.
         steps: Training steps; 0 uses the preset's default.
         batch_size: Global batch size; 0 uses the preset's default.
-        image_size: Square input size in pixels; 0 uses the preset's default.
+        image_size: Square input size in pixels; 0 chooses it from the boxes and the model's anchors.
         init_checkpoint: Start: "default" (the preset's published pretrained checkpoint), "none" (from
             scratch) or a checkpoint (folder, prefix or .index/.data file).
         config_overrides: Model Garden config overrides (a YAML file path or YAML text), applied strictly.

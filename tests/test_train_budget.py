@@ -8,17 +8,113 @@ import pytest
 
 
 def test_size_steps_fits_training_and_evaluations():
-    from odpipe.train.budget import default_eval_interval, size_steps
+    from odpipe.train.budget import budget_eval_interval, size_steps
 
     steps, evals = size_steps(seconds=150, rate=2.0, eval_seconds=5.0)
-    interval = default_eval_interval(steps)
-    assert evals == -(-steps // interval)
+    assert evals == 3 and budget_eval_interval(steps) == -(-steps // 3)  # a third, two thirds, the end
     assert steps / 2.0 + evals * 5.0 <= 150 < (steps + 2) / 2.0 + evals * 5.0  # uses the time, and no more
     # a fixed --eval-interval: evaluations follow it
     steps, evals = size_steps(seconds=150, rate=2.0, eval_seconds=5.0, eval_interval=20)
     assert evals == -(-steps // 20) and steps / 2.0 + evals * 5.0 <= 150
     assert size_steps(seconds=-1, rate=2.0, eval_seconds=1.0) == (0, 0)
     assert size_steps(seconds=10, rate=1.0, eval_seconds=20.0)[0] == 0  # evaluations alone do not fit
+
+
+def test_evaluations_still_to_come_are_counted_from_the_current_step():
+    from odpipe.train.budget import evaluations_between, fit_total
+
+    assert evaluations_between(0, 300, None) == 3  # 100, 200, 300
+    assert evaluations_between(100, 300, None) == 2 and evaluations_between(250, 300, None) == 1
+    assert evaluations_between(300, 300, None) == 0
+    assert evaluations_between(0, 95, 10) == 10  # 10..90 and the end
+    total = fit_total(500, seconds=100, rate=3.0, eval_seconds=10.0)
+    assert (total - 500) / 3.0 + evaluations_between(500, total, None) * 10 <= 100
+    assert (total + 1 - 500) / 3.0 + evaluations_between(500, total + 1, None) * 10 > 100
+    assert fit_total(500, seconds=-5, rate=3.0, eval_seconds=1.0) == 500  # time is up: stop where it stands
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class _FakeController:
+    """Orbit's controller as the budget sees it: train(steps=N) advances the step at a rate that may drift."""
+
+    def __init__(self, clock, rate):
+        self.clock, self.rate, self.step = clock, rate, 0
+
+    def train(self, steps):
+        self.clock.now += (steps - self.step) / self.rate(self.step)
+        self.step = steps
+
+
+class _Step:
+    def __init__(self, controller):
+        self.controller = controller
+
+    def numpy(self):
+        return self.controller.step
+
+
+def test_a_run_that_speeds_up_is_replanned_and_uses_its_budget(monkeypatch):
+    """The issue's run: measured 2.07 steps/s at the start, then ran at 2.6, and stopped at 7.5 of 10
+    minutes. Re-planned as it goes, the same run ends within the last 3 % of its budget."""
+    from odpipe.train import budget as budget_module
+    from odpipe.train.budget import BudgetRun, TimeBudget
+
+    clock = _Clock()
+    monkeypatch.setattr(budget_module.time, "monotonic", clock)
+    controller = _FakeController(clock, lambda step: 2.07 if step < 30 else 2.6)
+    messages = []
+    run = BudgetRun(TimeBudget(10, clock.now - 45, lambda n: None, None, eval_images=40), 8, messages.append)
+    plan = run.measure(controller, _Step(controller))
+    first = plan.total_steps
+    step, evaluations = controller.step, 0
+    while step < run.total:
+        stop, evaluate = run.next_stop(step)
+        started = clock.now
+        controller.train(stop)
+        run.trained(stop - step, clock.now - started)
+        step = stop
+        if evaluate:
+            clock.now += 12.0  # each evaluation takes 12 s
+            run.evaluated(12.0)
+            evaluations += 1
+        if step < run.total:
+            run.replan(step)
+    used = (clock.now - (run.budget.started)) / 600
+    assert 0.97 <= used <= 1.0, used
+    assert run.total > first * 1.15 and plan.replans and plan.initial_total_steps == first
+    assert evaluations == 3 and any("re-planned at step" in m for m in messages)
+
+
+def test_a_run_that_slows_down_late_is_shortened_not_overrun(monkeypatch):
+    from odpipe.train import budget as budget_module
+    from odpipe.train.budget import BudgetRun, TimeBudget
+
+    clock = _Clock()
+    monkeypatch.setattr(budget_module.time, "monotonic", clock)
+    controller = _FakeController(clock, lambda step: 3.0 if step < 1000 else 1.5)  # the machine gets busy
+    run = BudgetRun(TimeBudget(10, clock.now - 30, lambda n: None, None, eval_images=40), 8, lambda m: None)
+    run.measure(controller, _Step(controller))
+    step = controller.step
+    while step < run.total:
+        stop, evaluate = run.next_stop(step)
+        started = clock.now
+        controller.train(stop)
+        run.trained(stop - step, clock.now - started)
+        step = stop
+        if evaluate:
+            clock.now += 10.0
+            run.evaluated(10.0)
+        if step < run.total:
+            run.replan(step)
+    used = (clock.now - run.budget.started) / 600
+    assert used <= 1.02, used  # the tail after the last re-plan is the only part run at a stale rate
 
 
 def test_steps_win_over_a_time_budget_and_bad_budgets_are_errors():
@@ -93,12 +189,14 @@ def test_a_budgeted_run_follows_its_typed_plan_and_reports_it(records, label_map
     result = train(records["train"], records["eval"], str(label_map_path), str(model_dir), echo=messages.append,
                    time_budget=1.0, eval_steps=1, **options)
     plan = result["time_budget"]
-    assert sorted(plan) == sorted(["budget_minutes", "total_steps", "steps_per_second", "eval_seconds", "spent_minutes",
-                                   "planned_minutes", "evaluations", "actual_minutes", "over_budget"])
-    assert plan["budget_minutes"] == 1.0 and plan["total_steps"] == result["step"] >= 30  # 10 + 20 measured steps
+    assert sorted(plan) >= sorted(["budget_minutes", "total_steps", "initial_total_steps", "steps_per_second",
+                                   "eval_seconds", "spent_minutes", "planned_minutes", "evaluations", "replans",
+                                   "steps_taken", "actual_minutes", "used_share", "over_budget"])
+    assert plan["budget_minutes"] == 1.0 and plan["total_steps"] == plan["steps_taken"] == result["step"] >= 30
     assert plan["over_budget"] == (plan["actual_minutes"] > 1.0) and "plan" not in result
     saved = json.loads((model_dir / "train_result.json").read_text())
     assert saved["time_budget"] == plan and saved["step"] == result["step"]
     config = yaml.safe_load((model_dir / "config.yaml").read_text())
     assert config["trainer"]["train_steps"] == plan["total_steps"]
     assert any(m.startswith("time budget 1 min: ") and ("planned" in m or "OVER BUDGET" in m) for m in messages[-2:])
+    assert result["image_size"] == config["task"]["model"]["input_size"][0]

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one after another, each printing its figures and ratios.
 
-    python -m odpipe.bench                # all: records, train (input), train_quality, predict, tflite, serve
+    python -m odpipe.bench                # all: records, train (input), steps, train_quality, minutes, predict, tflite, serve
     python -m odpipe.bench records --images 1000
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("records", "train", "train_quality", "predict", "tflite", "serve")
+BENCHMARKS = ("records", "train", "steps", "train_quality", "minutes", "predict", "tflite", "serve")
 
 
 def main(argv: list[str] | None = None) -> int:

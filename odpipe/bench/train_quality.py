@@ -28,30 +28,10 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
-from odpipe.annotations import xml_to_csv
+from odpipe.bench.datasets import default_raccoon, prepare
 from odpipe.bench.train import run_benchmark
-from odpipe.label_map import write_label_map
-from odpipe.records import convert
 from odpipe.sample_data import voc_xml, write_sample_data
-from odpipe.split import split_csv
 from odpipe.train import train
-
-
-def prepare(labelimg_dir: str, workdir: str, eval_fraction: float = 0.2) -> dict:
-    """labelImg folder (images/, annotations/) -> {"train", "eval", "label_map"} through odpipe's stages."""
-    os.makedirs(workdir, exist_ok=True)
-    csv = os.path.join(workdir, "labels.csv")
-    xml_to_csv(os.path.join(labelimg_dir, "annotations"), csv, images_dir=os.path.join(labelimg_dir, "images"))
-    split_csv(csv, os.path.join(workdir, "split"), eval_fraction=eval_fraction, seed=0)
-    label_map = os.path.join(workdir, "label_map.pbtxt")
-    write_label_map(csv, label_map)
-    out = {"label_map": label_map}
-    for side in ("train", "eval"):
-        prefix = os.path.join(workdir, "records", side)
-        convert(os.path.join(workdir, "split", f"{side}.csv"), os.path.join(labelimg_dir, "images"), label_map, prefix,
-                shards=2)
-        out[side] = prefix + "-*.tfrecord"
-    return out
 
 
 def _run(data: dict, model_dir: str, image_size: int | None = None, **kwargs) -> dict:
@@ -126,18 +106,11 @@ def dense(workdir: str, images: int = 48, steps: int = 15) -> dict:
     }
 
 
-def _default_raccoon() -> str:
-    """../shared/datasets/raccoon beside the checkout (or beside the folder holding it, for a worktree)."""
-    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-    candidates = [os.path.join(root, *[".."] * up, "shared", "datasets", "raccoon") for up in (1, 2)]
-    return next((os.path.normpath(c) for c in candidates if os.path.isdir(c)), os.path.normpath(candidates[0]))
-
-
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = argparse.ArgumentParser(prog="python -m odpipe.bench.train_quality", description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=4.0, help="time budget on the sample data")
-    parser.add_argument("--raccoon", default=_default_raccoon(), help="real labelImg photos (default ../shared/datasets/raccoon)")
+    parser.add_argument("--raccoon", default=default_raccoon(), help="real labelImg photos (default ../shared/datasets/raccoon)")
     parser.add_argument("--raccoon-minutes", type=float, default=6.0)
     parser.add_argument("--compare-raccoon", action="store_true", help="also an equal-length --steps run on raccoon")
     parser.add_argument("--images", type=int, default=200, help="generated sample images")

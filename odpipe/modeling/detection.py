@@ -78,11 +78,29 @@ class Numpy2SafeGroundtruthsMixin:
                 loss_scale=runtime_config.loss_scale)
         return optimizer
 
+    # Set (before the trainer is built) to compile the train step with XLA (`jit_compile`): Model
+    # Garden's trainer does so only on GPUs with `runtime.enable_xla`; this also covers the CPU.
+    jit_compile: bool = False
+    _jit_train_step = None
+
+    def train_step(self, inputs, model, optimizer, metrics=None):
+        if not self.jit_compile:
+            return super().train_step(inputs, model, optimizer, metrics=metrics)
+        if self._jit_train_step is None:
+            self._jit_train_step = tf.function(super().train_step, jit_compile=True)  # as base_trainer does on GPUs
+        return self._jit_train_step(inputs, model=model, optimizer=optimizer, metrics=metrics)
+
+    # Set (before the inputs are built) to the share of training examples made mosaics of four (mosaic.py).
+    mosaic: float = 0.0
+
     def build_inputs(self, params, input_context=None):
-        files = _cacheable_training_files(self, params, input_context)
+        files = _own_pipeline_files(self, params, input_context)
         if files is None:
             return super().build_inputs(params, input_context)
-        return _cached_retinanet_inputs(self, params, files, input_context)
+        cache = decoded_fits(files)
+        if not cache and not self.mosaic:
+            return super().build_inputs(params, input_context)
+        return _retinanet_inputs(self, params, files, input_context, cache=cache)
 
     def validation_step(self, inputs, model, metrics=None):
         features, labels = inputs
@@ -180,7 +198,8 @@ def decoded_bytes(files: list[str], scan_limit: int = DECODED_CACHE_SCAN_BYTES) 
     return total
 
 
-def _cacheable_training_files(task, params, input_context) -> list[str] | None:
+def _own_pipeline_files(task, params, input_context) -> list[str] | None:
+    """The training files when odpipe's RetinaNet input (decoded cache, mosaic) can replace Model Garden's."""
     from official.vision.tasks.retinanet import RetinaNetTask
 
     if not (
@@ -191,15 +210,28 @@ def _cacheable_training_files(task, params, input_context) -> list[str] | None:
         and isinstance(params.input_path, str)
     ):
         return None
-    files = _input_files(params)
+    return _input_files(params)
+
+
+def decoded_fits(files: list[str]) -> bool:
+    """Whether the records' decoded images fit the in-memory cache (DECODED_CACHE_BYTES)."""
     size = decoded_bytes(files)
-    return files if size is not None and size <= DECODED_CACHE_BYTES else None
+    return size is not None and size <= DECODED_CACHE_BYTES
 
 
-def _cached_retinanet_inputs(task, params, files: list[str], input_context=None) -> tf.data.Dataset:
-    """Model Garden's RetinaNet training input (same decoder, parser, shuffle, batch, prefetch),
-    with the decoded examples cached in memory ahead of the shuffle and the augmenting parser."""
+def _cacheable_training_files(task, params, input_context) -> list[str] | None:
+    """The training files when they are cached decoded in memory (the benchmarks report it)."""
+    files = _own_pipeline_files(task, params, input_context)
+    return files if files is not None and decoded_fits(files) else None
+
+
+def _retinanet_inputs(task, params, files: list[str], input_context=None, cache: bool = True) -> tf.data.Dataset:
+    """Model Garden's RetinaNet training input (same decoder, parser, shuffle, batch, prefetch), with the
+    decoded examples cached in memory (`cache`) ahead of the shuffle, and the task's mosaic share
+    (`mosaic.py`) ahead of the augmenting parser."""
     from official.vision.dataloaders import input_reader, input_reader_factory, retinanet_input, tf_example_decoder  # noqa: I001
+
+    from odpipe.modeling.mosaic import mosaic_dataset
 
     decoder_cfg = params.decoder.get()
     decoder = tf_example_decoder.TfExampleDecoder(
@@ -227,12 +259,10 @@ def _cached_retinanet_inputs(task, params, files: list[str], input_context=None)
         pad=params.parser.pad,
         keep_aspect_ratio=params.parser.keep_aspect_ratio,
     )
-    decoded = (
-        tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), 4) if len(files) > 1 else None)
-        .map(decoder.decode, num_parallel_calls=tf.data.AUTOTUNE)
-        .cache()
-        .repeat()
-    )
+    decoded = tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), 4) if len(files) > 1 else None)
+    decoded = decoded.map(decoder.decode, num_parallel_calls=tf.data.AUTOTUNE)
+    decoded = (decoded.cache() if cache else decoded).repeat()
+    decoded = mosaic_dataset(decoded, task.mosaic, int(model.input_size[0]))
     reader = input_reader_factory.input_reader_generator(
         params,
         dataset_fn=tf.data.TFRecordDataset,

@@ -1,24 +1,31 @@
 """`--time-budget MINUTES`: size the training steps so that the whole run ends inside the budget.
 
-The step rate depends on the machine, the image size and the boxes per image (dense photos train
-much slower than sparse ones on a CPU), so it is measured, not guessed, inside the run itself (no
-second model build or compile): the run trains WARMUP_STEPS steps (compile, input pipeline and
-decoded-image cache filling up), times TIMED_STEPS more, and times one evaluation over the eval
-records. With the time already spent since `train()` was called (record checks, model build,
-restore, compile), the remaining steps are
+The step rate depends on the machine, the image size and the boxes per image, and it drifts while
+the run goes on (the first steps run slower: caches fill up, the machine warms), so it is measured
+inside the run itself and measured again as the run goes on:
 
-    steps = rate * (budget * (1 - MARGIN) - spent - evaluations * eval_seconds)
+1. The run trains WARMUP_STEPS steps (compile, input pipeline and decoded-image cache filling up),
+   times TIMED_STEPS more, and plans the total from that rate, with an evaluation time estimated
+   from the eval set's size (no evaluation is spent on a model 30 steps old).
+2. Every sixth of the planned steps, and after every evaluation, it re-plans from the rate of all
+   the training so far and the last evaluation's measured time:
 
-counting the evaluations at the interval that step count gets (steps/5, at least 100, unless
---eval-interval is given). The schedule is Model Garden's warmup + cosine over a total held in a
-variable (`odpipe.modeling.detection.PlannedWarmupCosine`): set to the planned total, it runs to its
-end at the last step; planned and actual minutes are reported.
+       total = step + steps that fit (deadline - now), evaluations still to come included
+
+   Re-planning may lengthen the run until FREEZE of it is done, and may shorten it at any time: the
+   schedule's tail is then followed as planned. The schedule is Model Garden's warmup + cosine over a
+   total held in a variable (`odpipe.modeling.detection.PlannedWarmupCosine`): re-planned early, the
+   curve moves a little; at the last step it reaches its end.
+
+The deadline is the budget less MARGIN (the final checkpoint and result files). Inside a budget the
+run evaluates BUDGET_EVALUATIONS times (evaluation time is training time lost; the last one is the
+model's final score) unless --eval-interval is given. Planned and taken steps and minutes, and
+each re-plan, are reported (train_result.json "time_budget").
 
 Budgets outside [MIN_MINUTES, MAX_MINUTES] are refused before anything runs: under a minute the
-set-up and the measurement alone (model build, compile, 30 steps, one evaluation) take longer than
-the budget on any machine odpipe was measured on, so the run could only overrun it; over a week the
-step count planned from 20 timed steps is an extrapolation nobody should trust (and 1e17 minutes
-overflows the step counter). A run whose measurement still overran its budget says so at the end.
+set-up and the measurement alone take longer than the budget on any machine odpipe was measured
+on, so the run could only overrun it; over a week the plan is an extrapolation nobody should trust
+(and 1e17 minutes overflows the step counter). A run that still overran its budget says so at the end.
 """
 
 from __future__ import annotations
@@ -26,14 +33,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from odpipe.errors import UserError
 
 WARMUP_STEPS = 10
 TIMED_STEPS = 20
-MARGIN = 0.03  # of the budget: checkpoint writes and the final save
+MARGIN = 0.015  # of the budget: the final checkpoint, result files and the process exit
+BUDGET_EVALUATIONS = 3  # at a third, two thirds and the end of a budgeted run
+REPLANS = 6  # the rate is measured again every 1/REPLANS of the planned steps (and after each evaluation)
+FREEZE = 0.8  # after this share of the steps a re-plan may shorten the run, never lengthen it
+EVAL_SETUP_SECONDS = 10.0  # first-evaluation estimate: tracing and COCO set-up, before one is measured
 MIN_MINUTES = 1.0  # set-up + measurement: 0.6-1 min measured on the 2-core CPU machine (tiny data, 128 px)
 MAX_MINUTES = 7 * 24 * 60.0
 
@@ -56,28 +67,42 @@ def check_budget(minutes) -> float | None:
 
 
 def default_eval_interval(steps: int) -> int:
-    """build_config's default interval between evaluations for `steps` total steps."""
+    """build_config's default interval between evaluations for `steps` total steps (no budget)."""
     return max(1, min(steps, max(steps // 5, 100)))
 
 
-def size_steps(seconds: float, rate: float, eval_seconds: float, eval_interval: int | None = None) -> tuple[int, int]:
-    """(steps, evaluations) that fit `seconds` of training + evaluation time at `rate` steps/s.
+def budget_eval_interval(steps: int) -> int:
+    """The interval between evaluations of a budgeted run of `steps` steps (BUDGET_EVALUATIONS in all)."""
+    return max(1, math.ceil(steps / BUDGET_EVALUATIONS))
 
-    Evaluations run every `eval_interval` steps and once at the end (the default interval depends
-    on the step count: solved by iteration).
-    """
+
+def evaluations_between(step: int, total: int, eval_interval: int | None) -> int:
+    """Evaluations after `step` up to `total`: at each multiple of the interval, and at the end."""
+    if total <= step:
+        return 0
+    interval = eval_interval or budget_eval_interval(total)
+    multiples = (total - 1) // interval - step // interval
+    return multiples + 1
+
+
+def fit_total(step: int, seconds: float, rate: float, eval_seconds: float, eval_interval: int | None = None) -> int:
+    """The largest total (>= `step`) whose remaining steps and evaluations fit `seconds` at `rate` steps/s."""
     if seconds <= 0 or rate <= 0:
-        return 0, 0
-    steps = int(seconds * rate)
-    for _ in range(20):
-        interval = eval_interval or default_eval_interval(max(steps, 1))
-        evals = max(1, math.ceil(max(steps, 1) / interval))
-        new = int(max(0.0, seconds - evals * eval_seconds) * rate)
-        if new == steps:
-            break
-        steps = new
-    interval = eval_interval or default_eval_interval(max(steps, 1))
-    return steps, max(1, math.ceil(max(steps, 1) / interval)) if steps else 0
+        return step
+
+    def cost(total: int) -> float:
+        return (total - step) / rate + evaluations_between(step, total, eval_interval) * eval_seconds
+
+    total = step + int(seconds * rate)
+    while total > step and cost(total) > seconds:
+        total -= max(1, int((cost(total) - seconds) * rate))
+    return max(step, total)
+
+
+def size_steps(seconds: float, rate: float, eval_seconds: float, eval_interval: int | None = None) -> tuple[int, int]:
+    """(steps, evaluations) of a run from step 0 that fit `seconds` of training + evaluation time."""
+    steps = fit_total(0, seconds, rate, eval_seconds, eval_interval)
+    return steps, evaluations_between(0, steps, eval_interval)
 
 
 @dataclass(frozen=True)
@@ -87,27 +112,33 @@ class TimeBudget:
     `started`: `time.monotonic()` when `train()` was called (checks, model build and compile count);
     `configure`: the run's effective config for a step count (`build_config` with the run's other
     options), so config.yaml can show the steps and schedule the run used; `eval_interval`: the
-    user's `--eval-interval` (None: the default, which depends on the steps)."""
+    user's `--eval-interval` (None: BUDGET_EVALUATIONS evaluations); `eval_images`: the eval set's
+    size (the first evaluation's time is estimated from it)."""
 
     minutes: float
     started: float
     configure: Callable[[int], Any]
     eval_interval: int | None = None
+    eval_images: int = 0
 
 
 @dataclass
 class BudgetPlan:
-    """The steps a measured budget allows, and, once the run ended, how long it took
+    """The steps a measured budget allows, re-planned as the run goes, and how long it took
     (`result["time_budget"]` and train_result.json hold `as_dict()`)."""
 
     budget_minutes: float
     total_steps: int
+    initial_total_steps: int
     steps_per_second: float
     eval_seconds: float
     spent_minutes: float
     planned_minutes: float
     evaluations: int
+    replans: list[dict] = field(default_factory=list)
+    steps_taken: int | None = None
     actual_minutes: float | None = None
+    used_share: float | None = None
     over_budget: bool | None = None
 
     def as_dict(self) -> dict:
@@ -116,42 +147,102 @@ class BudgetPlan:
 
     def finish(self, actual_minutes: float, steps: int) -> str:
         """Record how long the run took; the line that says whether it kept to the budget."""
-        self.actual_minutes = actual_minutes
+        self.actual_minutes, self.steps_taken = actual_minutes, steps
+        self.used_share = actual_minutes / self.budget_minutes
         self.over_budget = actual_minutes > self.budget_minutes
         if self.over_budget:
             return (f"time budget {self.budget_minutes:g} min: OVER BUDGET: took {actual_minutes:.2f} min ({steps} "
                     f"steps); set-up and measurement alone took {self.spent_minutes:.2f} min here, so the smallest "
                     f"budget on this machine is about {self.spent_minutes / (1 - MARGIN):.1f} min")
-        return (f"time budget {self.budget_minutes:g} min: planned {self.planned_minutes:.2f} min, took "
-                f"{actual_minutes:.2f} min ({steps} steps, schedule completed)")
+        return (f"time budget {self.budget_minutes:g} min: took {actual_minutes:.2f} min ({100 * self.used_share:.1f} %), "
+                f"{steps} steps of {self.total_steps} planned (first plan {self.initial_total_steps}), schedule completed")
 
 
-def measure_and_plan(controller, global_step, validation_steps: int, budget: TimeBudget,
-                     echo) -> tuple[BudgetPlan, dict]:
-    """Train WARMUP + TIMED steps and evaluate once, timing them; returns the plan (see the module
-    doc) and the measured evaluation's metrics."""
-    minutes, t0 = budget.minutes, budget.started
-    first = int(global_step.numpy())
-    echo(f"time budget {minutes:g} min: measuring the step rate ({WARMUP_STEPS} + {TIMED_STEPS} steps, one evaluation)")
-    controller.train(steps=first + WARMUP_STEPS)
-    t1 = time.monotonic()
-    controller.train(steps=first + WARMUP_STEPS + TIMED_STEPS)
-    t2 = time.monotonic()
-    logs = controller.evaluate(steps=validation_steps)
-    t3 = time.monotonic()
-    done = int(global_step.numpy())
-    rate = (done - first - WARMUP_STEPS) / max(t2 - t1, 1e-9)
-    eval_seconds = t3 - t2
-    remaining = minutes * 60 * (1 - MARGIN) - (t3 - t0)
-    extra, evals = size_steps(remaining, rate, eval_seconds, budget.eval_interval)
-    planned = (t3 - t0) + extra / rate + evals * eval_seconds
-    plan = BudgetPlan(budget_minutes=minutes, total_steps=done + extra, steps_per_second=rate,
-                      eval_seconds=eval_seconds, spent_minutes=(t3 - t0) / 60, planned_minutes=planned / 60,
-                      evaluations=evals + 1)
-    if extra:
-        echo(f"time budget {minutes:g} min: {rate:.2f} steps/s, {eval_seconds:.0f} s per evaluation, "
-             f"{(t3 - t0) / 60:.1f} min spent -> {done + extra} steps in all, planned {planned / 60:.1f} min")
-    else:
-        echo(f"time budget {minutes:g} min: already {(t3 - t0) / 60:.1f} min spent at {rate:.2f} steps/s; "
-             f"stopping at step {done} (give a longer budget or --steps)")
-    return plan, logs
+class BudgetRun:
+    """A budgeted run's clock: measures the step rate, plans, re-plans, and says where to stop next."""
+
+    def __init__(self, budget: TimeBudget, batch_size: int, echo):
+        self.budget, self.batch_size, self.echo = budget, batch_size, echo
+        self.deadline = budget.started + budget.minutes * 60 * (1 - MARGIN)
+        self.train_steps, self.train_seconds = 0, 0.0
+        self.eval_seconds: list[float] = []
+        self.plan: BudgetPlan | None = None
+        self.replanned_at = -1
+
+    @property
+    def total(self) -> int:
+        return self.plan.total_steps
+
+    @property
+    def rate(self) -> float:
+        return self.train_steps / max(self.train_seconds, 1e-9)
+
+    def eval_estimate(self) -> float:
+        """The last evaluation's time, or before any: the eval images at the training rate, plus set-up."""
+        if self.eval_seconds:
+            return self.eval_seconds[-1]
+        return self.budget.eval_images / max(self.rate * self.batch_size, 1e-9) + EVAL_SETUP_SECONDS
+
+    def measure(self, controller, global_step) -> BudgetPlan:
+        """Train WARMUP + TIMED steps, timing the second part; the first plan."""
+        minutes = self.budget.minutes
+        first = int(global_step.numpy())
+        self.echo(f"time budget {minutes:g} min: measuring the step rate ({WARMUP_STEPS} + {TIMED_STEPS} steps)")
+        controller.train(steps=first + WARMUP_STEPS)
+        t1 = time.monotonic()
+        controller.train(steps=first + WARMUP_STEPS + TIMED_STEPS)
+        self.trained(int(global_step.numpy()) - first - WARMUP_STEPS, time.monotonic() - t1)
+        step = int(global_step.numpy())
+        spent = time.monotonic() - self.budget.started
+        total = fit_total(step, self.deadline - time.monotonic(), self.rate, self.eval_estimate(), self.budget.eval_interval)
+        self.plan = BudgetPlan(budget_minutes=minutes, total_steps=total, initial_total_steps=total,
+                               steps_per_second=self.rate, eval_seconds=self.eval_estimate(), spent_minutes=spent / 60,
+                               planned_minutes=self._planned_minutes(step, total),
+                               evaluations=evaluations_between(step, total, self.budget.eval_interval))
+        if total > step:
+            self.echo(f"time budget {minutes:g} min: {self.rate:.2f} steps/s, ~{self.eval_estimate():.0f} s per "
+                      f"evaluation (estimated), {spent / 60:.1f} min spent -> {total} steps in all, planned "
+                      f"{self.plan.planned_minutes:.1f} min (re-measured as the run goes)")
+        else:
+            self.echo(f"time budget {minutes:g} min: already {spent / 60:.1f} min spent at {self.rate:.2f} steps/s; "
+                      f"stopping at step {step} (give a longer budget or --steps)")
+        return self.plan
+
+    def _planned_minutes(self, step: int, total: int) -> float:
+        ahead = (total - step) / max(self.rate, 1e-9)
+        ahead += evaluations_between(step, total, self.budget.eval_interval) * self.eval_estimate()
+        return (time.monotonic() + ahead - self.budget.started) / 60
+
+    def trained(self, steps: int, seconds: float) -> None:
+        self.train_steps += steps
+        self.train_seconds += seconds
+
+    def evaluated(self, seconds: float) -> None:
+        self.eval_seconds.append(seconds)
+
+    def next_stop(self, step: int) -> tuple[int, bool]:
+        """(the step to train to next, whether to evaluate there): the next evaluation, re-plan or the end."""
+        total = self.total
+        interval = self.budget.eval_interval or budget_eval_interval(total)
+        every = max(1, math.ceil(total / REPLANS))
+        next_eval = min(total, (step // interval + 1) * interval)
+        stop = min(next_eval, (step // every + 1) * every)
+        return stop, stop == next_eval
+
+    def replan(self, step: int) -> int:
+        """The total re-planned at `step` from the rate so far and the last evaluation's time."""
+        plan = self.plan
+        total = fit_total(step, self.deadline - time.monotonic(), self.rate, self.eval_estimate(), self.budget.eval_interval)
+        if step >= FREEZE * plan.total_steps:
+            total = min(total, plan.total_steps)
+        total = max(total, step)
+        if total != plan.total_steps:
+            self.echo(f"time budget {plan.budget_minutes:g} min: re-planned at step {step}: {self.rate:.2f} steps/s, "
+                      f"{self.eval_estimate():.0f} s per evaluation -> {total} steps (was {plan.total_steps})")
+            plan.replans.append({"step": step, "total_steps": total, "previous": plan.total_steps,
+                                 "steps_per_second": round(self.rate, 4), "eval_seconds": round(self.eval_estimate(), 2),
+                                 "minutes": round((time.monotonic() - self.budget.started) / 60, 3)})
+        plan.total_steps, plan.steps_per_second, plan.eval_seconds = total, self.rate, self.eval_estimate()
+        plan.planned_minutes = self._planned_minutes(step, total)
+        plan.evaluations = len(self.eval_seconds) + evaluations_between(step, total, self.budget.eval_interval)
+        return total

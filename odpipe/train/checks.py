@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 
+import numpy as np
 import yaml
 
 from odpipe.errors import UserError, first_line
@@ -29,6 +30,8 @@ from odpipe.train.config import config_to_yaml
 CLASS_TEXT = "image/object/class/text"
 CLASS_LABEL = "image/object/class/label"
 RESUMABLE_MODEL_KEYS = ("input_size", "detection_generator")
+BOX_KEYS = ("image/object/bbox/xmin", "image/object/bbox/xmax", "image/object/bbox/ymin", "image/object/bbox/ymax")
+SIZE_KEYS = ("image/height", "image/width")
 
 
 def scan_records(pattern: str, flag: str = "--train") -> dict:
@@ -39,8 +42,10 @@ def scan_records(pattern: str, flag: str = "--train") -> dict:
         files = shard_files(pattern)
     except UserError as err:
         raise UserError(f"{flag} {err}") from None
-    spec = {CLASS_TEXT: tf.io.VarLenFeature(tf.string), CLASS_LABEL: tf.io.VarLenFeature(tf.int64)}
-    examples, classes = 0, Counter()
+    spec = {CLASS_TEXT: tf.io.VarLenFeature(tf.string), CLASS_LABEL: tf.io.VarLenFeature(tf.int64),
+            **{key: tf.io.VarLenFeature(tf.float32) for key in BOX_KEYS},
+            **{key: tf.io.FixedLenFeature([], tf.int64, default_value=0) for key in SIZE_KEYS}}
+    examples, classes, sides = 0, Counter(), []
     for path in files:
         dataset = tf.data.TFRecordDataset(path).batch(512).map(lambda r: tf.io.parse_example(r, spec))
         try:
@@ -53,12 +58,28 @@ def scan_records(pattern: str, flag: str = "--train") -> dict:
                     names = [t.decode("utf-8", "replace") for t in row_texts[:n]] if row_texts.size else []
                     names += [""] * (n - len(names))
                     classes.update(zip((int(v) for v in row_labels[:n]), names))
+                sides.append(relative_box_sides(batch))
         except tf.errors.OpError as err:
             raise UserError(
                 f"{path}: not readable TFRecords of tf.train.Example ({first_line(err, 120)}); "
                 "rewrite them with `odpipe tfrecord`"
             ) from None
-    return {"files": files, "examples": examples, "objects": sum(classes.values()), "classes": classes}
+    return {"files": files, "examples": examples, "objects": sum(classes.values()), "classes": classes,
+            "box_sides": np.concatenate(sides) if sides else np.zeros(0, np.float32)}
+
+
+def relative_box_sides(batch) -> np.ndarray:
+    """Each box's side (square root of its area, in pixels) over its image's longer side: at input size S
+    (the longer side resized to S, as Model Garden's parsers do) a box is `side * S` pixels across."""
+    import tensorflow as tf
+
+    xmin, xmax, ymin, ymax = (tf.sparse.to_dense(batch[key]).numpy() for key in BOX_KEYS)
+    height = batch["image/height"].numpy()[:, None].astype(np.float64)
+    width = batch["image/width"].numpy()[:, None].astype(np.float64)
+    present = (xmax > xmin) & (ymax > ymin) & (height > 0) & (width > 0)
+    area = np.clip(xmax - xmin, 0, None) * width * np.clip(ymax - ymin, 0, None) * height
+    sides = np.sqrt(area) / np.maximum(np.maximum(height, width), 1)
+    return sides[present].astype(np.float32)
 
 
 def check_records(scan: dict, label_map: dict[int, str], label_map_path: str, flag: str, pattern: str) -> None:

@@ -20,13 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default=DEFAULT_PRESET,
         help=f"preset ({', '.join(PRESETS)}) or a registered Model Garden detection experiment (default {DEFAULT_PRESET})",
     )
-    parser.add_argument("--image-size", type=int, help="square input size in pixels, multiple of 32 (preset default)")
+    parser.add_argument("--image-size", type=int, help="square input size in pixels, multiple of 32 (default: chosen from the boxes)")
     parser.add_argument("--batch-size", type=int, help="global batch size (preset default)")
     parser.add_argument("--steps", type=int, help="total training steps (preset default; wins over --time-budget)")
     parser.add_argument("--time-budget", type=float, metavar="MINUTES",
                         help="size the steps (and schedule) to end within MINUTES, evaluations included")
     parser.add_argument("--learning-rate", type=float, help="peak learning rate of the warmup+cosine schedule")
-    parser.add_argument("--eval-interval", type=int, help="steps between evaluations (default steps/5, >= 100)")
+    parser.add_argument("--eval-interval", type=int, help="steps between evaluations (default steps/5, >= 100; 3 evaluations in a --time-budget)")
     parser.add_argument("--checkpoint-interval", type=int, help="steps between checkpoints (default = eval interval)")
     parser.add_argument("--eval-steps", type=int, help="eval batches per evaluation (default: all eval records)")
     parser.add_argument("--early-stopping", type=int, default=0, metavar="P",
@@ -48,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aug-scale-min", type=float, help="scale jitter lower bound (preset default)")
     parser.add_argument("--aug-scale-max", type=float, help="scale jitter upper bound (preset default)")
     parser.add_argument("--aug-type", choices=list(AUG_TYPES), help="Model Garden AutoAugment/RandAugment policy")
+    parser.add_argument("--mosaic", type=float, metavar="P",
+                        help="share of training images made mosaics of four (0 = off, 1 = all; preset default)")
+    jit = parser.add_mutually_exclusive_group()
+    jit.add_argument("--jit-compile", dest="jit_compile", action="store_true", default=None,
+                     help="compile the train step with XLA (preset default)")
+    jit.add_argument("--no-jit-compile", dest="jit_compile", action="store_false", help="no XLA compilation")
     parser.add_argument("--verbose", action="store_true", help="also print Orbit's full summary dicts")
 
 
@@ -57,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     options = {
         k: getattr(args, k)
         for k in ("learning_rate", "eval_interval", "checkpoint_interval", "eval_steps", "init_checkpoint_modules",
-                  "aug_hflip", "aug_scale_min", "aug_scale_max", "aug_type", "early_stopping", "time_budget")
+                  "aug_hflip", "aug_scale_min", "aug_scale_max", "aug_type", "mosaic", "jit_compile", "early_stopping",
+                  "time_budget")
         if getattr(args, k) is not None
     }
     result = train(

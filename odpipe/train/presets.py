@@ -50,6 +50,8 @@ class Preset:
     # Applied when the run starts from scratch (--init-checkpoint none), before the user's overrides:
     # the architecture that trains best per CPU-minute without a checkpoint to match.
     scratch_overrides: dict = dataclasses.field(default_factory=dict)
+    mosaic: float = 0.0  # share of training images made mosaics of four (odpipe.modeling.mosaic)
+    jit_compile: bool = False  # XLA-compile the train step
 
 
 PRESETS: dict[str, Preset] = {

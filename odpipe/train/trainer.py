@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 import time
 from typing import Any
@@ -17,8 +18,9 @@ from odpipe.errors import UserError, first_line
 from odpipe.label_map import format_label_map, read_label_map
 from odpipe.storage import tfio
 from odpipe.train import checks
-from odpipe.train.budget import TimeBudget, check_budget, measure_and_plan
+from odpipe.train.budget import BudgetRun, TimeBudget, budget_eval_interval, check_budget
 from odpipe.train.config import BEST_METRIC, BEST_SUBDIR, build_config, experiment_config, save_config, select_runtime
+from odpipe.train.input_size import choose_input_size
 from odpipe.train.presets import DEFAULT_PRESET, PRESETS
 from odpipe.train.progress import EarlyStopping, Progress, library_output, scalar_logs
 
@@ -51,11 +53,13 @@ def train(
 
     init_checkpoint: None / "default" = the preset's published pretrained checkpoint (must be
     reachable: offline, pass "none"), "none" = from scratch, or a folder/prefix/.index/.data path.
+    image_size None: chosen from the training boxes and the model's anchors (input_size.py).
     Options: learning_rate, eval_interval, checkpoint_interval, steps_per_loop, eval_steps,
     eval_batch_size, init_checkpoint_modules ("all" | "backbone" | "backbone,decoder"), aug_hflip,
-    aug_scale_min, aug_scale_max, aug_type ("none" | "autoaugment" | "randaugment"), early_stopping
+    aug_scale_min, aug_scale_max, aug_type ("none" | "autoaugment" | "randaugment"), mosaic (share of
+    training images made mosaics of four), jit_compile (XLA train step; both default to the preset's), early_stopping
     (P evals without better eval mAP@0.5; 0 = off), time_budget (minutes; sizes the steps when
-    `steps` is None), verbose (Orbit's summary dicts on stdout), echo (a print-like callable).
+    `steps` is None, re-planned as the run goes: budget.py), verbose (Orbit's summary dicts on stdout), echo (a print-like callable).
     """
     t0 = time.monotonic()  # a time budget counts from here: checks, model build and compile included
     out = sys.stdout
@@ -69,11 +73,14 @@ def train(
     if patience < 0:
         raise UserError(f"--early-stopping {patience}: must be 0 (off) or a positive number of evaluations")
     time_budget = check_budget(options.pop("time_budget", None))
+    extras = task_extras(model, options.pop("mosaic", None), options.pop("jit_compile", None))
     verbose = bool(options.pop("verbose", False))
     model_dir = str(model_dir).rstrip("/")
     label_map = read_label_map(label_map_path)
+    scans = {}
     for flag, pattern in (("--train", train_pattern), ("--eval", eval_pattern)):
-        checks.check_records(checks.scan_records(pattern, flag), label_map, label_map_path, flag, pattern)
+        scans[flag] = checks.scan_records(pattern, flag)
+        checks.check_records(scans[flag], label_map, label_map_path, flag, pattern)
     runtime = select_runtime(strategy, tpu, _visible_gpus() if strategy in ("auto", "gpu", "mirrored") else 0)
 
     def configure(n_steps, **extra):
@@ -81,6 +88,12 @@ def train(
                             init_checkpoint, config_overrides, runtime, **{**options, **extra})
 
     config = configure(steps)
+    size_reason = None
+    if image_size is None:  # chosen from the training boxes and the model's anchors (input_size.py)
+        image_size, size_reason = choose_input_size(scans["--train"]["box_sides"], config.task.model,
+                                                    int(config.task.model.input_size[0]))
+        echo(size_reason)
+        config = configure(steps)
     resume_step = checks.check_model_dir(model_dir, config, label_map)
     init = _previous_init(model_dir) if resume_step else None
     init = dict(init, resumed=True) if init else _init_info(config, model, resumed=bool(resume_step))
@@ -89,11 +102,11 @@ def train(
     checks.check_writable(model_dir)
     budget = None
     if time_budget is not None and steps is None:
-        budget = TimeBudget(time_budget, t0, configure, options.get("eval_interval"))
+        budget = TimeBudget(time_budget, t0, configure, options.get("eval_interval"), scans["--eval"]["examples"])
     elif time_budget is not None:
         echo(f"--steps {steps} given: it wins over --time-budget {time_budget:g}")
     result = run_training(config, model_dir, label_map, model=model, patience=patience, echo=echo, verbose=verbose,
-                          init=init, budget=budget)
+                          init=init, budget=budget, size_reason=size_reason, extras=extras)
     if budget is not None:
         plan = result.pop("plan")
         echo(plan.finish((time.monotonic() - t0) / 60, result["step"]))
@@ -142,9 +155,25 @@ def _write_model_dir(config, model_dir: str, label_map: dict[int, str], model: s
         raise UserError(f"--model-dir {model_dir}: cannot write ({first_line(err, 160)}); check the folder") from None
 
 
-def make_runner(config, model_dir: str, planned_steps: bool = False):
+def task_extras(model: str, mosaic=None, jit_compile=None) -> dict:
+    """{"mosaic", "jit_compile"}: the training options Model Garden's config has no key for (set on the
+    task, `odpipe.modeling.detection`): the user's, else the preset's, else off."""
+    preset = PRESETS.get(model)
+    if mosaic is not None:
+        try:
+            mosaic = float(mosaic)
+        except (TypeError, ValueError):
+            mosaic = math.nan
+        if isinstance(mosaic, bool) or not 0 <= mosaic <= 1:
+            raise UserError("--mosaic: must be a share between 0 (off) and 1 (every training image a mosaic)")
+    return {"mosaic": mosaic if mosaic is not None else (preset.mosaic if preset else 0.0),
+            "jit_compile": bool(jit_compile) if jit_compile is not None else bool(preset and preset.jit_compile)}
+
+
+def make_runner(config, model_dir: str, planned_steps: bool = False, extras: dict | None = None):
     """(distribution strategy, Model Garden `OrbitExperimentRunner`, planned-steps variable or None) for
-    `config` in `model_dir`; with `planned_steps`, the schedule follows the variable (a time budget)."""
+    `config` in `model_dir`; with `planned_steps`, the schedule follows the variable (a time budget);
+    `extras` (`task_extras`) are set on the task."""
     import tensorflow as tf
     from official.common import distribute_utils
     from official.core import train_lib
@@ -160,6 +189,8 @@ def make_runner(config, model_dir: str, planned_steps: bool = False):
     )
     with dist.scope():
         task = build_task(config.task, logging_dir=model_dir)
+        for key, value in (extras or {}).items():
+            setattr(task, key, value)
         if planned_steps:
             task.planned_steps = tf.Variable(config.trainer.train_steps, dtype=tf.int64, trainable=False)
     runner = train_lib.OrbitExperimentRunner(
@@ -190,7 +221,8 @@ class _Evaluations:
 
 
 def run_training(config, model_dir: str, label_map: dict[int, str], model: str = "", patience: int = 0, echo=print,
-                 verbose: bool = False, init: dict | None = None, budget: TimeBudget | None = None) -> dict:
+                 verbose: bool = False, init: dict | None = None, budget: TimeBudget | None = None,
+                 size_reason: str | None = None, extras: dict | None = None) -> dict:
     """Train with an effective config (from `build_config`) into `model_dir`; resumes if possible.
 
     `budget` sizes the steps in the run (`budget.py`); the result then holds its `BudgetPlan` as "plan".
@@ -200,7 +232,7 @@ def run_training(config, model_dir: str, label_map: dict[int, str], model: str =
     _write_model_dir(config, model_dir, label_map, model, init)
     t0 = time.monotonic()
     with library_output(verbose):
-        dist, runner, planned = make_runner(config, model_dir, planned_steps=budget is not None)
+        dist, runner, planned = make_runner(config, model_dir, planned_steps=budget is not None, extras=extras)
     global_step = runner.trainer.global_step
     start = int(global_step.numpy())
     _say_start(start, config.trainer.train_steps, model_dir, init, echo)
@@ -211,19 +243,22 @@ def run_training(config, model_dir: str, label_map: dict[int, str], model: str =
     total, interval, plan = config.trainer.train_steps, config.trainer.validation_interval, None
     with library_output(verbose), dist.scope():
         if budget is not None:
-            plan, logs = measure_and_plan(controller, global_step, config.trainer.validation_steps, budget, echo)
-            logs = evals.record(logs, plan.eval_seconds, int(global_step.numpy()))
-            stopper.update(logs.get(BEST_METRIC, float("nan")))
-            total = progress.total = plan.total_steps
-            planned.assign(total)
-            sized = budget.configure(total)
-            interval = sized.trainer.validation_interval
-            save_config(sized, model_dir)  # config.yaml shows the steps and schedule the run used
-        stopped_early = _train_and_evaluate(controller, global_step, total, interval, config.trainer.validation_steps,
-                                            evals, stopper, echo)
+            clock = BudgetRun(budget, config.task.train_data.global_batch_size, echo)
+            plan = clock.measure(controller, global_step)
+            progress.total = plan.total_steps
+            planned.assign(plan.total_steps)
+            save_config(_budget_config(budget, plan.total_steps), model_dir)  # config.yaml: the steps and schedule used
+            stopped_early = _train_to_budget(controller, global_step, clock, planned, progress,
+                                             config.trainer.validation_steps, evals, stopper, echo)
+            save_config(_budget_config(budget, plan.total_steps), model_dir)
+        else:
+            stopped_early = _train_and_evaluate(controller, global_step, total, interval,
+                                                config.trainer.validation_steps, evals, stopper, echo)
         if controller.checkpoint_manager and int(global_step.numpy()) > 0:
             controller.checkpoint_manager.save(checkpoint_number=global_step, check_interval=False)
     result = _result(config, model_dir, init, start, int(global_step.numpy()), progress, evals, stopped_early, t0)
+    result["image_size_reason"] = size_reason or "given (--image-size or the config)"
+    result.update(extras or {})
     _write_json(f"{model_dir}/train_result.json",
                 {**{k: v for k, v in result.items() if k != "losses"},
                  **({"time_budget": plan.as_dict()} if plan is not None else {})})
@@ -256,6 +291,39 @@ def _train_and_evaluate(controller, global_step, total: int, interval: int, vali
     return False
 
 
+def _budget_config(budget: TimeBudget, total: int):
+    """The effective config of a budgeted run of `total` steps: its schedule and evaluation interval."""
+    return budget.configure(total, **({} if budget.eval_interval else {"eval_interval": budget_eval_interval(total)}))
+
+
+def _train_to_budget(controller, global_step, clock: BudgetRun, planned, progress: Progress, validation_steps: int,
+                     evals: _Evaluations, stopper: EarlyStopping, echo) -> bool:
+    """Train to the budget's total, evaluating and re-planning on the way (`budget.py`); True when stopped early."""
+    step, evaluated_at = int(global_step.numpy()), None
+    while step < clock.total:
+        stop, evaluate = clock.next_stop(step)
+        started = time.monotonic()
+        controller.train(steps=stop)
+        done = int(global_step.numpy())
+        clock.trained(done - step, time.monotonic() - started)
+        step = done
+        if evaluate:
+            started = time.monotonic()
+            logs = controller.evaluate(steps=validation_steps)
+            clock.evaluated(time.monotonic() - started)
+            logs, evaluated_at = evals.record(logs, clock.eval_seconds[-1], step), step
+            if stopper.update(logs.get(BEST_METRIC, float("nan"))) and step < clock.total:
+                echo(f"early stopping at step {step}: mAP@0.5 has not improved for {stopper.stale} evaluations")
+                return True
+        if step < clock.total:
+            planned.assign(clock.replan(step))
+            progress.total = clock.total
+    if evaluated_at != step:  # the time ran out between evaluations: the final model is still scored
+        started = time.monotonic()
+        evals.record(controller.evaluate(steps=validation_steps), time.monotonic() - started, step)
+    return False
+
+
 def _result(config, model_dir: str, init: dict, start: int, step: int, progress: Progress, evals: _Evaluations,
             stopped_early: bool, t0: float) -> dict:
     """The run's result (train_result.json without the loss curve); best.json written when there is one."""
@@ -276,6 +344,7 @@ def _result(config, model_dir: str, init: dict, start: int, step: int, progress:
         "evaluations": evals.history,
         "wall_seconds": time.monotonic() - t0,
         "stopped_early": stopped_early,
+        "image_size": int(config.task.model.input_size[0]),
         "precision": config.runtime.mixed_precision_dtype,
         "strategy": config.runtime.distribution_strategy,
         "init": init,
