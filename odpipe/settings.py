@@ -94,7 +94,7 @@ class Settings:
             raise UserError(f"--tflite {self.tflite}: unknown kind; use one of {', '.join(TFLITE_KINDS)}")
         if self.image_size and self.image_size % 32:
             raise UserError(f"--image-size {self.image_size}: must be a multiple of 32 (e.g. "
-                            f"{max(32, round(self.image_size / 32) * 32)}); 0 for the preset's")
+                            f"{max(32, round(self.image_size / 32) * 32)}); 0 to choose it from the data")
 
     def check_files(self) -> None:
         if self.existing_label_map:

@@ -2,6 +2,7 @@
 
     python -m odpipe.bench.minutes [--datasets sample,raccoon,crowded] [--minutes 10]
                                    [--curve raccoon:5,20] [--before v0.2.0] [--versions before,after]
+                                   [--flags 'NAME=--mosaic 0'] [--workdir DIR]
                                    [--json out.json]
 
 Each run is the command a user types, `odpipe train ... --time-budget MINUTES --init-checkpoint
@@ -86,10 +87,10 @@ def _plan(names: list[str], minutes: float, curve: str | None) -> list[tuple[str
 
 def _row(name: str, minutes: float, version: str, r: dict) -> str:
     if "error" in r:
-        return f"| {name} | {minutes:g} | {version} | failed: {r['error'][:80]} | | | |"
+        return f"| {name} | {minutes:g} | {version} | failed: {r['error'][:80]} | | | | | |"
     used = 100 * (r["minutes"] or 0) / minutes
     return (f"| {name} | {minutes:g} | {version} | {r['steps']} | {r['minutes']:.2f} ({used:.1f} %) | "
-            f"{r['process_minutes']:.2f} | {r['mAP@0.5']:.3f} |")
+            f"{r['process_minutes']:.2f} | {r['image_size']} | {r['mAP@0.5']:.3f} | {r['mAP']:.3f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,24 +99,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="the budget every dataset is run at")
     parser.add_argument("--curve", default="raccoon:5,20", help="DATASET:M1,M2 more budgets for one dataset")
     parser.add_argument("--before", default="v0.2.0", help="git ref of the 'before' preset")
-    parser.add_argument("--versions", default="before,after")
+    parser.add_argument("--versions", default="before,after",
+                        help="'before' (the --before ref), 'after' (this checkout) and any name given --flags")
+    parser.add_argument("--flags", action="append", default=[], metavar="NAME=FLAGS",
+                        help="a variant of this checkout: e.g. --flags 'no-mosaic=--mosaic 0' --versions after,no-mosaic")
     parser.add_argument("--raccoon", default=None, help="raccoon labelImg folder (default ../shared/datasets/raccoon)")
     parser.add_argument("--workdir", help="keep records and model dirs here (default: a temporary folder)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     versions = [v for v in args.versions.split(",") if v]
+    flags = {name: value.split() for name, _, value in (f.partition("=") for f in args.flags)}
     results = []
     with contextlib.ExitStack() as stack:
         work = args.workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="odpipe-bench-minutes-"))
         data = datasets.build([n for n in args.datasets.split(",") if n], work, args.raccoon)
         codes = {v: stack.enter_context(checkout(args.before if v == "before" else None)) for v in versions}
-        print("| dataset | budget (min) | preset | steps | minutes used (share) | process min | mAP@0.5 |", flush=True)
-        print("|---|---|---|---|---|---|---|", flush=True)
+        print("| dataset | budget (min) | preset | steps | minutes used (share) | process min | input px | mAP@0.5 | mAP |",
+              flush=True)
+        print("|---|---|---|---|---|---|---|---|---|", flush=True)
         for name, minutes in _plan(list(data), args.minutes, args.curve):
             for version in versions:
                 print(f"  {name}, --time-budget {minutes:g}, {version}:", flush=True)
                 model_dir = os.path.join(work, "models", f"{name}-{minutes:g}-{version}")
-                r = train_run(codes[version], data[name], model_dir, minutes)
+                r = train_run(codes[version], data[name], model_dir, minutes, flags.get(version, []))
                 results.append({"dataset": name, "budget_minutes": minutes, "version": version, **r})
                 print(_row(name, minutes, version, r), flush=True)
                 if args.json:

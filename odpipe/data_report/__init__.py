@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
+
 from odpipe import storage
 from odpipe.data_report import gallery, plots
 from odpipe.data_report.checks import Thresholds, run_checks
@@ -29,6 +31,8 @@ from odpipe.data_report.html import render
 from odpipe.data_report.images import scan_images, summarise
 from odpipe.data_report.stats import image_sizes, load_labels, split_stats
 from odpipe.errors import UserError
+from odpipe.train.config import experiment_config
+from odpipe.train.input_size import choose_input_size
 from odpipe.train.presets import DEFAULT_PRESET
 
 HTML_NAME = "data_report.html"
@@ -71,6 +75,17 @@ def _scan(images_dir: str, labels, progress: bool) -> dict:
     return summary
 
 
+def chosen_input_size(labels, model: str) -> int:
+    """The input size `odpipe train` chooses for these boxes when --image-size is not given."""
+    config = experiment_config(model)
+    w = labels.boxes[:, 2] - labels.boxes[:, 0]
+    h = labels.boxes[:, 3] - labels.boxes[:, 1]
+    longer = np.maximum(labels.sizes[:, 0], labels.sizes[:, 1]).astype(float) if len(labels.sizes) else np.zeros(0)
+    sides = np.sqrt(np.clip(w, 0, None) * np.clip(h, 0, None)) / np.maximum(longer, 1)
+    return choose_input_size(sides, config.task.model, int(config.task.model.input_size[0] or 640),
+                             float(config.task.train_data.parser.match_threshold))[0]
+
+
 def build_report(labels_csv: str, out_dir: str, splits_dir: str | None = None, images_dir: str | None = None,
                  image_size: int | None = None, model: str = DEFAULT_PRESET, previous_stats: str | None = None,
                  strict: bool = False, thresholds: Thresholds | None = None, progress: bool = True) -> dict:
@@ -82,8 +97,10 @@ def build_report(labels_csv: str, out_dir: str, splits_dir: str | None = None, i
     thresholds = thresholds or Thresholds()
     out_dir = str(out_dir)
     storage.make_writable_dir(out_dir)
-    geometry = model_geometry(model, int(image_size) if image_size else None)  # None or 0: the model's
     labels = load_labels(str(labels_csv), splits_dir or None)
+    if not image_size:  # None or 0: the size training will choose from the same boxes (odpipe.train.input_size)
+        image_size = chosen_input_size(labels.get("train", labels["all"]), model)
+    geometry = model_geometry(model, int(image_size))
     splits = {name: split_stats(lab, geometry) for name, lab in labels.items()}
     boxes = {name: s.pop("_boxes") for name, s in splits.items()}
     side_of = {f: side for side in ("train", "eval") if side in labels for f in labels[side].images}

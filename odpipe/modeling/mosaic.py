@@ -43,7 +43,9 @@ def _tile(example: dict, size: int, corner: int, xc: tf.Tensor, yc: tf.Tensor):
     ch = tf.maximum(tf.cast(tf.round(iy1 - iy0), tf.int32), 0)
     crop_x = tf.clip_by_value(tf.cast(tf.round(ix0 - x0), tf.int32), 0, nw - 1)
     crop_y = tf.clip_by_value(tf.cast(tf.round(iy0 - y0), tf.int32), 0, nh - 1)
-    cw, ch = tf.minimum(cw, nw - crop_x), tf.minimum(ch, nh - crop_y)
+    # at least one pixel (an image thinner than half a pixel at this scale): pad_to_bounding_box needs one
+    cw = tf.maximum(tf.minimum(cw, nw - crop_x), 1)
+    ch = tf.maximum(tf.minimum(ch, nh - crop_y), 1)
     crop = resized[crop_y:crop_y + ch, crop_x:crop_x + cw]
     off_x = tf.clip_by_value(tf.cast(tf.round(ix0 - lo), tf.int32), 0, size - cw)
     off_y = tf.clip_by_value(tf.cast(tf.round(iy0 - lo), tf.int32), 0, size - ch)

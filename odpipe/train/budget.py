@@ -96,7 +96,10 @@ def fit_total(step: int, seconds: float, rate: float, eval_seconds: float, eval_
     total = step + int(seconds * rate)
     while total > step and cost(total) > seconds:
         total -= max(1, int((cost(total) - seconds) * rate))
-    return max(step, total)
+    total = max(step, total)
+    while cost(total + 1) <= seconds:  # the jump down may overshoot by up to one evaluation's worth of steps
+        total += 1
+    return total
 
 
 def size_steps(seconds: float, rate: float, eval_seconds: float, eval_interval: int | None = None) -> tuple[int, int]:

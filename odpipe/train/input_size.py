@@ -27,15 +27,17 @@ MIN_SIZE = 128
 STEP = 32
 
 
-def smallest_matchable(model) -> tuple[float, float]:
-    """(the smallest anchor, the smallest box that still matches it at the match threshold), in pixels across."""
+def smallest_matchable(model, match_threshold: float = 0.5) -> tuple[float, float]:
+    """(the smallest anchor, the smallest box that still matches it at the match threshold), in pixels across
+    (the data report's `Geometry` computes the same from the same config)."""
     anchor = float(model.anchor.anchor_size) * 2 ** int(model.min_level)
-    return anchor, anchor * math.sqrt(0.5)
+    return anchor, anchor * math.sqrt(match_threshold)
 
 
-def choose_input_size(sides: np.ndarray, model, default: int) -> tuple[int, str]:
-    """(input size, the one-line reason) for boxes of relative sides `sides` (`checks.relative_box_sides`)."""
-    anchor, needed = smallest_matchable(model)
+def choose_input_size(sides: np.ndarray, model, default: int, match_threshold: float = 0.5) -> tuple[int, str]:
+    """(input size, the one-line reason) for boxes of relative sides `sides` (`checks.relative_box_sides`);
+    `model`: the experiment's `task.model` config (anchors, levels)."""
+    anchor, needed = smallest_matchable(model, match_threshold)
     cap = 2 * default
     sides = np.asarray(sides, dtype=np.float64)
     sides = sides[sides > 0]

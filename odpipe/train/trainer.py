@@ -91,7 +91,8 @@ def train(
     size_reason = None
     if image_size is None:  # chosen from the training boxes and the model's anchors (input_size.py)
         image_size, size_reason = choose_input_size(scans["--train"]["box_sides"], config.task.model,
-                                                    int(config.task.model.input_size[0]))
+                                                    int(config.task.model.input_size[0]),
+                                                    float(config.task.train_data.parser.match_threshold))
         echo(size_reason)
         config = configure(steps)
     resume_step = checks.check_model_dir(model_dir, config, label_map)
