@@ -17,6 +17,7 @@ import errno
 import importlib
 import os
 import sys
+import time
 
 from odpipe import quiet
 from odpipe.errors import UserError, first_line
@@ -44,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+STARTED = time.monotonic()  # `odpipe train --time-budget` counts from here: the command as the user times it
 FRONT_END = ("launch", "pipelines", "components")  # repository folders, used from a checkout (not installed)
 
 

@@ -23,13 +23,17 @@ def test_size_steps_fits_training_and_evaluations():
 def test_evaluations_still_to_come_are_counted_from_the_current_step():
     from odpipe.train.budget import evaluations_between, fit_total
 
-    assert evaluations_between(0, 300, None) == 3  # 100, 200, 300
-    assert evaluations_between(100, 300, None) == 2 and evaluations_between(250, 300, None) == 1
+    assert evaluations_between(0, 300, None) == 3  # a third, two thirds, the end
+    assert evaluations_between(100, 300, None, done=1) == 2 and evaluations_between(250, 300, None, done=2) == 1
+    assert evaluations_between(290, 300, None, done=5) == 1  # the final one always
     assert evaluations_between(300, 300, None) == 0
     assert evaluations_between(0, 95, 10) == 10  # 10..90 and the end
-    total = fit_total(500, seconds=100, rate=3.0, eval_seconds=10.0)
-    assert (total - 500) / 3.0 + evaluations_between(500, total, None) * 10 <= 100
-    assert (total + 1 - 500) / 3.0 + evaluations_between(500, total + 1, None) * 10 > 100
+    total = fit_total(500, seconds=100, rate=3.0, eval_seconds=10.0, done=1)
+    assert (total - 500) / 3.0 + evaluations_between(500, total, None, done=1) * 10 <= 100
+    assert (total + 1 - 500) / 3.0 + evaluations_between(500, total + 1, None, done=1) * 10 > 100
+    total = fit_total(500, seconds=100, rate=3.0, eval_seconds=10.0, eval_interval=50)
+    assert (total - 500) / 3.0 + evaluations_between(500, total, 50) * 10 <= 100
+    assert (total + 1 - 500) / 3.0 + evaluations_between(500, total + 1, 50) * 10 > 100
     assert fit_total(500, seconds=-5, rate=3.0, eval_seconds=1.0) == 500  # time is up: stop where it stands
 
 
@@ -73,7 +77,7 @@ def test_a_run_that_speeds_up_is_replanned_and_uses_its_budget(monkeypatch):
     run = BudgetRun(TimeBudget(10, clock.now - 45, lambda n: None, None, eval_images=40), 8, messages.append)
     plan = run.measure(controller, _Step(controller))
     first = plan.total_steps
-    step, evaluations = controller.step, 0
+    step, evaluations, at = controller.step, 0, []
     while step < run.total:
         stop, evaluate = run.next_stop(step)
         started = clock.now
@@ -84,12 +88,14 @@ def test_a_run_that_speeds_up_is_replanned_and_uses_its_budget(monkeypatch):
             clock.now += 12.0  # each evaluation takes 12 s
             run.evaluated(12.0)
             evaluations += 1
+            at.append(step)
         if step < run.total:
             run.replan(step)
     used = (clock.now - (run.budget.started)) / 600
     assert 0.97 <= used <= 1.0, used
     assert run.total > first * 1.15 and plan.replans and plan.initial_total_steps == first
     assert evaluations == 3 and any("re-planned at step" in m for m in messages)
+    assert at[-1] == run.total and min(b - a for a, b in zip([0] + at, at)) > run.total / 4, at  # spread, not bunched
 
 
 def test_a_run_that_slows_down_late_is_shortened_not_overrun(monkeypatch):

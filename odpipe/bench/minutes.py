@@ -20,6 +20,8 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     versions = [v for v in args.versions.split(",") if v]
-    flags = {name: value.split() for name, _, value in (f.partition("=") for f in args.flags)}
+    flags = {name: shlex.split(value) for name, _, value in (f.partition("=") for f in args.flags)}
     results = []
     with contextlib.ExitStack() as stack:
         work = args.workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="odpipe-bench-minutes-"))
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             for version in versions:
                 print(f"  {name}, --time-budget {minutes:g}, {version}:", flush=True)
                 model_dir = os.path.join(work, "models", f"{name}-{minutes:g}-{version}")
+                shutil.rmtree(model_dir, ignore_errors=True)  # a fresh run, never a resume
                 r = train_run(codes[version], data[name], model_dir, minutes, flags.get(version, []))
                 results.append({"dataset": name, "budget_minutes": minutes, "version": version, **r})
                 print(_row(name, minutes, version, r), flush=True)

@@ -21,12 +21,14 @@ from odpipe.bench.train import _make_records, run_benchmark
 
 
 def _backbone(model_id: str, scale: float = 1.0) -> dict:
-    return {"model": {"backbone": {"type": "mobilenet", "mobilenet": {"model_id": model_id, "filter_size_scale": scale}}}}
+    return {"task": {"model": {"backbone": {"type": "mobilenet", "mobilenet": {"model_id": model_id,
+                                                                               "filter_size_scale": scale}}}}}
 
 
-SPINENET_MOBILE = {"model": {"backbone": {"type": "spinenet_mobile", "spinenet_mobile": {
-    "model_id": "49XS", "min_level": 3, "max_level": 6}}, "decoder": {"type": "identity"}}}
-MOBILEDET = {"model": {"backbone": {"type": "mobiledet", "mobiledet": {"model_id": "MobileDetCPU", "filter_size_scale": 0.5}}}}
+SPINENET_MOBILE = {"task": {"model": {"backbone": {"type": "spinenet_mobile", "spinenet_mobile": {
+    "model_id": "49XS", "min_level": 3, "max_level": 6}}, "decoder": {"type": "identity"}}}}
+MOBILEDET = {"task": {"model": {"backbone": {"type": "mobiledet", "mobiledet": {"model_id": "MobileDetCPU",
+                                                                              "filter_size_scale": 0.5}}}}}
 
 # name: (image size or None for the preset's, overrides, jit_compile)
 VARIANTS: dict[str, tuple[int | None, dict | None, bool]] = {

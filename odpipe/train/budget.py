@@ -76,22 +76,24 @@ def budget_eval_interval(steps: int) -> int:
     return max(1, math.ceil(steps / BUDGET_EVALUATIONS))
 
 
-def evaluations_between(step: int, total: int, eval_interval: int | None) -> int:
-    """Evaluations after `step` up to `total`: at each multiple of the interval, and at the end."""
+def evaluations_between(step: int, total: int, eval_interval: int | None, done: int = 0) -> int:
+    """Evaluations after `step` up to `total`: with an interval, at each of its multiples and at the end;
+    without one, the budget's BUDGET_EVALUATIONS less the `done` ones (the last, at the end, always)."""
     if total <= step:
         return 0
-    interval = eval_interval or budget_eval_interval(total)
-    multiples = (total - 1) // interval - step // interval
-    return multiples + 1
+    if not eval_interval:
+        return max(1, BUDGET_EVALUATIONS - done)
+    return (total - 1) // eval_interval - step // eval_interval + 1
 
 
-def fit_total(step: int, seconds: float, rate: float, eval_seconds: float, eval_interval: int | None = None) -> int:
+def fit_total(step: int, seconds: float, rate: float, eval_seconds: float, eval_interval: int | None = None,
+              done: int = 0) -> int:
     """The largest total (>= `step`) whose remaining steps and evaluations fit `seconds` at `rate` steps/s."""
     if seconds <= 0 or rate <= 0:
         return step
 
     def cost(total: int) -> float:
-        return (total - step) / rate + evaluations_between(step, total, eval_interval) * eval_seconds
+        return (total - step) / rate + evaluations_between(step, total, eval_interval, done) * eval_seconds
 
     total = step + int(seconds * rate)
     while total > step and cost(total) > seconds:
@@ -197,11 +199,11 @@ class BudgetRun:
         self.trained(int(global_step.numpy()) - first - WARMUP_STEPS, time.monotonic() - t1)
         step = int(global_step.numpy())
         spent = time.monotonic() - self.budget.started
-        total = fit_total(step, self.deadline - time.monotonic(), self.rate, self.eval_estimate(), self.budget.eval_interval)
+        total = self._fit(step)
         self.plan = BudgetPlan(budget_minutes=minutes, total_steps=total, initial_total_steps=total,
                                steps_per_second=self.rate, eval_seconds=self.eval_estimate(), spent_minutes=spent / 60,
                                planned_minutes=self._planned_minutes(step, total),
-                               evaluations=evaluations_between(step, total, self.budget.eval_interval))
+                               evaluations=self._evaluations_left(step, total))
         if total > step:
             self.echo(f"time budget {minutes:g} min: {self.rate:.2f} steps/s, ~{self.eval_estimate():.0f} s per "
                       f"evaluation (estimated), {spent / 60:.1f} min spent -> {total} steps in all, planned "
@@ -213,7 +215,7 @@ class BudgetRun:
 
     def _planned_minutes(self, step: int, total: int) -> float:
         ahead = (total - step) / max(self.rate, 1e-9)
-        ahead += evaluations_between(step, total, self.budget.eval_interval) * self.eval_estimate()
+        ahead += self._evaluations_left(step, total) * self.eval_estimate()
         return (time.monotonic() + ahead - self.budget.started) / 60
 
     def trained(self, steps: int, seconds: float) -> None:
@@ -223,19 +225,35 @@ class BudgetRun:
     def evaluated(self, seconds: float) -> None:
         self.eval_seconds.append(seconds)
 
+    def _evaluations_left(self, step: int, total: int) -> int:
+        return evaluations_between(step, total, self.budget.eval_interval, len(self.eval_seconds))
+
+    def _fit(self, step: int) -> int:
+        return fit_total(step, self.deadline - time.monotonic(), self.rate, self.eval_estimate(), self.budget.eval_interval,
+                         len(self.eval_seconds))
+
+    def next_eval(self, step: int) -> int:
+        """The step of the next evaluation: the next multiple of --eval-interval, else the next of the budget's
+        BUDGET_EVALUATIONS at equal shares of the current total (the last at the end)."""
+        total, interval = self.total, self.budget.eval_interval
+        if interval:
+            return min(total, (step // interval + 1) * interval)
+        share = len(self.eval_seconds) + 1
+        if share >= BUDGET_EVALUATIONS:
+            return total
+        return min(total, max(math.ceil(share * total / BUDGET_EVALUATIONS), step + 1))
+
     def next_stop(self, step: int) -> tuple[int, bool]:
         """(the step to train to next, whether to evaluate there): the next evaluation, re-plan or the end."""
-        total = self.total
-        interval = self.budget.eval_interval or budget_eval_interval(total)
-        every = max(1, math.ceil(total / REPLANS))
-        next_eval = min(total, (step // interval + 1) * interval)
+        every = max(1, math.ceil(self.total / REPLANS))
+        next_eval = self.next_eval(step)
         stop = min(next_eval, (step // every + 1) * every)
         return stop, stop == next_eval
 
     def replan(self, step: int) -> int:
         """The total re-planned at `step` from the rate so far and the last evaluation's time."""
         plan = self.plan
-        total = fit_total(step, self.deadline - time.monotonic(), self.rate, self.eval_estimate(), self.budget.eval_interval)
+        total = self._fit(step)
         if step >= FREEZE * plan.total_steps:
             total = min(total, plan.total_steps)
         total = max(total, step)
@@ -247,5 +265,5 @@ class BudgetRun:
                                  "minutes": round((time.monotonic() - self.budget.started) / 60, 3)})
         plan.total_steps, plan.steps_per_second, plan.eval_seconds = total, self.rate, self.eval_estimate()
         plan.planned_minutes = self._planned_minutes(step, total)
-        plan.evaluations = len(self.eval_seconds) + evaluations_between(step, total, self.budget.eval_interval)
+        plan.evaluations = len(self.eval_seconds) + self._evaluations_left(step, total)
         return total

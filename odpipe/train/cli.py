@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from odpipe import cli
 from odpipe.train.config import AUG_TYPES, INIT_MODULES
 from odpipe.train.presets import DEFAULT_PRESET, PRESETS
 from odpipe.train.trainer import train
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         args.train, args.eval, args.label_map, args.model_dir, model=args.model, image_size=args.image_size,
         batch_size=args.batch_size, steps=args.steps, init_checkpoint=args.init_checkpoint,
         config_overrides=args.config_overrides, strategy=args.strategy, tpu=args.tpu, verbose=args.verbose,
-        **options,
+        started=cli.STARTED, **options,
     )
     best = result["best"] or {}
     loss = result["loss"] if result["loss"] is not None else float("nan")

@@ -59,9 +59,11 @@ def train(
     aug_scale_min, aug_scale_max, aug_type ("none" | "autoaugment" | "randaugment"), mosaic (share of
     training images made mosaics of four), jit_compile (XLA train step; both default to the preset's), early_stopping
     (P evals without better eval mAP@0.5; 0 = off), time_budget (minutes; sizes the steps when
-    `steps` is None, re-planned as the run goes: budget.py), verbose (Orbit's summary dicts on stdout), echo (a print-like callable).
+    `steps` is None, re-planned as the run goes: budget.py; counted from `started`, a time.monotonic()
+    reading, when given: the CLI passes its own start, imports included), verbose (Orbit's summary dicts on stdout), echo (a print-like callable).
     """
-    t0 = time.monotonic()  # a time budget counts from here: checks, model build and compile included
+    # a time budget counts from here (or from `started`, the command's start): checks, model build, compile included
+    t0 = options.pop("started", None) or time.monotonic()
     out = sys.stdout
     given = options.pop("echo", None) or (lambda msg: print(msg, flush=True))
 
