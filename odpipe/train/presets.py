@@ -84,10 +84,15 @@ PRESETS: dict[str, Preset] = {
             },
             "losses": {"l2_weight_decay": 4e-5},
         },
-        description="RetinaNet, MobileNetV2 (ImageNet) + separable FPN, 256 px: the CPU / phone detector",
-        # From scratch there is no checkpoint shape to match: width x0.5 trains 3.5x faster per step
-        # at 256 px on 2 CPU cores (1.81 vs 0.51 steps/s, one run) and was the preset's tuned default.
-        scratch_overrides={"model": {"backbone": {"mobilenet": {"filter_size_scale": 0.5}}}},
+        description="RetinaNet, MobileNetV2 (ImageNet; MobileNetV4-Conv-Small x0.5 from scratch) + separable FPN, "
+                    "input size from the data: the CPU / phone detector",
+        # From scratch there is no checkpoint shape to match, so the backbone that learns most per CPU-minute:
+        # MobileNetV4-Conv-Small at width x0.5. On 2 CPU cores, 256 px, batch 8: 9.22 steps/s against 5.64
+        # for MobileNetV2 x0.5 and 3.38 for x1.0 (`python -m odpipe.bench.steps`, one run); on the raccoon
+        # photos, 10 minutes from scratch with mosaic at 128 px: mAP@0.5 0.881 against 0.804 for MobileNetV2
+        # x0.5 (`python -m odpipe.bench.minutes`, one run each). See the README's ten-minute table.
+        scratch_overrides={"model": {"backbone": {"mobilenet": {"model_id": "MobileNetV4ConvSmall",
+                                                                "filter_size_scale": 0.5}}}},
         # Half the training images as mosaics of four: on the raccoon photos, 10 minutes from scratch at
         # 128 px, mAP@0.5 0.804 with it against 0.695 without (`python -m odpipe.bench.minutes`, one run each).
         mosaic=0.5,

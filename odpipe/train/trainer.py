@@ -8,6 +8,7 @@ config.yaml, label_map.pbtxt, odpipe.json -> train. Nothing is written before ev
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import sys
@@ -259,6 +260,7 @@ def run_training(config, model_dir: str, label_map: dict[int, str], model: str =
                                                 config.trainer.validation_steps, evals, stopper, echo)
         if controller.checkpoint_manager and int(global_step.numpy()) > 0:
             controller.checkpoint_manager.save(checkpoint_number=global_step, check_interval=False)
+    release_inputs(runner.trainer)  # 0.4 s here; left to the interpreter's exit it took ~48 s after the budget
     result = _result(config, model_dir, init, start, int(global_step.numpy()), progress, evals, stopped_early, t0)
     result["image_size_reason"] = size_reason or "given (--image-size or the config)"
     result.update(extras or {})
@@ -268,6 +270,14 @@ def run_training(config, model_dir: str, label_map: dict[int, str], model: str =
     if plan is not None:
         result["plan"] = plan
     return result
+
+
+def release_inputs(trainer) -> None:
+    """Stop and free the training input pipeline now (Orbit's setter drops its iterator): destroyed at the
+    interpreter's exit instead, the cached, shuffling pipeline held a finished 10-minute run for 40-50 s
+    more (measured: `odpipe train --time-budget 3` took 2.93 min by its clock and 3.73 min of wall time)."""
+    trainer.train_dataset = None
+    gc.collect()
 
 
 def _say_start(start: int, total: int, model_dir: str, init: dict, echo) -> None:
