@@ -60,7 +60,7 @@ test: setup ## run the whole test suite (slow tests included)
 demo: setup ## generate sample data and run the whole pipeline locally (DEMO_FLAGS="--steps 200" ...)
 	$(PY) -m launch.demo $(DEMO_DIR) $(DEMO_FLAGS)
 
-bench: setup ## benchmarks (records, train input, predict); figures go to the README
+bench: setup ## benchmarks (records, train input, steps/s, quality per minute before/after, predict, serve; ~2 h); figures go to the README
 	$(PY) -m odpipe.bench
 
 lint: setup ## lint the Python code (ruff) and the Dockerfiles (hadolint)

@@ -67,9 +67,10 @@ def source_checkpoints(tmp_path_factory):
     from odpipe.modeling.detection import build_task
     from odpipe.train import build_config
 
-    # the published ImageNet checkpoint's shape (width x1.0; from scratch the preset would build x0.5)
+    # the published ImageNet checkpoint's shape (MobileNetV2 x1.0; from scratch the preset builds
+    # MobileNetV4-Conv-Small x0.5)
     config = build_config("t", "e", LABELS, image_size=128, init_checkpoint="none", config_overrides={
-        "task": {"model": {"backbone": {"mobilenet": {"filter_size_scale": 1.0}}}}})
+        "task": {"model": {"backbone": {"mobilenet": {"model_id": "MobileNetV2", "filter_size_scale": 1.0}}}}})
     model = build_task(config.task).build_model()
     for i, v in enumerate(model.variables):
         v.assign(tf.fill(v.shape, tf.cast(0.25 + (i % 7) * 0.01, v.dtype)))

@@ -115,7 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         work = args.workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="odpipe-bench-minutes-"))
         data = datasets.build([n for n in args.datasets.split(",") if n], work, args.raccoon)
-        codes = {v: stack.enter_context(checkout(args.before if v == "before" else None)) for v in versions}
+        codes = {}
+        for v in versions:
+            try:
+                codes[v] = stack.enter_context(checkout(args.before if v == "before" else None))
+            except subprocess.CalledProcessError:
+                print(f"  no git ref {args.before} in this checkout (git fetch --tags): '{v}' skipped", flush=True)
+        versions = [v for v in versions if v in codes]
         print("| dataset | budget (min) | preset | steps | minutes used (share) | process min | input px | mAP@0.5 | mAP |",
               flush=True)
         print("|---|---|---|---|---|---|---|---|---|", flush=True)
