@@ -64,6 +64,24 @@ class _Step:
         return self.controller.step
 
 
+def _drive(run, controller, clock, eval_seconds: float) -> list[int]:
+    """The trainer's budget loop (`trainer._train_to_budget`) on the fake clock; the steps evaluated at."""
+    step, at = controller.step, []
+    while step < run.total:
+        stop, evaluate = run.next_stop(step)
+        started = clock.now
+        controller.train(stop)
+        run.trained(stop - step, clock.now - started)
+        step = stop
+        if evaluate:
+            clock.now += eval_seconds
+            run.evaluated(eval_seconds)
+            at.append(step)
+        if step < run.total:
+            run.replan(step)
+    return at
+
+
 def test_a_run_that_speeds_up_is_replanned_and_uses_its_budget(monkeypatch):
     """The issue's run: measured 2.07 steps/s at the start, then ran at 2.6, and stopped at 7.5 of 10
     minutes. Re-planned as it goes, the same run ends within the last 3 % of its budget."""
@@ -77,20 +95,8 @@ def test_a_run_that_speeds_up_is_replanned_and_uses_its_budget(monkeypatch):
     run = BudgetRun(TimeBudget(10, clock.now - 45, lambda n: None, None, eval_images=40), 8, messages.append)
     plan = run.measure(controller, _Step(controller))
     first = plan.total_steps
-    step, evaluations, at = controller.step, 0, []
-    while step < run.total:
-        stop, evaluate = run.next_stop(step)
-        started = clock.now
-        controller.train(stop)
-        run.trained(stop - step, clock.now - started)
-        step = stop
-        if evaluate:
-            clock.now += 12.0  # each evaluation takes 12 s
-            run.evaluated(12.0)
-            evaluations += 1
-            at.append(step)
-        if step < run.total:
-            run.replan(step)
+    at = _drive(run, controller, clock, eval_seconds=12.0)
+    evaluations = len(at)
     used = (clock.now - (run.budget.started)) / 600
     assert 0.97 <= used <= 1.0, used
     assert run.total > first * 1.15 and plan.replans and plan.initial_total_steps == first
@@ -107,18 +113,7 @@ def test_a_run_that_slows_down_late_is_shortened_not_overrun(monkeypatch):
     controller = _FakeController(clock, lambda step: 3.0 if step < 1000 else 1.5)  # the machine gets busy
     run = BudgetRun(TimeBudget(10, clock.now - 30, lambda n: None, None, eval_images=40), 8, lambda m: None)
     run.measure(controller, _Step(controller))
-    step = controller.step
-    while step < run.total:
-        stop, evaluate = run.next_stop(step)
-        started = clock.now
-        controller.train(stop)
-        run.trained(stop - step, clock.now - started)
-        step = stop
-        if evaluate:
-            clock.now += 10.0
-            run.evaluated(10.0)
-        if step < run.total:
-            run.replan(step)
+    _drive(run, controller, clock, eval_seconds=10.0)
     used = (clock.now - run.budget.started) / 600
     assert used <= 1.02, used  # the tail after the last re-plan is the only part run at a stale rate
 

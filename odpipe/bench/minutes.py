@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from odpipe.bench import datasets
+from odpipe.bench import datasets, save_json
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -133,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = train_run(codes[version], data[name], model_dir, minutes, flags.get(version, []))
                 results.append({"dataset": name, "budget_minutes": minutes, "version": version, **r})
                 print(_row(name, minutes, version, r), flush=True)
-                if args.json:
-                    with open(args.json, "w") as f:
-                        json.dump(results, f, indent=2, default=float)
+                save_json(args.json, results)  # after every run: a long table survives an interruption
     return 0
 
 

@@ -12,11 +12,11 @@ warm-up steps; steps/s and the ratio to the first variant are printed. Quality p
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 
+from odpipe.bench import save_json
 from odpipe.bench.train import _make_records, run_benchmark
 
 
@@ -68,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             first = next(iter(results.values()))["real_steps_per_s"]
             print(f"{name:>16}: {r['image_size']} px  {r['real_steps_per_s']:.2f} steps/s  "
                   f"({r['real_steps_per_s'] / first:.2f}x the first)", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    save_json(args.json, results)
     return 0
 
 

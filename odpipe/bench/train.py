@@ -18,13 +18,13 @@ Rounds alternate (synthetic, real, synthetic, real, ...) so drift in machine loa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 
 from odpipe.annotations import xml_to_csv
+from odpipe.bench import save_json
 from odpipe.label_map import read_label_map, write_label_map
 from odpipe.records import convert
 from odpipe.sample_data import write_sample_data
@@ -143,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({result['real_images_per_s']:.1f} images/s), in-memory {result['synthetic_steps_per_s']:.2f} steps/s "
         f"({result['synthetic_images_per_s']:.1f} images/s); ratio {result['ratio']:.3f} (target >= 0.95)"
     )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    save_json(args.json, result)
     return 0
 
 

@@ -19,7 +19,6 @@ the box count while the in-memory rate does not, the input pipeline (anchor labe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
+from odpipe.bench import save_json
 from odpipe.bench.datasets import default_raccoon, prepare
 from odpipe.bench.train import run_benchmark
 from odpipe.sample_data import voc_xml, write_sample_data
@@ -147,9 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(line, flush=True)
                 for e in b["evaluations"]:
                     print(f"    {e['minutes']:.2f} min  step {e['step']}  mAP@0.5 {e['mAP@0.5']:.3f}", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2, default=float)
+    save_json(args.json, results)
     return 0
 
 
