@@ -27,7 +27,7 @@ from odpipe.label_map import read_label_map
 from odpipe.model_home import check_writable
 from odpipe.train.budget import check_budget
 from odpipe.train.checks import check_init_checkpoint
-from odpipe.train.config import apply_overrides, experiment_config, init_start, overrides_kind
+from odpipe.train.config import apply_overrides, check_image_size, experiment_config, init_start, overrides_kind
 
 KEYWORDS = {"init_checkpoint": ("none", "default")}  # values of path parameters that are not paths
 TFLITE_KINDS = ("int8", "fp16", "float", "none")
@@ -92,7 +92,7 @@ class Settings:
             raise UserError(f"--data-checks {self.data_checks}: use warn (report and go on) or fail (stop before training)")
         if self.tflite not in TFLITE_KINDS:
             raise UserError(f"--tflite {self.tflite}: unknown kind; use one of {', '.join(TFLITE_KINDS)}")
-        if self.image_size and self.image_size % 32:
+        if self.image_size and self.image_size % 32:  # the model's own multiple (64 for the presets): check_model
             raise UserError(f"--image-size {self.image_size}: must be a multiple of 32 (e.g. "
                             f"{max(32, round(self.image_size / 32) * 32)}); 0 to choose it from the data")
 
@@ -111,6 +111,8 @@ class Settings:
         config = experiment_config(self.model)
         if self.config_overrides:
             apply_overrides(config, self.config_overrides)
+        if self.image_size:
+            check_image_size(self.image_size, config.task.model)
         if self.warm_start and champion_checkpoint:
             return  # the model in service's checkpoint is the start (warm start wins)
         task = config.task

@@ -147,7 +147,7 @@ def build_pipeline(
             model: Model preset ("retinanet-mobilenetv2", "retinanet-resnet50fpn") or Model Garden experiment.
             steps: Training steps; 0 for the preset's default.
             batch_size: Global batch size; 0 for the preset's default.
-            image_size: Input size in pixels (a multiple of 32); 0 chooses it from the boxes and the model's anchors.
+            image_size: Input size in pixels (a multiple of 2**max_level: 64 for the presets); 0 chooses it from the boxes and the model's anchors.
             init_checkpoint: Start of training: "default" (the preset's published pretrained checkpoint), "none" (from scratch) or a checkpoint path.
             warm_start: Fine-tune from the model in service's checkpoint whenever there is one (it wins over init_checkpoint).
             time_budget: Training minutes; the steps are sized to end inside them (0 for none; steps wins when both are given).

@@ -270,7 +270,7 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert main(["data-report", csv, "-o", str(tmp_path / "o"), "--previous", str(tmp_path / "junk.json")]) == 2
     assert "not a data_stats.json" in capsys.readouterr().err
     assert main(["data-report", csv, "-o", str(tmp_path / "o"), "--image-size", "100"]) == 2
-    assert "must be a multiple of 32" in capsys.readouterr().err
+    assert "needs a multiple of 64" in capsys.readouterr().err
     assert main(["data-report", csv, "-o", str(tmp_path / "o"), "--min-eval-objects", "0"]) == 2
     assert "must be a positive number" in capsys.readouterr().err
     with pytest.raises(UserError, match="images folder not found"):

@@ -64,11 +64,13 @@ class _Step:
         return self.controller.step
 
 
-def _drive(run, controller, clock, eval_seconds: float) -> list[int]:
+def _drive(run, controller, clock, eval_seconds: float, stops: list | None = None) -> list[int]:
     """The trainer's budget loop (`trainer._train_to_budget`) on the fake clock; the steps evaluated at."""
     step, at = controller.step, []
     while step < run.total:
         stop, evaluate = run.next_stop(step)
+        if stops is not None:
+            stops.append(stop)
         started = clock.now
         controller.train(stop)
         run.trained(stop - step, clock.now - started)
@@ -95,13 +97,17 @@ def test_a_run_that_speeds_up_is_replanned_and_uses_its_budget(monkeypatch):
     run = BudgetRun(TimeBudget(10, clock.now - 45, lambda n: None, None, eval_images=40), 8, messages.append)
     plan = run.measure(controller, _Step(controller))
     first = plan.total_steps
-    at = _drive(run, controller, clock, eval_seconds=12.0)
+    stops = []
+    at = _drive(run, controller, clock, eval_seconds=12.0, stops=stops)
     evaluations = len(at)
     used = (clock.now - (run.budget.started)) / 600
     assert 0.97 <= used <= 1.0, used
     assert run.total > first * 1.15 and plan.replans and plan.initial_total_steps == first
     assert evaluations == 3 and any("re-planned at step" in m for m in messages)
     assert at[-1] == run.total and min(b - a for a, b in zip([0] + at, at)) > run.total / 4, at  # spread, not bunched
+    # re-planned about every sixth of the plan; a grown total does not bring the next re-plan a few steps later
+    short = [b - a for a, b in zip(stops, stops[1:]) if b not in at and b != run.total]
+    assert short and min(short) > run.total / 12, stops
 
 
 def test_a_run_that_slows_down_late_is_shortened_not_overrun(monkeypatch):

@@ -82,8 +82,7 @@ def chosen_input_size(labels, model: str) -> int:
     h = labels.boxes[:, 3] - labels.boxes[:, 1]
     longer = np.maximum(labels.sizes[:, 0], labels.sizes[:, 1]).astype(float) if len(labels.sizes) else np.zeros(0)
     sides = np.sqrt(np.clip(w, 0, None) * np.clip(h, 0, None)) / np.maximum(longer, 1)
-    return choose_input_size(sides, config.task.model, int(config.task.model.input_size[0] or 640),
-                             float(config.task.train_data.parser.match_threshold))[0]
+    return choose_input_size(sides, config.task)[0]
 
 
 def build_report(labels_csv: str, out_dir: str, splits_dir: str | None = None, images_dir: str | None = None,

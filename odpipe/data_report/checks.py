@@ -48,9 +48,11 @@ def check_splits(splits: dict, t: Thresholds) -> list[dict]:
 
 
 def _suggested_size(geometry: Geometry, p5: float) -> int:
-    """The input size (a multiple of 32) at which a box of `p5` px at the current size is matchable."""
+    """The input size (a multiple of the model's 2**max_level, as training needs) at which a box of `p5` px at
+    the current size is matchable."""
+    step = max(32, 2 ** geometry.max_level)
     need = geometry.image_size * geometry.smallest_matchable() / max(p5, 0.1)
-    return int(min(2048, 32 * math.ceil(need / 32)))
+    return int(min(2048 // step * step, step * math.ceil(need / step)))
 
 
 def check_box_sizes(stats: dict, geometry: Geometry, t: Thresholds) -> list[dict]:

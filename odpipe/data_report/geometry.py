@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from odpipe.errors import UserError
-from odpipe.train.config import experiment_config
+from odpipe.train.config import check_image_size, experiment_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +77,10 @@ def best_anchor_iou(widths, heights, anchors: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def model_geometry(model: str, image_size: int | None = None) -> Geometry:
     """The geometry of the registered experiment `model` (`image_size` overrides its input size)."""
-    if image_size is not None and (int(image_size) < 64 or int(image_size) % 32):
-        raise UserError(f"--image-size {image_size}: must be a multiple of 32 and at least 64 (e.g. 256, 384, 640)")
     config = experiment_config(model)
     m = config.task.model
+    if image_size is not None:
+        check_image_size(int(image_size), m)
     anchor = getattr(m, "anchor", None)
     if anchor is None or not hasattr(m, "min_level"):
         raise UserError(f"--model {model}: the experiment has no anchor configuration; use an anchor-based "

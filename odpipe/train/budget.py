@@ -172,7 +172,6 @@ class BudgetRun:
         self.train_steps, self.train_seconds = 0, 0.0
         self.eval_seconds: list[float] = []
         self.plan: BudgetPlan | None = None
-        self.replanned_at = -1
 
     @property
     def total(self) -> int:
@@ -244,10 +243,10 @@ class BudgetRun:
         return min(total, max(math.ceil(share * total / BUDGET_EVALUATIONS), step + 1))
 
     def next_stop(self, step: int) -> tuple[int, bool]:
-        """(the step to train to next, whether to evaluate there): the next evaluation, re-plan or the end."""
-        every = max(1, math.ceil(self.total / REPLANS))
+        """(the step to train to next, whether to evaluate there): the next evaluation, the next re-plan (a
+        1/REPLANS share of the plan after this stop, whatever the total became) or the end."""
         next_eval = self.next_eval(step)
-        stop = min(next_eval, (step // every + 1) * every)
+        stop = min(next_eval, step + max(1, math.ceil(self.total / REPLANS)))
         return stop, stop == next_eval
 
     def replan(self, step: int) -> int:

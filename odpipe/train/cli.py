@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default=DEFAULT_PRESET,
         help=f"preset ({', '.join(PRESETS)}) or a registered Model Garden detection experiment (default {DEFAULT_PRESET})",
     )
-    parser.add_argument("--image-size", type=int, help="square input size in pixels, multiple of 32 (default: chosen from the boxes)")
+    parser.add_argument("--image-size", type=int, help="square input size in pixels, a multiple of 2**max_level (64 for the presets; "
+                        "default: chosen from the boxes)")
     parser.add_argument("--batch-size", type=int, help="global batch size (preset default)")
     parser.add_argument("--steps", type=int, help="total training steps (preset default; wins over --time-budget)")
     parser.add_argument("--time-budget", type=float, metavar="MINUTES",
@@ -68,12 +69,17 @@ def run(args: argparse.Namespace) -> int:
                   "time_budget")
         if getattr(args, k) is not None
     }
+    # as the process's own command, the input pipeline is left to the process's end, which odpipe makes
+    # immediate (cli.exit_now): its teardown took 45-56 s in some 10-minute runs, inside the budget
+    release = not cli.PROCESS_ENTRY
     result = train(
         args.train, args.eval, args.label_map, args.model_dir, model=args.model, image_size=args.image_size,
         batch_size=args.batch_size, steps=args.steps, init_checkpoint=args.init_checkpoint,
         config_overrides=args.config_overrides, strategy=args.strategy, tpu=args.tpu, verbose=args.verbose,
-        started=cli.STARTED, **options,
+        started=cli.STARTED, release_inputs=release, **options,
     )
+    if not release:
+        cli.EXIT_NOW.add("train")
     best = result["best"] or {}
     loss = result["loss"] if result["loss"] is not None else float("nan")
     print(

@@ -20,6 +20,7 @@ from odpipe import storage
 from odpipe.errors import UserError, first_line
 from odpipe.label_map import num_classes
 from odpipe.storage import tfio
+from odpipe.train.input_size import size_multiple
 from odpipe.train.presets import DEFAULT_PRESET, PRESETS, register_presets, schedule
 from odpipe.train.start import (  # noqa: F401  (INIT_MODULES, resolve_checkpoint, ...: re-exported)
     ARCHITECTURE_KEYS,
@@ -187,6 +188,16 @@ def build_config(
     return config
 
 
+def check_image_size(image_size: int, model) -> None:
+    """One-line error unless `image_size` suits the experiment's `task.model` (`input_size.size_multiple`)."""
+    step = size_multiple(model)
+    if image_size % step or image_size < max(64, step):
+        lower, upper = max(step, image_size // step * step), max(step, -(-image_size // step) * step)
+        near = f"{lower} or {upper}" if lower != upper else f"{upper}"
+        raise UserError(f"--image-size {image_size}: this model needs a multiple of {step} (its coarsest feature map's "
+                        f"stride) of at least {max(64, step)}; use {near}")
+
+
 RUNTIME_KEYS = ("distribution_strategy", "mixed_precision_dtype", "num_gpus", "tpu")
 
 
@@ -201,8 +212,7 @@ def _loop_sizes(config, image_size, batch_size, steps, learning_rate, eval_inter
     lr = positive("--learning-rate", learning_rate, float) or (
         peak_learning_rate(config) * batch_size / int(base.train_data.global_batch_size or batch_size)
     )
-    if image_size % 32 or image_size < 64:
-        raise UserError(f"--image-size {image_size}: must be a multiple of 32 and at least 64 (e.g. 256, 384, 640)")
+    check_image_size(image_size, base.model)
     eval_interval = positive("--eval-interval", eval_interval) or max(1, min(steps, max(steps // 5, 100)))
     checkpoint_interval = positive("--checkpoint-interval", checkpoint_interval) or eval_interval
     steps_per_loop = positive("--steps-per-loop", steps_per_loop) or min(50, eval_interval, checkpoint_interval)

@@ -61,7 +61,9 @@ def train(
     training images made mosaics of four), jit_compile (XLA train step; both default to the preset's), early_stopping
     (P evals without better eval mAP@0.5; 0 = off), time_budget (minutes; sizes the steps when
     `steps` is None, re-planned as the run goes: budget.py; counted from `started`, a time.monotonic()
-    reading, when given: the CLI passes its own start, imports included), verbose (Orbit's summary dicts on stdout), echo (a print-like callable).
+    reading, when given: the CLI passes its own start, imports included), verbose (Orbit's summary dicts
+    on stdout), echo (a print-like callable), release_inputs (False: leave
+    the input pipeline to the process's end, as the CLI does; default True).
     """
     # a time budget counts from here (or from `started`, the command's start): checks, model build, compile included
     t0 = options.pop("started", None) or time.monotonic()
@@ -78,6 +80,7 @@ def train(
     time_budget = check_budget(options.pop("time_budget", None))
     extras = task_extras(model, options.pop("mosaic", None), options.pop("jit_compile", None))
     verbose = bool(options.pop("verbose", False))
+    release = bool(options.pop("release_inputs", True))
     model_dir = str(model_dir).rstrip("/")
     label_map = read_label_map(label_map_path)
     scans = {}
@@ -93,9 +96,7 @@ def train(
     config = configure(steps)
     size_reason = None
     if image_size is None:  # chosen from the training boxes and the model's anchors (input_size.py)
-        image_size, size_reason = choose_input_size(scans["--train"]["box_sides"], config.task.model,
-                                                    int(config.task.model.input_size[0]),
-                                                    float(config.task.train_data.parser.match_threshold))
+        image_size, size_reason = choose_input_size(scans["--train"]["box_sides"], config.task)
         echo(size_reason)
         config = configure(steps)
     resume_step = checks.check_model_dir(model_dir, config, label_map)
@@ -110,7 +111,7 @@ def train(
     elif time_budget is not None:
         echo(f"--steps {steps} given: it wins over --time-budget {time_budget:g}")
     result = run_training(config, model_dir, label_map, model=model, patience=patience, echo=echo, verbose=verbose,
-                          init=init, budget=budget, size_reason=size_reason, extras=extras)
+                          init=init, budget=budget, size_reason=size_reason, extras=extras, release=release)
     if budget is not None:
         plan = result.pop("plan")
         echo(plan.finish((time.monotonic() - t0) / 60, result["step"]))
@@ -226,10 +227,12 @@ class _Evaluations:
 
 def run_training(config, model_dir: str, label_map: dict[int, str], model: str = "", patience: int = 0, echo=print,
                  verbose: bool = False, init: dict | None = None, budget: TimeBudget | None = None,
-                 size_reason: str | None = None, extras: dict | None = None) -> dict:
+                 size_reason: str | None = None, extras: dict | None = None, release: bool = True) -> dict:
     """Train with an effective config (from `build_config`) into `model_dir`; resumes if possible.
 
     `budget` sizes the steps in the run (`budget.py`); the result then holds its `BudgetPlan` as "plan".
+    `release`: free the training input pipeline before returning; the CLI, which ends the process at once
+    instead (`cli.exit_now`), passes False. train_result.json's finish_seconds times the end.
     """
     model_dir = str(model_dir).rstrip("/")
     init = init or {"checkpoint": config.task.init_checkpoint or None, "source": "config"}
@@ -258,10 +261,16 @@ def run_training(config, model_dir: str, label_map: dict[int, str], model: str =
         else:
             stopped_early = _train_and_evaluate(controller, global_step, total, interval,
                                                 config.trainer.validation_steps, evals, stopper, echo)
-        if controller.checkpoint_manager and int(global_step.numpy()) > 0:
-            controller.checkpoint_manager.save(checkpoint_number=global_step, check_interval=False)
-    release_inputs(runner.trainer)  # 0.4 s here; left to the interpreter's exit it took ~48 s after the budget
+        finish = _timed({}, "save", lambda: controller.checkpoint_manager and int(global_step.numpy()) > 0
+                        and controller.checkpoint_manager.save(checkpoint_number=global_step, check_interval=False))
+        _timed(finish, "flush", lambda: _flush_summaries(controller))  # TensorBoard's last points, whatever comes next
+    if release:  # 0.4 s in most runs; 45-56 s in some 10-minute ones (cause not found: timed here)
+        _timed(finish, "release_inputs", lambda: setattr(runner.trainer, "train_dataset", None))
+        _timed(finish, "gc", gc.collect)
+    else:  # held, so that no garbage collection on the way out starts the teardown
+        LEFT_TO_EXIT.append(runner)
     result = _result(config, model_dir, init, start, int(global_step.numpy()), progress, evals, stopped_early, t0)
+    result["finish_seconds"] = {k: round(v, 2) for k, v in finish.items()}
     result["image_size_reason"] = size_reason or "given (--image-size or the config)"
     result.update(extras or {})
     _write_json(f"{model_dir}/train_result.json",
@@ -272,12 +281,20 @@ def run_training(config, model_dir: str, label_map: dict[int, str], model: str =
     return result
 
 
-def release_inputs(trainer) -> None:
-    """Stop and free the training input pipeline now (Orbit's setter drops its iterator): destroyed at the
-    interpreter's exit instead, the cached, shuffling pipeline held a finished 10-minute run for 40-50 s
-    more (measured: `odpipe train --time-budget 3` took 2.93 min by its clock and 3.73 min of wall time)."""
-    trainer.train_dataset = None
-    gc.collect()
+LEFT_TO_EXIT: list = []  # runners whose input pipelines the process's end frees (run_training's `release`)
+
+
+def _timed(times: dict, name: str, call) -> dict:
+    """Run `call`, adding its seconds to `times[name]` (train_result.json's finish_seconds)."""
+    started = time.monotonic()
+    call()
+    times[name] = time.monotonic() - started
+    return times
+
+
+def _flush_summaries(controller) -> None:
+    for manager in {id(m): m for m in (controller.summary_manager, controller.eval_summary_manager) if m}.values():
+        manager.flush()
 
 
 def _say_start(start: int, total: int, model_dir: str, init: dict, echo) -> None:
