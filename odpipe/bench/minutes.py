@@ -76,7 +76,7 @@ def train_run(code: str, data: dict, model_dir: str, minutes: float, extra: list
         "steps_per_second": result.get("steps_per_second"),
         "image_size": result.get("image_size"),
         "evaluations": result.get("evaluations"),
-        "finish_seconds": result.get("finish_seconds"),  # the final save and input teardown, inside the budget
+        "finish_seconds": result.get("finish_seconds"),  # the run's end (save, flush), inside the budget
     }
 
 

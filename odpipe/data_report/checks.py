@@ -10,6 +10,7 @@ import re
 
 from odpipe.data_report.geometry import Geometry
 from odpipe.data_report.stats import EXTREME_ASPECT
+from odpipe.train.input_size import size_multiple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +51,7 @@ def check_splits(splits: dict, t: Thresholds) -> list[dict]:
 def _suggested_size(geometry: Geometry, p5: float) -> int:
     """The input size (a multiple of the model's 2**max_level, as training needs) at which a box of `p5` px at
     the current size is matchable."""
-    step = max(32, 2 ** geometry.max_level)
+    step = size_multiple(geometry)  # reads max_level, which Geometry carries as the model config does
     need = geometry.image_size * geometry.smallest_matchable() / max(p5, 0.1)
     return int(min(2048 // step * step, step * math.ceil(need / step)))
 

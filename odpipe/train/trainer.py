@@ -62,8 +62,8 @@ def train(
     (P evals without better eval mAP@0.5; 0 = off), time_budget (minutes; sizes the steps when
     `steps` is None, re-planned as the run goes: budget.py; counted from `started`, a time.monotonic()
     reading, when given: the CLI passes its own start, imports included), verbose (Orbit's summary dicts
-    on stdout), echo (a print-like callable), release_inputs (False: leave
-    the input pipeline to the process's end, as the CLI does; default True).
+    on stdout), echo (a print-like callable), release_inputs (False: leave the input pipeline to the
+    process's end, as the CLI does; default True).
     """
     # a time budget counts from here (or from `started`, the command's start): checks, model build, compile included
     t0 = options.pop("started", None) or time.monotonic()
