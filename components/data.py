@@ -24,6 +24,7 @@ def fingerprint(
     config_overrides: str = "",
     warm_start: bool = False,
     time_budget: float = 0.0,
+    mosaic: float = -1.0,
     existing_label_map: str = "",
     eval_fraction: float = 0.2,
     seed: int = 0,
@@ -51,6 +52,7 @@ def fingerprint(
         config_overrides: Model Garden overrides, a YAML file or YAML text (checked by applying them).
         warm_start: Fine-tune from the model in service (fingerprinted).
         time_budget: Training minutes (checked, fingerprinted).
+        mosaic: Share of training images made mosaics; -1 for the preset's (checked, fingerprinted when set).
         existing_label_map: Label map whose ids to keep (checked readable, fingerprinted by content).
         eval_fraction: Eval share of the split (checked, fingerprinted).
         seed: Split seed (fingerprinted).
@@ -69,7 +71,7 @@ def fingerprint(
 
     settings = Settings(model=model, steps=steps, batch_size=batch_size, image_size=image_size,
                         init_checkpoint=init_checkpoint, config_overrides=config_overrides, warm_start=warm_start,
-                        time_budget=time_budget, existing_label_map=existing_label_map, eval_fraction=eval_fraction,
+                        time_budget=time_budget, mosaic=mosaic, existing_label_map=existing_label_map, eval_fraction=eval_fraction,
                         seed=seed, strict=strict, tflite=tflite, min_map=min_map, margin=margin, model_home=model_home,
                         data_checks=data_checks)
     result = fingerprint_task(annotations, images, at(champion), at(plan), fingerprint, model_home, force, settings)

@@ -22,6 +22,7 @@ def train(
     config_overrides: str = "",
     warm_start: bool = False,
     time_budget: float = 0.0,
+    mosaic: float = -1.0,
 ):
     """Trains a detector on TF Model Garden; keeps checkpoints, the best one and the config.
 
@@ -43,12 +44,14 @@ def train(
         warm_start: Start from the model in service's checkpoint whenever there is one (it wins over
             init_checkpoint), so retraining fine-tunes instead of starting over.
         time_budget: Training minutes (the steps are sized to end inside them); 0 for none.
+        mosaic: Share of training images made mosaics of four (0 off, 1 all); -1 for the preset's.
     """
     from odpipe.tasks import at, record
     from odpipe.tasks.model import train_task
 
     result = train_task(at(train_records), at(eval_records), at(label_map), at(model), at(champion), model_preset,
-                        steps, batch_size, image_size, init_checkpoint, config_overrides, warm_start, time_budget)
+                        steps, batch_size, image_size, init_checkpoint, config_overrides, warm_start, time_budget,
+                        mosaic)
     record(result, model=model, train_metrics=train_metrics)
 
 

@@ -47,6 +47,7 @@ class Settings:
     config_overrides: str = ""
     warm_start: bool = False
     time_budget: float = 0.0
+    mosaic: float = -1.0  # share of training images made mosaics; -1: the preset's
     existing_label_map: str = ""
     eval_fraction: float = 0.2
     seed: int = 0
@@ -65,6 +66,8 @@ class Settings:
     def fingerprint(self) -> str:
         """A hash of the settings that shape the model (file contents for the files among them)."""
         shaped = {name: getattr(self, name) for name in SHAPING}
+        if self.mosaic >= 0:  # hashed only when set, so that runs from before the parameter keep their fingerprint
+            shaped["mosaic"] = self.mosaic
         for name in ("existing_label_map", "config_overrides"):
             value = shaped[name]
             if value and (name == "existing_label_map" or overrides_kind(value) == "path"):
@@ -88,6 +91,9 @@ class Settings:
         _between("margin", self.margin, 0, 1)
         if self.time_budget:  # 0: no budget (the pipeline's default); else what the measurement can honour
             check_budget(self.time_budget)
+        if self.mosaic != -1 and not (_is_number(self.mosaic) and 0 <= self.mosaic <= 1):
+            raise UserError(f"--mosaic {self.mosaic}: must be a share in [0, 1] (0 off, 1 every training image) or -1 "
+                            "for the preset's")
         if self.data_checks not in ("warn", "fail"):
             raise UserError(f"--data-checks {self.data_checks}: use warn (report and go on) or fail (stop before training)")
         if self.tflite not in TFLITE_KINDS:
@@ -129,8 +135,12 @@ def _whole(name: str, value: Any) -> None:
         raise UserError(f"{_flag(name)} {value}: must be a whole number >= 0 (0 for the default)")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _between(name: str, value: Any, low: float, high: float, closed: bool = True) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = _is_number(value)
     ok = ok and (low <= value <= high if closed else low < value < high)
     if not ok:
         bounds = f"[{low:g}, {high:g}]" if closed else f"({low:g}, {high:g})"

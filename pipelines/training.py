@@ -29,7 +29,7 @@ PARAMETER_GROUPS = {
     "data": ("annotations", "images", "strict", "force"),
     "split": ("eval_fraction", "seed", "existing_label_map", "data_checks"),
     "training": ("model", "steps", "batch_size", "image_size", "init_checkpoint", "warm_start", "time_budget",
-                 "config_overrides"),
+                 "mosaic", "config_overrides"),
     "gate": ("min_map", "margin"),
     "publishing": ("model_home", "tflite", "registry_model", "registry_project", "registry_location", "serving_image"),
     "cloud": ("beam_runner", "beam_args", "shards", "accelerator_type", "accelerator_count"),
@@ -116,6 +116,7 @@ def build_pipeline(
         init_checkpoint: str = "default",
         warm_start: bool = False,
         time_budget: float = 0.0,
+        mosaic: float = -1.0,
         config_overrides: str = "",
         min_map: float = 0.0,
         margin: float = 0.0,
@@ -151,6 +152,7 @@ def build_pipeline(
             init_checkpoint: Start of training: "default" (the preset's published pretrained checkpoint), "none" (from scratch) or a checkpoint path.
             warm_start: Fine-tune from the model in service's checkpoint whenever there is one (it wins over init_checkpoint).
             time_budget: Training minutes; the steps are sized to end inside them (0 for none; steps wins when both are given).
+            mosaic: Share of training images made mosaics of four (0 off, 1 all); -1 for the preset's (0.5 for retinanet-mobilenetv2).
             config_overrides: Model Garden config overrides: a YAML file (path or gs://) or YAML text (has a newline, "{" or ": "); empty for none.
             min_map: Minimum mAP (0.5:0.95) to bless the model; 0 for no threshold.
             margin: The new mAP must beat the model in service's, on the same eval records, by this much.
@@ -173,7 +175,7 @@ def build_pipeline(
             annotations=annotations, images=images, model_home=model_home, force=force, model=model, steps=steps,
             batch_size=batch_size, image_size=image_size, init_checkpoint=init_checkpoint,
             config_overrides=config_overrides, warm_start=warm_start, time_budget=time_budget,
-            existing_label_map=existing_label_map, eval_fraction=eval_fraction, seed=seed, strict=strict,
+            mosaic=mosaic, existing_label_map=existing_label_map, eval_fraction=eval_fraction, seed=seed, strict=strict,
             tflite=tflite, min_map=min_map, margin=margin, data_checks=data_checks,
         )
         plan.set_caching_options(False)  # it must look at the folders every run
@@ -227,6 +229,7 @@ def build_pipeline(
                 config_overrides=config_overrides,
                 warm_start=warm_start,
                 time_budget=time_budget,
+                mosaic=mosaic,
             )
             # the target is a build option, not a pipeline parameter: fixed when the pipeline is compiled
             train_task = platform.trainer(ops, target, train_inputs, accelerator_type, accelerator_count,

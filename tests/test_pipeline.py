@@ -244,8 +244,11 @@ def test_the_retraining_loop_against_one_model_home(tmp_path, capsys):
     in_service = json.loads((home / "current.json").read_text())
 
     # run 3: a deliberately worse challenger (one step from scratch) on the same data
-    three, printed = _run(data, tmp_path / "w", model_home=str(home), force=True, steps=1, batch_size=2,
+    three, printed = _run(data, tmp_path / "w", model_home=str(home), force=True, steps=1, batch_size=2, mosaic=0.0,
                           config_overrides=LEARN["config_overrides"])
+    # the mosaic parameter reaches the trainer: the preset's share in run 1, the one given here
+    assert [json.loads(open(os.path.join(run["model"], "train_result.json")).read())["mosaic"]
+            for run in (one, three)] == [0.5, 0.0]
     assert three["blessed"] is False and three["metrics"]["champion"]["version"] == in_service["version"], printed
     assert three["metrics"]["mAP"] < three["metrics"]["champion"]["mAP"]
     assert three["tasks"]["publish"] == three["tasks"]["register"] == "skipped (model not blessed)"  # the gate
@@ -254,7 +257,7 @@ def test_the_retraining_loop_against_one_model_home(tmp_path, capsys):
     assert "skipped (model not blessed)" in printed and "none published (not blessed)" in printed
     assert json.loads((home / "current.json").read_text()) == in_service
     # the attempt is remembered: the same data and settings against the same champion are not retrained again
-    worse = dict(steps=1, batch_size=2, config_overrides=LEARN["config_overrides"])
+    worse = dict(steps=1, batch_size=2, mosaic=0.0, config_overrides=LEARN["config_overrides"])
     again, printed = _run(data, tmp_path / "w", model_home=str(home), **worse)
     assert again["plan"]["changed"] is False and "was not blessed" in printed, printed
     # other settings are another recipe: they are not "unchanged" (issue 15: the fingerprint holds them)

@@ -55,9 +55,12 @@ def test_the_settings_that_shape_the_model_are_in_the_fingerprint(tmp_path):
     lm = tmp_path / "old.pbtxt"
     lm.write_text('item {\n  id: 1\n  name: "cat"\n}\nitem {\n  id: 2\n  name: "dog"\n}\n')
     for change in (dict(model="retinanet-resnet50fpn"), dict(image_size=320), dict(steps=10),
-                   dict(config_overrides="trainer: {train_steps: 5}"), dict(existing_label_map=str(lm))):
+                   dict(config_overrides="trainer: {train_steps: 5}"), dict(existing_label_map=str(lm)),
+                   dict(mosaic=0.0)):
         found = fingerprint.plan(ann, img, home, settings=Settings(init_checkpoint="none", **change))
         assert found["changed"] is True and "settings changed since version 0001" in found["message"], change
+    # the preset's mosaic (-1, the default) keeps the fingerprint runs had before the parameter existed
+    assert Settings().fingerprint() == Settings(mosaic=-1).fingerprint() != Settings(mosaic=0.5).fingerprint()
     # the same label map path with swapped ids is another recipe
     with_map = fingerprint.plan(ann, img, home, settings=Settings(existing_label_map=str(lm)))
     lm.write_text('item {\n  id: 2\n  name: "cat"\n}\nitem {\n  id: 1\n  name: "dog"\n}\n')
@@ -90,6 +93,8 @@ def test_after_a_rollback_the_data_is_not_called_new(tmp_path):
     (dict(time_budget=0.01), "--time-budget 0.01: must be between 1 and 10080 minutes"),
     (dict(tflite="int4"), "--tflite int4: unknown kind; use one of int8, fp16, float, none"),
     (dict(image_size=300), "--image-size 300: must be a multiple of 32 .e.g. 288."),
+    (dict(mosaic=1.5), r"--mosaic 1.5: must be a share in \[0, 1\] .0 off, 1 every training image. or -1 for the preset's"),
+    (dict(mosaic=-0.5), r"--mosaic -0.5: must be a share in \[0, 1\]"),
 ])
 def test_numbers_out_of_range_are_one_line(change, message):
     with pytest.raises(UserError, match=message):

@@ -48,7 +48,8 @@ def share_tensorboard_logs(model_dir: str, log_dir: str) -> int:
 def train_task(train_records: str, eval_records: str, label_map_path: str, model_dir: str,
                champion: Champion | str | None = None, model_preset: str = "retinanet-mobilenetv2", steps: int = 0,
                batch_size: int = 0, image_size: int = 0, init_checkpoint: str = "default",
-               config_overrides: str = "", warm_start: bool = False, time_budget: float = 0.0) -> Result:
+               config_overrides: str = "", warm_start: bool = False, time_budget: float = 0.0,
+               mosaic: float = -1.0) -> Result:
     """Trains on Model Garden into `model_dir`; a user error is kept there so a retry fails at once."""
     from odpipe.train import train
 
@@ -60,7 +61,8 @@ def train_task(train_records: str, eval_records: str, label_map_path: str, model
         result = train(records_pattern(train_records), records_pattern(eval_records), label_map_path, model_dir,
                        model=model_preset, image_size=image_size or None, batch_size=batch_size or None,
                        steps=steps or None, init_checkpoint=init, config_overrides=config_overrides or None,
-                       time_budget=time_budget or None, **options)
+                       time_budget=time_budget or None,
+                       mosaic=mosaic if mosaic >= 0 else None, **options)
     except UserError as err:
         storage.write_text(marker, str(err) + "\n")
         raise
