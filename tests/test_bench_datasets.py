@@ -30,3 +30,16 @@ def test_the_table_plans_the_curve_and_reports_the_share_of_the_budget():
                                         "mAP@0.5": 0.881, "mAP": 0.401})
     assert row == "| raccoon | 10 | after | 8066 | 9.86 (98.6 %) | 9.89 | 128 | 0.881 | 0.401 |"
     assert "failed: boom" in _row("raccoon", 10, "before", {"error": "boom", "process_minutes": 0.1})
+
+
+def test_repeated_runs_are_summed_up_as_median_and_range():
+    from odpipe.bench.minutes import spread
+
+    def run(version, ap50, steps, **extra):
+        return {"dataset": "crowded", "budget_minutes": 5.0, "version": version, "mAP@0.5": ap50, "mAP": ap50 / 2,
+                "steps": steps, **extra}
+
+    results = [run("after", 0.84, 600), run("new", 0.86, 640), run("after", 0.64, 630), run("new", 0.79, 620),
+               run("after", 0.67, 610), run("new", 0.0, 0, error="boom")]
+    assert spread(results) == ["| crowded | 5 | after | 3 | 0.670 | 0.640–0.840 | 0.335 | 610 |",
+                               "| crowded | 5 | new | 2 | 0.825 | 0.790–0.860 | 0.412 | 630 |"]

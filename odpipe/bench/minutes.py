@@ -2,7 +2,7 @@
 
     python -m odpipe.bench.minutes [--datasets sample,raccoon,crowded] [--minutes 10]
                                    [--curve raccoon:5,20] [--before v0.2.0] [--versions before,after]
-                                   [--flags 'NAME=--mosaic 0'] [--workdir DIR]
+                                   [--flags 'NAME=--mosaic 0'] [--repeats N] [--workdir DIR]
                                    [--json out.json]
 
 Each run is the command a user types, `odpipe train ... --time-budget MINUTES --init-checkpoint
@@ -11,7 +11,10 @@ git ref `--before` (checked out in a temporary worktree; same virtual environmen
 From scratch, since this machine cannot reach the published checkpoints. Datasets: see
 `odpipe.bench.datasets`. Reported per run: steps, minutes used of the budget (train() to the final
 checkpoint, the figure the budget governs, and the whole process), and mAP@0.5 of the final model
-on the held-out split (pycocotools). One run each: on a shared machine compare rows of one invocation.
+on the held-out split (pycocotools). One run each by default: on a shared machine compare rows of one
+invocation. From scratch, runs of one recipe differ (random initialisation and data order: on the
+crowded set at 5 minutes, mAP@0.5 from 0.45 to 0.84); `--repeats N` runs each N times, interleaved,
+and ends with each recipe's median and range.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,6 +100,21 @@ def _row(name: str, minutes: float, version: str, r: dict) -> str:
             f"{r['process_minutes']:.2f} | {r['image_size']} | {r['mAP@0.5']:.3f} | {r['mAP']:.3f} |")
 
 
+def spread(results: list[dict]) -> list[str]:
+    """Rows of (dataset, budget, version): runs, median, min and max mAP@0.5, median mAP, median steps."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        if "error" not in r:
+            groups.setdefault((r["dataset"], r["budget_minutes"], r["version"]), []).append(r)
+    rows = []
+    for (name, minutes, version), runs in groups.items():
+        ap50 = sorted(r["mAP@0.5"] for r in runs)
+        rows.append(f"| {name} | {minutes:g} | {version} | {len(runs)} | {statistics.median(ap50):.3f} | "
+                    f"{ap50[0]:.3f}–{ap50[-1]:.3f} | {statistics.median(r['mAP'] for r in runs):.3f} | "
+                    f"{statistics.median(r['steps'] for r in runs):.0f} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m odpipe.bench.minutes", description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="sample,raccoon,crowded")
@@ -106,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="'before' (the --before ref), 'after' (this checkout) and any name given --flags")
     parser.add_argument("--flags", action="append", default=[], metavar="NAME=FLAGS",
                         help="a variant of this checkout: e.g. --flags 'no-mosaic=--mosaic 0' --versions after,no-mosaic")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each version (interleaved); "
+                        "more than one ends with each recipe's median and range")
     parser.add_argument("--raccoon", default=None, help="raccoon labelImg folder (default ../shared/datasets/raccoon)")
     parser.add_argument("--workdir", help="keep records and model dirs here (default: a temporary folder)")
     parser.add_argument("--json", help="also write the results here")
@@ -127,14 +148,22 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         print("|---|---|---|---|---|---|---|---|---|", flush=True)
         for name, minutes in _plan(list(data), args.minutes, args.curve):
-            for version in versions:
-                print(f"  {name}, --time-budget {minutes:g}, {version}:", flush=True)
-                model_dir = os.path.join(work, "models", f"{name}-{minutes:g}-{version}")
-                shutil.rmtree(model_dir, ignore_errors=True)  # a fresh run, never a resume
-                r = train_run(codes[version], data[name], model_dir, minutes, flags.get(version, []))
-                results.append({"dataset": name, "budget_minutes": minutes, "version": version, **r})
-                print(_row(name, minutes, version, r), flush=True)
-                save_json(args.json, results)  # after every run: a long table survives an interruption
+            for repeat in range(max(1, args.repeats)):
+                for version in versions:
+                    print(f"  {name}, --time-budget {minutes:g}, {version}:", flush=True)
+                    model_dir = os.path.join(work, "models", f"{name}-{minutes:g}-{version}-{repeat}")
+                    shutil.rmtree(model_dir, ignore_errors=True)  # a fresh run, never a resume
+                    r = train_run(codes[version], data[name], model_dir, minutes, flags.get(version, []))
+                    results.append({"dataset": name, "budget_minutes": minutes, "version": version, "repeat": repeat,
+                                    **r})
+                    print(_row(name, minutes, version, r), flush=True)
+                    save_json(args.json, results)  # after every run: a long table survives an interruption
+        if args.repeats > 1:
+            print("\n| dataset | budget (min) | preset | runs | median mAP@0.5 | range | median mAP | median steps |",
+                  flush=True)
+            print("|---|---|---|---|---|---|---|---|", flush=True)
+            for row in spread(results):
+                print(row, flush=True)
     return 0
 
 
