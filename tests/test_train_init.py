@@ -40,6 +40,23 @@ def test_presets_are_registered_model_garden_experiments():
         build_config("t", "e", LABELS, config_overrides={"task": {"model": {"nope": 1}}})
 
 
+def test_from_scratch_the_cpu_preset_warms_up_over_a_fifth_of_the_steps():
+    from odpipe.train import build_config
+
+    def warmup_steps(config) -> int:
+        return config.trainer.optimizer_config.warmup.get().warmup_steps
+
+    scratch = build_config("t", "e", LABELS, steps=1000, init_checkpoint="none")
+    pretrained = build_config("t", "e", LABELS, steps=1000)
+    assert (warmup_steps(scratch), warmup_steps(pretrained)) == (200, 50)
+    big = build_config("t", "e", LABELS, model="retinanet-resnet50fpn", steps=1000, init_checkpoint="none")
+    assert warmup_steps(big) == 20  # that preset has no scratch warmup: its own 2 %
+    # the user's override still wins
+    given = build_config("t", "e", LABELS, steps=1000, init_checkpoint="none", config_overrides={
+        "trainer": {"optimizer_config": {"warmup": {"linear": {"warmup_steps": 7}}}}})
+    assert warmup_steps(given) == 7
+
+
 def test_init_checkpoint_choices(tmp_path):
     import tensorflow as tf
 

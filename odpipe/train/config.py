@@ -174,7 +174,7 @@ def build_config(
                           {"aug_rand_hflip": hflip, "aug_scale_min": smin, "aug_scale_max": smax},
                           runtime["mixed_precision_dtype"])
     config.override({"runtime": {key: runtime[key] for key in RUNTIME_KEYS}, "task": task,
-                     "trainer": _trainer_override(config, loop)}, is_strict=True)
+                     "trainer": _trainer_override(config, loop, _warmup(config, model, start))}, is_strict=True)
     if aug is not None:
         config.override({"task": {"train_data": {"parser": {"aug_type": aug}}}}, is_strict=True)
     _start_overrides(config, model, start)
@@ -269,7 +269,15 @@ def _task_override(config, loop: dict, label_map: dict[int, str], start: dict, t
     }
 
 
-def _trainer_override(config, loop: dict) -> dict:
+def _warmup(config, model: str, start: dict) -> float:
+    """The warmup's share of the steps: a preset's own from scratch, else the experiment's."""
+    preset = PRESETS.get(model)
+    if start["source"] == "none" and preset and preset.scratch_warmup_fraction:
+        return preset.scratch_warmup_fraction
+    return warmup_fraction(config)
+
+
+def _trainer_override(config, loop: dict, warmup: float) -> dict:
     """The `trainer` part of the run's override: steps, intervals, best checkpoint, schedule."""
     return {
         "train_steps": loop["steps"],
@@ -282,7 +290,7 @@ def _trainer_override(config, loop: dict) -> dict:
         "best_checkpoint_export_subdir": BEST_SUBDIR,
         "best_checkpoint_eval_metric": BEST_METRIC,
         "best_checkpoint_metric_comp": "higher",
-        "optimizer_config": schedule(loop["steps"], loop["learning_rate"], warmup_fraction(config)),
+        "optimizer_config": schedule(loop["steps"], loop["learning_rate"], warmup),
     }
 
 

@@ -50,6 +50,7 @@ class Preset:
     # Applied when the run starts from scratch (--init-checkpoint none), before the user's overrides:
     # the architecture that trains best per CPU-minute without a checkpoint to match.
     scratch_overrides: dict = dataclasses.field(default_factory=dict)
+    scratch_warmup_fraction: float | None = None  # the warmup's share of the steps from scratch (None: warmup_fraction)
     mosaic: float = 0.0  # share of training images made mosaics of four (odpipe.modeling.mosaic)
     # XLA-compile the train step. Off for both presets: on the 2-core CPU the CPU preset's XLA step ran
     # at 0.09x the plain one (0.53 vs 5.78 steps/s, `python -m odpipe.bench.steps`, one run); on GPUs
@@ -96,6 +97,11 @@ PRESETS: dict[str, Preset] = {
         # Half the training images as mosaics of four: on the raccoon photos, 10 minutes from scratch at
         # 128 px, mAP@0.5 0.804 with it against 0.695 without (`python -m odpipe.bench.minutes`, one run each).
         mosaic=0.5,
+        # A fifth of the steps warming up from scratch (5 % was 25-30 steps in a 5-minute run): on the crowded
+        # set at 5 minutes, mAP@0.5 0.861 / 0.794 / 0.765 in three runs against 0.840 / 0.670 / 0.638 / 0.446
+        # in four with 5 %; level within the runs' spread at 10 minutes on all three benchmark sets
+        # (`python -m odpipe.bench.minutes`; the README's ten-minute section).
+        scratch_warmup_fraction=0.2,
     ),
     # The standard RetinaNet for GPUs (mixed float16) and TPUs (bfloat16).
     "retinanet-resnet50fpn": Preset(
